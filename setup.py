@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="reid_robust",
+    version="0.1.0",
+    description="Noise-robust deep metric learning and person re-identification toolkit",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["reid_robust", "reid_robust.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch",
+        "torchvision",
+        "faiss-cpu",
+        "scikit-learn",
+        "albumentations",
+        "numpy",
+        "pyyaml",       # configs
+        "tqdm",         # progress bars
+        "tabulate",     # result tables
+        "matplotlib",   # noise curves, ranked lists, contact sheets
+    ],
+    extras_require={
+        "onnx": ["onnx", "onnxruntime"],
+        "test": ["pytest", "pytorch-metric-learning", "onnx", "onnxruntime"],
+    },
+)
