@@ -1,0 +1,242 @@
+"""Configs: YAML files with ``_BASE_`` inheritance, ``key=value`` overrides, validation against a schema.
+
+Every valid key and its default lives in :data:`DEFAULTS`; a key that is not there is refused with the
+closest valid key. Values are parsed as YAML (``train.epochs=1`` is an int, ``model.pretrained=null`` is
+None). ``loss.terms`` is a list of ``{name, weight, input, **params}``; its parameters are checked by the
+loss registry when the loss is built.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "output_dir": "runs/default",
+    "device": "auto",  # auto | cpu | cuda | cuda:N
+    "data": {
+        "dataset": "synthetic_market",
+        "root": "datasets/synthetic_market",
+        "num_workers": 2,
+        "test_batch_size": 128,
+        "crop_bbox": False,
+        "noise": {"rate": 0.0, "mode": "symmetric", "seed": 0, "list": None, "confusable": None},
+        "sampler": {"num_identities": 16, "num_instances": 4, "batches_per_epoch": 0},
+        "transforms": {
+            "size": [256, 128],
+            "pad": 10,
+            "flip": 0.5,
+            "color_jitter": 0.0,
+            "random_erasing": 0.5,
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+        },
+    },
+    "model": {
+        "backbone": "resnet50",
+        "pretrained": None,
+        "embedding_dim": 0,
+        "last_stride": 1,
+        "pooling": "avg",
+        "neck": "bnneck",
+        "freeze_stages": 0,
+    },
+    "loss": {
+        "terms": [
+            {"name": "triplet", "weight": 1.0, "input": "feat", "margin": 0.3},
+            {"name": "cross_entropy", "weight": 1.0, "input": "bn_feat", "epsilon": 0.1},
+        ],
+    },
+    "train": {
+        "epochs": 120,
+        "optimizer": "adam",
+        "lr": 3.5e-4,
+        "loss_lr": None,
+        "weight_decay": 5e-4,
+        "momentum": 0.9,
+        "scheduler": "multistep",
+        "milestones": [40, 70],
+        "gamma": 0.1,
+        "warmup_epochs": 10,
+        "warmup_factor": 0.01,
+        "grad_clip": 0.0,
+        "amp": False,
+        "resume": None,
+        "gather_embeddings": False,
+        "checkpoint_every": 1,
+        "best_metric": "mAP",
+        "tensorboard": False,
+        "progress": True,
+        "num_threads": 0,
+    },
+    "eval": {
+        "every": 10,
+        "untrained": False,
+        "flip": False,
+        "metric": "cosine",
+        "rerank": False,
+    },
+}
+
+CHOICES: dict[str, tuple] = {
+    "device": None,  # free-form, validated when the device is created
+    "data.noise.mode": ("symmetric", "pair", "pattern", "open_set"),
+    "model.pooling": ("avg", "gem"),
+    "model.neck": ("bnneck", "none"),
+    "train.optimizer": ("sgd", "adam", "adamw"),
+    "train.scheduler": ("cosine", "multistep", "constant"),
+    "eval.metric": ("cosine", "euclidean"),
+}
+# keys whose value is a free-form list or mapping (not validated key by key)
+OPEN_KEYS = {"loss.terms", "data.transforms.size", "data.transforms.mean", "data.transforms.std", "train.milestones"}
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key."""
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and full not in OPEN_KEYS:
+            out.update(_flatten(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+VALID_KEYS = sorted(_flatten(DEFAULTS))
+
+
+def _suggest(key: str) -> str:
+    candidates = VALID_KEYS + sorted({k.rsplit(".", 1)[0] for k in VALID_KEYS if "." in k})
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    if not close:  # compare the last component only (e.g. "epohcs" inside another section)
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in VALID_KEYS}
+        close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)]
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_value(key: str, value: Any, default: Any, where: str) -> Any:
+    if key in OPEN_KEYS or default is None or value is None:
+        if key in OPEN_KEYS and value is not None and not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}")
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
+        value = float(value)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: '{key}' must be a string, got {value!r}")
+    choices = CHOICES.get(key)
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: '{key}' must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _merge_flat(cfg: dict, flat: dict[str, Any], where: str) -> None:
+    defaults = _flatten(DEFAULTS)
+    for key, value in flat.items():
+        if key not in defaults:
+            raise ConfigError(f"{where}: unknown config key '{key}'{_suggest(key)}")
+        _set(cfg, key, _check_value(key, value, defaults[key], where))
+
+
+def _read_yaml(path: Path, seen: tuple = ()) -> dict[str, Any]:
+    """Read one YAML file and its ``_BASE_`` chain into a flat dict (later files win)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: _BASE_ inheritance loops back to itself")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    flat: dict[str, Any] = {}
+    base = raw.pop("_BASE_", None)
+    if base is not None:
+        flat.update(_read_yaml(path.parent / base, seen + (path.resolve(),)))
+    flat.update(_flatten(raw))
+    return flat
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """Parse ``["a.b=1", "c=[1, 2]"]`` into a flat dict with YAML-typed values."""
+    flat: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, text = item.split("=", 1)
+        try:
+            flat[key.strip()] = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError:
+            flat[key.strip()] = text
+    return flat
+
+
+def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Defaults <- YAML file (with its ``_BASE_`` chain) <- ``key=value`` overrides; validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        _merge_flat(cfg, _read_yaml(Path(path)), str(path))
+    _merge_flat(cfg, parse_overrides(overrides), "command line")
+    validate_loss_terms(cfg["loss"]["terms"])
+    return cfg
+
+
+def validate_loss_terms(terms: Any) -> None:
+    if not isinstance(terms, list) or not terms:
+        raise ConfigError("'loss.terms' must be a non-empty list of {name, weight, input, ...}")
+    for i, term in enumerate(terms):
+        if not isinstance(term, dict) or "name" not in term:
+            raise ConfigError(f"loss.terms[{i}] must be a mapping with at least a 'name', got {term!r}")
+        weight = term.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise ConfigError(f"loss.terms[{i}] ({term['name']}): 'weight' must be a number, got {weight!r}")
+        if term.get("input", "feat") not in ("feat", "bn_feat"):
+            raise ConfigError(f"loss.terms[{i}] ({term['name']}): 'input' must be feat or bn_feat, "
+                              f"got {term.get('input')!r}")
+
+
+def get(cfg: dict, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def save_config(cfg: dict, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,55 @@
+"""Apply the config's label noise to the training split and record it (``noise_manifest.csv``)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from reid_robust.data.noise import (confusable_identities, inject_identity_noise, load_noisy_label_list,
+                                    write_noise_manifest)
+from reid_robust.data.records import ImageRecord
+
+log = logging.getLogger("reid_robust")
+
+
+def _load_confusable(path: str, cfg: dict, records: Sequence[ImageRecord], clean: np.ndarray) -> np.ndarray:
+    """``data.noise.confusable`` is a ``.npy`` array (one identity per identity) or a clean-trained checkpoint."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"data.noise.confusable: file not found: {p}")
+    if p.suffix == ".npy":
+        return np.load(p)
+    from reid_robust.engine.builders import build_test_transform
+    from reid_robust.engine.checkpoint import load_model_from_checkpoint
+    from reid_robust.engine.inference import extract_features
+
+    model, _ = load_model_from_checkpoint(p)
+    feats, _, _ = extract_features(model, records, build_test_transform(cfg), batch_size=cfg["data"]["test_batch_size"])
+    return confusable_identities(feats, clean)
+
+
+def apply_label_noise(cfg: dict, records: Sequence[ImageRecord], clean: np.ndarray,
+                      output_dir: Path | None) -> np.ndarray:
+    """Return the training labels (noisy if configured); rank 0 writes the manifest to ``output_dir``."""
+    n_cfg = cfg["data"]["noise"]
+    if n_cfg["list"]:
+        noisy = load_noisy_label_list(n_cfg["list"], records)
+        is_noisy = noisy != clean
+    elif n_cfg["rate"] > 0:
+        confusable = None
+        if n_cfg["mode"] == "pattern" and n_cfg["confusable"]:
+            confusable = _load_confusable(n_cfg["confusable"], cfg, records, clean)
+        noisy, is_noisy = inject_identity_noise(clean, n_cfg["rate"], mode=n_cfg["mode"], seed=n_cfg["seed"],
+                                                confusable=confusable)
+    else:
+        return clean.copy()
+    noisy = np.asarray(noisy, dtype=np.int64)
+    is_noisy = np.asarray(is_noisy, dtype=bool)
+    log.info("label noise: mode=%s requested rate=%.3f realised rate=%.4f (%d of %d training labels wrong)",
+             n_cfg["mode"], n_cfg["rate"], is_noisy.mean() if len(is_noisy) else 0.0, int(is_noisy.sum()),
+             len(is_noisy))
+    if output_dir is not None:
+        write_noise_manifest(Path(output_dir) / "noise_manifest.csv", records, clean, noisy, is_noisy)
+    return noisy

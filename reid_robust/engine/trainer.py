@@ -1,0 +1,407 @@
+"""The training loop: one function, ``train(cfg)``, that reads top to bottom like an epoch does.
+
+records -> noise -> PK sampler -> transforms -> model -> named outputs -> weighted loss terms -> step;
+every ``eval.every`` epochs the model is evaluated with the dataset's protocol; checkpoints are atomic.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from reid_robust.data.dataset import ImageDataset
+from reid_robust.data.samplers import DistributedPKSampler, PKSampler
+from reid_robust.data.summary import summarize
+from reid_robust.engine import checkpoint as ckpt_io
+from reid_robust.engine.builders import (build_dataset_from_config, build_loss_terms, build_model_from_config,
+                                         build_optimizer, build_scheduler, build_test_transform,
+                                         build_train_transform)
+from reid_robust.engine.config import save_config
+from reid_robust.engine.distributed import DistInfo, barrier, cleanup, gather_with_grad, init_distributed
+from reid_robust.engine.evaluate import evaluate_model, metrics_table
+from reid_robust.engine.noise import apply_label_noise
+
+log = logging.getLogger("reid_robust")
+
+
+def setup_logging(output_dir: Path | None, is_main: bool) -> None:
+    """Readable logs: console and ``<output_dir>/train.log`` on rank 0, warnings only elsewhere."""
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt)
+    log.addHandler(console)
+    if is_main and output_dir is not None:
+        fh = logging.FileHandler(output_dir / "train.log", encoding="utf-8")
+        fh.setFormatter(fmt)
+        log.addHandler(fh)
+
+
+def resolve_device(name: str, info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device '{name}' requested but CUDA is not available (use device=cpu)")
+        if info.enabled:
+            return torch.device("cuda", info.local_rank)
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The RNG seed of one epoch on one rank: a resumed run re-derives exactly the same streams."""
+    return (seed * 1_000_003 + epoch * 1009 + rank) % 2**31
+
+
+def _worker_init(worker_id: int) -> None:
+    s = torch.initial_seed() % 2**32
+    random.seed(s)
+    np.random.seed(s)
+
+
+class _SkipBatches:
+    """Wrap a batch sampler to drop its first ``skip`` batches (resuming mid-epoch after Ctrl-C)."""
+
+    def __init__(self, sampler, skip: int = 0):
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        for i, batch in enumerate(self.sampler):
+            if i >= self.skip:
+                yield batch
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _weight_stats(terms) -> dict[str, float]:
+    stats = {}
+    for term in terms:
+        w = getattr(term.module, "last_sample_weights", None)
+        if w is not None and w.numel() > 0:
+            stats[f"{term.name}_w_mean"] = float(w.float().mean())
+            stats[f"{term.name}_w_std"] = float(w.float().std(unbiased=False))
+    return stats
+
+
+def train(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Train and evaluate as ``cfg`` says; returns the final metrics (also written to metrics.json)."""
+    info = init_distributed()
+    try:
+        return _train(cfg, info)
+    finally:
+        cleanup(info)
+
+
+def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
+    t_cfg, e_cfg, d_cfg = cfg["train"], cfg["eval"], cfg["data"]
+    out = Path(cfg["output_dir"])
+    if info.is_main:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    barrier(info)
+    setup_logging(out, info.is_main)
+    if t_cfg["num_threads"]:
+        torch.set_num_threads(t_cfg["num_threads"])
+    device = resolve_device(cfg["device"], info)
+    seed_everything(cfg["seed"])
+    started = time.time()
+
+    # data and noise (rank 0 generates synthetic trees; the others wait, then read them)
+    if info.is_main:
+        splits = build_dataset_from_config(cfg)
+    barrier(info)
+    if not info.is_main:
+        splits = build_dataset_from_config(cfg)
+    log.info("dataset %s at %s\n%s", d_cfg["dataset"], d_cfg["root"], summarize(splits))
+    clean = np.array([r.pid for r in splits.train], dtype=np.int64)
+    labels = apply_label_noise(cfg, splits.train, clean, out if info.is_main else None)
+    num_classes = int(splits.num_train_classes)
+
+    # model, losses, optimisation
+    model = build_model_from_config(cfg).to(device)
+    terms = build_loss_terms(cfg, num_classes, model.out_dim)
+    for term in terms:
+        term.module.to(device)
+    test_tf = build_test_transform(cfg)
+    s_cfg = d_cfg["sampler"]
+    batch = s_cfg["num_identities"] * s_cfg["num_instances"]
+    steps_per_epoch = s_cfg["batches_per_epoch"] or max(1, len(labels) // batch)
+    optimizer = build_optimizer(cfg, model, [t.module for t in terms])
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
+    use_scaler = t_cfg["amp"] and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    if info.enabled:
+        sampler = DistributedPKSampler(labels, s_cfg["num_identities"], s_cfg["num_instances"], seed=cfg["seed"],
+                                       num_batches=steps_per_epoch, rank=info.rank, world_size=info.world_size)
+    else:
+        sampler = PKSampler(labels, s_cfg["num_identities"], s_cfg["num_instances"], seed=cfg["seed"],
+                            num_batches=steps_per_epoch)
+    total_steps = steps_per_epoch * t_cfg["epochs"]
+
+    start_epoch, skip_iters, history, best = 0, 0, [], None
+    results: dict[str, Any] = {}
+    if t_cfg["resume"]:
+        state = ckpt_io.load_checkpoint(t_cfg["resume"], device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        for term, sd in zip(terms, state["losses"]):
+            term.module.load_state_dict(sd)
+        if "sampler" in state and hasattr(sampler, "load_state_dict"):
+            sampler.load_state_dict(state["sampler"])
+        start_epoch, skip_iters = state["epoch"], state.get("iteration", 0)
+        history, best = state.get("history", []), state.get("best")
+        results["untrained"] = state.get("untrained")
+        log.info("resumed from %s at epoch %d (iteration %d)", t_cfg["resume"], start_epoch, skip_iters)
+
+    if e_cfg["untrained"] and start_epoch == 0 and not t_cfg["resume"] and info.is_main:
+        results["untrained"] = evaluate_model(model, splits, cfg, test_tf, device)
+        log.info("untrained network (same initialisation, same test split):\n%s",
+                 metrics_table({"untrained": results["untrained"]}))
+    barrier(info)
+
+    net = model
+    if info.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+    loader_gen = torch.Generator()
+    dataset = ImageDataset(splits.train, build_train_transform(cfg), labels=labels)
+
+    def make_checkpoint(epoch: int, iteration: int) -> dict[str, Any]:
+        return {"model": model.state_dict(), "config": cfg, "epoch": epoch, "iteration": iteration,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "losses": [t.module.state_dict() for t in terms],
+                "sampler": sampler.state_dict() if hasattr(sampler, "state_dict") else None,
+                "rng": ckpt_io.rng_state(), "history": history, "best": best,
+                "untrained": results.get("untrained")}
+
+    csv_path = out / "log.csv"
+    writer = _TensorBoard(out, t_cfg["tensorboard"] and info.is_main)
+    epoch, it = start_epoch, 0
+    interrupted = {"flag": False}
+    previous_handler = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):  # finish the current step, save, then stop
+        if interrupted["flag"]:
+            raise KeyboardInterrupt
+        interrupted["flag"] = True
+        log.warning("interrupt received: saving a checkpoint after this step (Ctrl-C again to abort)")
+
+    if threading_main():
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        for epoch in range(start_epoch, t_cfg["epochs"]):
+            seed_everything(epoch_seed(cfg["seed"], epoch, info.rank))
+            loader_gen.manual_seed(epoch_seed(cfg["seed"], epoch, info.rank))
+            sampler.set_epoch(epoch)
+            loader = DataLoader(dataset, batch_sampler=_SkipBatches(sampler, skip_iters),
+                                num_workers=d_cfg["num_workers"], worker_init_fn=_worker_init,
+                                generator=loader_gen, pin_memory=device.type == "cuda")
+            model.train()
+            for term in terms:
+                term.module.train()
+            sums: dict[str, float] = {}
+            n_images, t0 = 0, time.time()
+            bar = _progress(loader, epoch, t_cfg, info, skip_iters, steps_per_epoch)
+            it = skip_iters
+            for it, batch_data in enumerate(bar, start=skip_iters):
+                images = batch_data["image"].to(device, non_blocking=True)
+                targets = batch_data["label"].to(device, non_blocking=True)
+                step = epoch * steps_per_epoch + it
+                with _autocast(device, t_cfg["amp"]):
+                    outputs = net(images)
+                all_targets = gather_with_grad(targets, info) if t_cfg["gather_embeddings"] else targets
+                loss = torch.zeros((), device=device)
+                parts = {}
+                for term in terms:
+                    x = outputs[term.input].float()
+                    if t_cfg["gather_embeddings"]:
+                        x = gather_with_grad(x, info)
+                    term.module.set_progress(step, total_steps)
+                    value = term.module(x, all_targets)
+                    parts[term.name] = float(value.detach())
+                    loss = loss + term.weight * value
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}, iteration {it + 1}; "
+                                             f"terms: {parts}. The last good checkpoint is untouched.")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if t_cfg["grad_clip"] > 0:
+                    scaler.unscale_(optimizer)
+                    params = [p for g in optimizer.param_groups for p in g["params"]]
+                    torch.nn.utils.clip_grad_norm_(params, t_cfg["grad_clip"])
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                n_images += images.shape[0]
+                parts["loss"] = float(loss.detach())
+                parts.update(_weight_stats(terms))
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items() if not k.endswith("_w_std")})
+                if interrupted["flag"]:
+                    break
+            if interrupted["flag"]:
+                if info.is_main:
+                    ckpt_io.atomic_save(make_checkpoint(epoch, it + 1), out / "checkpoints" / "last.pth")
+                    log.warning("saved %s (epoch %d, iteration %d); resume with train.resume=%s",
+                                out / "checkpoints" / "last.pth", epoch + 1, it + 1,
+                                out / "checkpoints" / "last.pth")
+                raise KeyboardInterrupt
+            n_steps = max(it + 1 - skip_iters, 1)
+            skip_iters = 0
+            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                   "images_per_s": n_images * info.world_size / max(time.time() - t0, 1e-9)}
+            row.update({k: v / n_steps for k, v in sums.items()})
+            if (e_cfg["every"] and (epoch + 1) % e_cfg["every"] == 0) or epoch + 1 == t_cfg["epochs"]:
+                if info.is_main:
+                    metrics = evaluate_model(model, splits, cfg, test_tf, device)
+                    row.update({k: v for k, v in metrics.items() if isinstance(v, float)})
+                    key = _best_key(cfg, splits)
+                    if best is None or metrics[key] > best["value"]:
+                        best = {"metric": key, "value": metrics[key], "epoch": epoch + 1}
+                        ckpt_io.atomic_save(make_checkpoint(epoch + 1, 0), out / "checkpoints" / "best.pth")
+                    log.info("epoch %d evaluation:\n%s", epoch + 1, metrics_table({f"epoch {epoch + 1}": metrics}))
+                    results["final"] = metrics
+                barrier(info)
+            history.append(row)
+            if info.is_main:
+                _append_csv(csv_path, row)
+                writer.log(row, epoch + 1)
+                log.info("epoch %d/%d  %s", epoch + 1, t_cfg["epochs"],
+                         "  ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+                last_epoch = epoch + 1 == t_cfg["epochs"]
+                if last_epoch or (epoch + 1) % max(t_cfg["checkpoint_every"], 1) == 0:
+                    ckpt_io.atomic_save(make_checkpoint(epoch + 1, 0), out / "checkpoints" / "last.pth")
+    finally:
+        if threading_main():
+            signal.signal(signal.SIGINT, previous_handler)
+        writer.close()
+
+    if "final" not in results and info.is_main:  # resumed after the last epoch, or zero epochs
+        results["final"] = evaluate_model(model, splits, cfg, test_tf, device)
+    summary: dict[str, Any] = {}
+    if info.is_main:
+        final = results["final"]
+        summary = {k: v for k, v in final.items()}
+        summary["untrained"] = results.get("untrained")
+        summary["best"] = best
+        summary["epochs"] = t_cfg["epochs"]
+        summary["train_time_s"] = round(time.time() - started, 1)
+        summary["noise"] = {"rate": d_cfg["noise"]["rate"], "mode": d_cfg["noise"]["mode"],
+                            "realised_rate": float(np.mean(labels != clean)) if len(clean) else 0.0}
+        tmp = out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, default=_json_default), encoding="utf-8")
+        os.replace(tmp, out / "metrics.json")
+        rows = {"trained (final)": final}
+        if results.get("untrained"):
+            rows = {"untrained": results["untrained"], **rows}
+        log.info("results on the test split (%s protocol):\n%s", splits.protocol, metrics_table(rows))
+        log.info("wrote %s, %s and %s", out / "metrics.json", out / "config.yaml", out / "checkpoints")
+    barrier(info)
+    return summary
+
+
+def threading_main() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _best_key(cfg: dict, splits) -> str:
+    key = cfg["train"]["best_metric"]
+    if splits.protocol == "cub" and key == "mAP":
+        return "map_at_r"
+    return key
+
+
+def _progress(loader, epoch: int, t_cfg: dict, info: DistInfo, skip: int, total: int):
+    if not (t_cfg["progress"] and info.is_main):
+        return loader
+    from tqdm import tqdm
+    return tqdm(loader, desc=f"epoch {epoch + 1}/{t_cfg['epochs']}", initial=skip, total=total,
+                unit="it", leave=False, dynamic_ncols=True, mininterval=1.0)
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    exists = path.exists()
+    fields = list(row)
+    if exists:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+        fields = header + [k for k in row if k not in header]
+        if fields != header:  # new columns (e.g. evaluation): rewrite with the wider header
+            with open(path, newline="", encoding="utf-8") as fh:
+                old = list(csv.DictReader(fh))
+            with open(path, "w", newline="", encoding="utf-8") as fh:
+                w = csv.DictWriter(fh, fieldnames=fields)
+                w.writeheader()
+                w.writerows(old)
+    with open(path, "a", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        if not exists:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return str(obj)
+
+
+class _TensorBoard:
+    """Optional TensorBoard scalars (needs the ``tensorboard`` package)."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError("train.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+
+    def log(self, row: dict[str, Any], step: int) -> None:
+        if self.writer is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
