@@ -1,0 +1,74 @@
+"""Config loading: defaults, _BASE_ inheritance, overrides, refusal of unknown keys with a suggestion."""
+from pathlib import Path
+
+import pytest
+
+from reid_robust.engine.config import ConfigError, load_config, save_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert cfg["loss"]["terms"]
+    assert cfg["train"]["epochs"] >= 1
+
+
+def test_overrides_are_typed_and_applied():
+    cfg = load_config(ROOT / "configs/quickstart.yaml", ["output_dir=/tmp/x", "train.epochs=1",
+                                                          "model.pretrained=null", "train.lr=0.01"])
+    assert cfg["output_dir"] == "/tmp/x" and cfg["train"]["epochs"] == 1
+    assert cfg["model"]["pretrained"] is None and cfg["train"]["lr"] == 0.01
+
+
+def test_misspelt_key_is_refused_with_the_closest_valid_key():
+    with pytest.raises(ConfigError, match=r"train\.epohcs.*did you mean 'train\.epochs'"):
+        load_config(ROOT / "configs/quickstart.yaml", ["train.epohcs=1"])
+
+
+def test_misspelt_key_in_a_file_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  backbon: resnet18\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*model\.backbon.*model\.backbone"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("override, match", [
+    ("train.epochs=abc", "train.epochs' must be an integer"),
+    ("train.amp=maybe", "train.amp' must be true or false"),
+    ("data.noise.mode=banana", "data.noise.mode' must be one of"),
+    ("train.optimizer=rmsprop", "train.optimizer' must be one of"),
+    ("noequals", "key=value"),
+])
+def test_bad_values_are_refused(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(ROOT / "configs/quickstart.yaml", [override])
+
+
+def test_base_inheritance_and_override_order(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 3\ntrain:\n  epochs: 7\n  lr: 0.5\n")
+    (tmp_path / "child.yaml").write_text("_BASE_: base.yaml\ntrain:\n  epochs: 9\n")
+    cfg = load_config(tmp_path / "child.yaml", ["seed=4"])
+    assert (cfg["seed"], cfg["train"]["epochs"], cfg["train"]["lr"]) == (4, 9, 0.5)
+
+
+def test_base_loop_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("_BASE_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_BASE_: a.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_loss_terms_are_validated():
+    with pytest.raises(ConfigError, match="input"):
+        load_config(None, ["loss.terms=[{name: triplet, input: logits}]"])
+    with pytest.raises(ConfigError, match="weight"):
+        load_config(None, ["loss.terms=[{name: triplet, weight: heavy}]"])
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(ROOT / "configs/market1501/osm_caa_r50.yaml")
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
