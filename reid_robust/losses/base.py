@@ -1,0 +1,115 @@
+"""Common base class of all losses: input checks, float32 computation, progress, sample weights."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .pairwise import normalize_to_mean_one
+
+
+def check_embeddings_and_labels(embeddings: Tensor, labels: Tensor, where: str) -> None:
+    """Raise ValueError naming ``where`` when the shapes or dtypes of a loss input are wrong."""
+    if not isinstance(embeddings, Tensor) or not isinstance(labels, Tensor):
+        raise TypeError(f"{where}: embeddings and labels must be tensors, got "
+                        f"{type(embeddings).__name__} and {type(labels).__name__}")
+    if embeddings.dim() != 2:
+        raise ValueError(f"{where}: embeddings must have shape [N, D], got {tuple(embeddings.shape)}")
+    if not embeddings.is_floating_point():
+        raise ValueError(f"{where}: embeddings must be floating point, got {embeddings.dtype}")
+    if labels.dim() != 1 or labels.numel() != embeddings.shape[0]:
+        raise ValueError(f"{where}: labels must have shape [N] = [{embeddings.shape[0]}], "
+                         f"got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"{where}: labels must be an integer tensor, got {labels.dtype}")
+    if embeddings.shape[0] == 0:
+        raise ValueError(f"{where}: empty batch (N = 0)")
+
+
+class MetricLoss(nn.Module):
+    """Base of every loss in ``reid_robust.losses``.
+
+    ``forward(embeddings [N, D], labels [N]) -> scalar``. Half-precision inputs are cast to float32 and
+    autocast is switched off inside, so the loss arithmetic is float32 (float64 inputs stay float64).
+    Subclasses implement ``compute(embeddings, labels)`` and may call ``_record_weights``.
+
+    Class attributes:
+        needs_num_classes: True when the constructor takes ``num_classes`` and ``embedding_dim``.
+        weights_meaning: ``"reliability"`` (low = likely mislabeled/outlier), ``"hardness"``
+            (high = harder) or None when the loss exposes no sample weights.
+    """
+
+    needs_num_classes: ClassVar[bool] = False
+    weights_meaning: ClassVar[str | None] = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_sample_weights: Tensor | None = None
+        self.step = 0
+        self.total_steps = 0
+
+    def set_progress(self, step: int, total_steps: int) -> None:
+        """Tell the loss where training is (step in [0, total_steps]); a no-op unless a loss reads it."""
+        if total_steps < 0 or step < 0:
+            raise ValueError(f"{type(self).__name__}.set_progress: step and total_steps must be >= 0, "
+                             f"got step={step}, total_steps={total_steps}")
+        self.step = int(step)
+        self.total_steps = int(total_steps)
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, in [0, 1] (0 until ``set_progress`` is called)."""
+        if self.total_steps <= 0:
+            return 0.0
+        return min(max(self.step / self.total_steps, 0.0), 1.0)
+
+    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        check_embeddings_and_labels(embeddings, labels, type(self).__name__)
+        if embeddings.dtype in (torch.float16, torch.bfloat16):
+            embeddings = embeddings.float()
+        labels = labels.to(device=embeddings.device, dtype=torch.long)
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            return self.compute(embeddings, labels)
+
+    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _record_weights(self, weights: Tensor) -> None:
+        """Store detached per-sample weights [N], rescaled to mean 1."""
+        self.last_sample_weights = normalize_to_mean_one(weights)
+
+
+class ClassifierLoss(MetricLoss):
+    """Base of losses that own a bias-free linear classifier ``Linear(embedding_dim, num_classes)``.
+
+    The classifier is initialised as in BoT (normal, std 0.001). Labels must lie in [0, num_classes).
+    """
+
+    needs_num_classes: ClassVar[bool] = True
+
+    def __init__(self, num_classes: int, embedding_dim: int) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if int(num_classes) < 1:
+            raise ValueError(f"{name}: num_classes must be >= 1, got {num_classes}")
+        if int(embedding_dim) < 1:
+            raise ValueError(f"{name}: embedding_dim must be >= 1, got {embedding_dim}")
+        self.num_classes = int(num_classes)
+        self.embedding_dim = int(embedding_dim)
+        self.classifier = nn.Linear(self.embedding_dim, self.num_classes, bias=False)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+
+    def logits(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """Classifier logits [N, num_classes] in the classifier's dtype promoted with the input's."""
+        name = type(self).__name__
+        if embeddings.shape[1] != self.embedding_dim:
+            raise ValueError(f"{name}: embeddings have dimension {embeddings.shape[1]}, "
+                             f"the classifier expects embedding_dim={self.embedding_dim}")
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= self.num_classes:
+            raise ValueError(f"{name}: labels must lie in [0, {self.num_classes}), got range [{lo}, {hi}]")
+        weight = self.classifier.weight
+        dtype = torch.promote_types(weight.dtype, embeddings.dtype)
+        return embeddings.to(dtype) @ weight.to(dtype).t()

@@ -1,0 +1,160 @@
+"""The pairwise core shared by every loss: similarities, distances, label masks, masked reductions.
+
+Conventions (docs/losses.md, methods reference section 0): rows of ``x`` are embeddings ``[N, D]``;
+``S_ij`` is the cosine similarity, ``d_ij`` the Euclidean distance computed as ``sqrt(clamp(d2, 1e-12))``
+so that the gradient at zero distance is zero instead of infinite; the positive set of anchor ``i`` is
+``{j != i : y_j == y_i}`` (self-pairs are never positives) and the negative set ``{j : y_j != y_i}``.
+Reductions over a mask treat an empty set explicitly instead of producing NaN or +-inf.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+DISTANCE_EPS = 1e-12
+NORM_EPS = 1e-12
+
+
+def l2_normalize(x: Tensor, eps: float = NORM_EPS) -> Tensor:
+    """Rows of ``x`` [N, D] divided by ``max(||x_i||, eps)``; a zero row stays zero (no NaN)."""
+    return x / x.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+def cosine_similarity_matrix(x: Tensor, y: Tensor | None = None) -> Tensor:
+    """Cosine similarities ``S`` [N, M] between rows of ``x`` [N, D] and ``y`` [M, D] (default ``x``)."""
+    xn = l2_normalize(x)
+    yn = xn if y is None else l2_normalize(y)
+    return xn @ yn.t()
+
+
+def squared_euclidean_distance_matrix(x: Tensor, y: Tensor | None = None) -> Tensor:
+    """Squared distances ``||x_i - y_j||^2`` [N, M], clamped at 0 against cancellation.
+
+    Computed as ``|x|^2 + |y|^2 - 2 x y^T`` (one matrix product); when ``y`` is None the diagonal is set
+    to exactly 0.
+    """
+    same = y is None
+    y = x if y is None else y
+    x2 = (x * x).sum(dim=1, keepdim=True)
+    y2 = x2 if same else (y * y).sum(dim=1, keepdim=True)
+    d2 = (x2 + y2.t() - 2.0 * (x @ y.t())).clamp_min(0.0)
+    if same:
+        d2 = d2 * (1.0 - torch.eye(d2.shape[0], device=d2.device, dtype=d2.dtype))
+    return d2
+
+
+def euclidean_distance_matrix(x: Tensor, y: Tensor | None = None, eps: float = DISTANCE_EPS) -> Tensor:
+    """Euclidean distances [N, M] as ``sqrt(clamp(d2, eps))``: finite gradient (zero) at zero distance."""
+    return squared_euclidean_distance_matrix(x, y).clamp_min(eps).sqrt()
+
+
+def same_label_matrix(labels: Tensor, ref_labels: Tensor | None = None) -> Tensor:
+    """Boolean [N, M]: ``labels[i] == ref_labels[j]``."""
+    ref = labels if ref_labels is None else ref_labels
+    return labels.view(-1, 1) == ref.view(1, -1)
+
+
+def positive_mask(labels: Tensor) -> Tensor:
+    """Boolean [N, N]: same label and ``i != j`` (self-pairs excluded)."""
+    same = same_label_matrix(labels)
+    return same & ~torch.eye(labels.numel(), dtype=torch.bool, device=labels.device)
+
+
+def negative_mask(labels: Tensor) -> Tensor:
+    """Boolean [N, N]: different labels."""
+    return ~same_label_matrix(labels)
+
+
+def masked_sum(x: Tensor, mask: Tensor, dim: int) -> Tensor:
+    """Sum of ``x`` over the entries where ``mask`` is True (0 for an empty set)."""
+    return torch.where(mask, x, torch.zeros_like(x)).sum(dim=dim)
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int) -> Tensor:
+    """Mean of ``x`` over masked entries; 0 (not NaN) where the set is empty."""
+    count = mask.sum(dim=dim)
+    return masked_sum(x, mask, dim) / count.clamp_min(1).to(x.dtype)
+
+
+def masked_max(x: Tensor, mask: Tensor, dim: int) -> Tensor:
+    """Max of ``x`` over masked entries; 0 where the set is empty (callers drop those rows)."""
+    filled = torch.where(mask, x, torch.full_like(x, float("-inf")))
+    out = filled.max(dim=dim).values
+    return torch.where(mask.any(dim=dim), out, torch.zeros_like(out))
+
+
+def masked_min(x: Tensor, mask: Tensor, dim: int) -> Tensor:
+    """Min of ``x`` over masked entries; 0 where the set is empty (callers drop those rows)."""
+    filled = torch.where(mask, x, torch.full_like(x, float("inf")))
+    out = filled.min(dim=dim).values
+    return torch.where(mask.any(dim=dim), out, torch.zeros_like(out))
+
+
+def masked_logsumexp(x: Tensor, mask: Tensor, dim: int, add_zero: bool = False) -> Tensor:
+    """``log sum_{mask} exp(x)`` along ``dim``, stable for large exponents.
+
+    With ``add_zero`` a zero logit joins the set, giving ``log(1 + sum exp(x))`` (0 for an empty set).
+    Without it an empty set gives ``-inf``; its gradient is 0, never NaN.
+    """
+    lse = _finite_logsumexp(x, mask, dim, add_zero)
+    if add_zero:
+        return lse
+    return torch.where(mask.any(dim=dim), lse, torch.full_like(lse, float("-inf")))
+
+
+def masked_softmax(x: Tensor, mask: Tensor, dim: int, add_zero: bool = False) -> Tensor:
+    """Softmax of ``x`` over masked entries (0 elsewhere and on empty rows).
+
+    With ``add_zero`` an implicit zero logit shares the normaliser: ``exp(x_j) / (1 + sum exp(x))``,
+    which is the pair weight of ``log(1 + sum exp(x))`` losses (MS, circle).
+    """
+    lse = _finite_logsumexp(x, mask, dim, add_zero)
+    shifted = torch.where(mask, x - lse.unsqueeze(dim), torch.full_like(x, float("-inf")))
+    return torch.exp(shifted)
+
+
+def _finite_logsumexp(x: Tensor, mask: Tensor, dim: int, add_zero: bool) -> Tensor:
+    """Masked logsumexp that is 0 (not -inf) on empty rows, so that nothing downstream sees inf - inf."""
+    empty = ~mask.any(dim=dim, keepdim=True)
+    fill = torch.full_like(x, float("-inf"))
+    filled = torch.where(mask, x, fill)
+    if add_zero:
+        zero = torch.zeros_like(x.narrow(dim, 0, 1))
+        return torch.logsumexp(torch.cat([filled, zero], dim=dim), dim=dim)
+    # an empty row gets one zero logit so its logsumexp is finite; callers mask those rows
+    filled = torch.where(empty & _first_position(x, dim), torch.zeros_like(x), filled)
+    return torch.logsumexp(filled, dim=dim)
+
+
+def _first_position(x: Tensor, dim: int) -> Tensor:
+    """Boolean tensor broadcastable to ``x``: True at index 0 along ``dim``."""
+    shape = [1] * x.dim()
+    shape[dim] = x.shape[dim]
+    idx = torch.arange(x.shape[dim], device=x.device).view(shape)
+    return idx == 0
+
+
+def pair_weights_to_sample_weights(pair_weights: Tensor) -> Tensor:
+    """Per-sample share [N] of a non-negative pair-weight matrix [N, N], normalised to mean 1.
+
+    A sample's share is half its row sum (as anchor) plus half its column sum (as partner). When all
+    weights are zero the result is uniform (all ones).
+    """
+    w = pair_weights.detach()
+    per_sample = 0.5 * (w.sum(dim=1) + w.sum(dim=0))
+    return normalize_to_mean_one(per_sample)
+
+
+def normalize_to_mean_one(weights: Tensor) -> Tensor:
+    """Detached non-negative weights [N] rescaled to mean 1 (uniform ones when their sum is 0)."""
+    w = weights.detach().to(torch.float32)
+    total = w.sum()
+    if not torch.isfinite(total) or total <= 0:
+        return torch.ones_like(w)
+    return w * (w.numel() / total)
+
+
+def zero_loss(embeddings: Tensor) -> Tensor:
+    """An exact 0 that is still connected to the graph of ``embeddings``."""
+    return embeddings.sum() * 0.0

@@ -1,0 +1,66 @@
+"""Registry of losses by name: ``LOSSES`` and ``build_loss(name, **params)``."""
+
+from __future__ import annotations
+
+import inspect
+
+from torch import nn
+
+from .base import MetricLoss
+
+LOSSES: dict[str, type[MetricLoss]] = {}
+
+
+def register_loss(name: str, cls: type[MetricLoss]) -> type[MetricLoss]:
+    """Add ``cls`` under ``name``; a duplicate name or a class that is not a MetricLoss raises."""
+    if name in LOSSES:
+        raise ValueError(f"loss name {name!r} is already registered to {LOSSES[name].__name__}")
+    if not (isinstance(cls, type) and issubclass(cls, MetricLoss)):
+        raise TypeError(f"loss {name!r}: {cls!r} is not a subclass of MetricLoss")
+    LOSSES[name] = cls
+    return cls
+
+
+def loss_parameters(name: str) -> dict[str, object]:
+    """Constructor parameters of loss ``name`` with their defaults (``inspect.Parameter.empty`` if none)."""
+    cls = _lookup(name)
+    params = inspect.signature(cls.__init__).parameters
+    return {k: p.default for k, p in params.items() if k != "self"}
+
+
+def build_loss(name: str, **params: object) -> nn.Module:
+    """Build the loss registered as ``name`` with keyword ``params``.
+
+    Raises ValueError for an unknown name (listing the valid names), an unknown parameter (naming it and
+    the accepted ones) or a missing required parameter (e.g. ``num_classes`` for classifier losses).
+    """
+    cls = _lookup(name)
+    accepted = loss_parameters(name)
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"loss {name!r}: unknown parameter(s) {', '.join(unknown)}; "
+                         f"accepted: {', '.join(accepted) or '(none)'}")
+    missing = [k for k, d in accepted.items() if d is inspect.Parameter.empty and k not in params]
+    if missing:
+        raise ValueError(f"loss {name!r}: missing required parameter(s) {', '.join(missing)}")
+    return cls(**params)
+
+
+def _lookup(name: str) -> type[MetricLoss]:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}")
+    return LOSSES[name]
+
+
+def _register_builtin() -> None:
+    from .cross_entropy import CrossEntropyLoss
+    from .triplet import TripletLoss
+
+    for name, cls in {
+        "triplet": TripletLoss,
+        "cross_entropy": CrossEntropyLoss,
+    }.items():
+        register_loss(name, cls)
+
+
+_register_builtin()
