@@ -1,0 +1,67 @@
+"""`ImageDataset`: records -> {"image": FloatTensor[3, H, W], "label", "pid", "camid", "index"}."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from .records import ImageRecord
+
+
+class ImageReadError(OSError):
+    """An image file is missing, unreadable or corrupt; the message names the file."""
+
+
+def load_image(record: ImageRecord) -> np.ndarray:
+    """RGB uint8 array [H, W, 3] of the record's image, cropped to `record.bbox` (x, y, w, h) if set."""
+    try:
+        with Image.open(record.path) as img:
+            img = img.convert("RGB")
+    except FileNotFoundError:
+        raise ImageReadError(f"image file not found: {record.path}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise ImageReadError(f"cannot read image file {record.path}: {err}") from err
+    if record.bbox is not None:
+        x, y, w, h = (float(v) for v in record.bbox)
+        left, top = max(0, round(x)), max(0, round(y))
+        right, bottom = min(img.width, round(x + w)), min(img.height, round(y + h))
+        if right <= left or bottom <= top:
+            raise ImageReadError(f"bounding box {record.bbox} lies outside image {record.path} ({img.width}x{img.height})")
+        img = img.crop((left, top, right, bottom))
+    return np.asarray(img)
+
+
+class ImageDataset(Dataset):
+    """Map-style dataset over `records`.
+
+    transform: an albumentations pipeline (`build_transforms`), called as `transform(image=array)["image"]`;
+    None gives the unnormalised image as float [3, H, W] in [0, 1].
+    labels: optional [N] training labels (e.g. noisy ones) overriding the records' pids in "label";
+    "pid" always holds the record's (clean) pid.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord], transform: Callable | None, labels: Sequence[int] | None = None):
+        self.records = list(records)
+        self.transform = transform
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (len(self.records),):
+                raise ValueError(f"ImageDataset: labels must have shape ({len(self.records)},), got {labels.shape}")
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        array = load_image(record)
+        if self.transform is None:
+            image = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+        else:
+            image = self.transform(image=array)["image"]
+        label = record.pid if self.labels is None else int(self.labels[index])
+        return {"image": image, "label": int(label), "pid": int(record.pid), "camid": int(record.camid), "index": index}

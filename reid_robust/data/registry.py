@@ -1,0 +1,111 @@
+"""`build_dataset(name, root, **options)`: a registry of dataset loaders that rejects unknown names/options."""
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Callable
+
+from .records import DatasetSplits
+
+_BUILDERS: dict[str, Callable[..., DatasetSplits]] = {}
+
+
+def register_dataset(name: str) -> Callable:
+    """Decorator adding a loader `fn(root, **options) -> DatasetSplits` under `name`; duplicates are errors."""
+
+    def add(fn: Callable[..., DatasetSplits]) -> Callable[..., DatasetSplits]:
+        if name in _BUILDERS:
+            raise ValueError(f"dataset name {name!r} is already registered")
+        _BUILDERS[name] = fn
+        return fn
+
+    return add
+
+
+def dataset_names() -> list[str]:
+    """The registered dataset names, sorted."""
+    return sorted(_BUILDERS)
+
+
+def build_dataset(name: str, root: str | os.PathLike, **options) -> DatasetSplits:
+    """Load dataset `name` from `root`; `options` go to its loader (e.g. `use_bbox=True` for cub200)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
+    builder = _BUILDERS[name]
+    accepted = [p for p in inspect.signature(builder).parameters if p != "root"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"dataset {name!r} got unknown option(s) {unknown}; accepted: {accepted or 'none'}")
+    return builder(root, **options)
+
+
+@register_dataset("market1501")
+def _market1501(root):
+    from .market1501 import load_market1501
+
+    return load_market1501(root)
+
+
+@register_dataset("cub200")
+def _cub200(root, use_bbox: bool = False, split: str = "metric"):
+    from .cub200 import load_cub200
+
+    return load_cub200(root, use_bbox=use_bbox, split=split)
+
+
+@register_dataset("msmt17")
+def _msmt17(root, version: str = "auto", include_val: bool = True):
+    from .msmt17 import load_msmt17
+
+    return load_msmt17(root, version=version, include_val=include_val)
+
+
+@register_dataset("cars196")
+def _cars196(root, use_bbox: bool = False):
+    from .cars196 import load_cars196
+
+    return load_cars196(root, use_bbox=use_bbox)
+
+
+@register_dataset("sop")
+def _sop(root):
+    from .sop import load_sop
+
+    return load_sop(root)
+
+
+@register_dataset("folder")
+def _folder(root, camera_pattern: str | None = None, train_fraction: float = 0.5):
+    from .folder import load_folder
+
+    return load_folder(root, camera_pattern=camera_pattern, train_fraction=train_fraction)
+
+
+def _generate(root: str | os.PathLike, layout: str, options: dict) -> Path:
+    """Generate (or reuse, when its marker matches `options`) the synthetic tree; see `generate_synthetic`."""
+    from .synthetic import generate_synthetic
+
+    return Path(generate_synthetic(root, layout=layout, **options))
+
+
+@register_dataset("synthetic_market")
+def _synthetic_market(root, seed: int = 0, num_identities: int | None = None, num_cameras: int = 6,
+                      height: int | None = None, width: int | None = None, train_fraction: float = 0.5,
+                      num_distractors: int | None = None, num_junk: int | None = None):
+    from .market1501 import load_market1501
+
+    options = {"seed": seed, "num_identities": num_identities, "num_cameras": num_cameras, "height": height,
+               "width": width, "train_fraction": train_fraction, "num_distractors": num_distractors,
+               "num_junk": num_junk}
+    return load_market1501(_generate(root, "market", options), name="synthetic_market")
+
+
+@register_dataset("synthetic_cub")
+def _synthetic_cub(root, seed: int = 0, num_identities: int | None = None, height: int | None = None,
+                   width: int | None = None, images_per_class: tuple = (10, 16), use_bbox: bool = False):
+    from .cub200 import load_cub200
+
+    options = {"seed": seed, "num_identities": num_identities, "height": height, "width": width,
+               "images_per_class": tuple(images_per_class)}
+    return load_cub200(_generate(root, "cub", options), use_bbox=use_bbox, name="synthetic_cub")

@@ -1,0 +1,56 @@
+"""ImageDataset: item dicts, label override, bbox crop, errors naming the file."""
+import pytest
+import torch
+from PIL import Image
+
+from reid_robust.data import ImageDataset, ImageReadError, ImageRecord, build_transforms
+
+
+@pytest.fixture
+def records(tmp_path):
+    out = []
+    for i, colour in enumerate([(255, 0, 0), (0, 255, 0)]):
+        path = tmp_path / f"img{i}.jpg"
+        Image.new("RGB", (12, 20), colour).save(path)
+        out.append(ImageRecord(str(path), pid=i + 3, camid=i))
+    return out
+
+
+def test_items_and_label_override(records):
+    transform = build_transforms({"size": [16, 8]}, train=False)
+    dataset = ImageDataset(records, transform, labels=[1, 0])
+    item = dataset[1]
+    assert item["image"].shape == (3, 16, 8) and item["image"].dtype == torch.float32
+    assert (item["label"], item["pid"], item["camid"], item["index"]) == (0, 4, 1, 1)
+    assert ImageDataset(records, transform)[0]["label"] == 3
+    batch = torch.utils.data.default_collate([dataset[0], dataset[1]])
+    assert batch["image"].shape == (2, 3, 16, 8) and batch["label"].tolist() == [1, 0]
+
+
+def test_no_transform_gives_unit_range_chw(records):
+    image = ImageDataset(records, None)[0]["image"]
+    assert image.shape == (3, 20, 12) and 0.9 < image[0].mean() <= 1.0 and image[1].mean() < 0.1
+
+
+def test_bbox_crop(tmp_path):
+    path = tmp_path / "box.png"
+    img = Image.new("RGB", (10, 10), (0, 0, 0))
+    img.paste((255, 255, 255), (2, 3, 6, 8))  # white box x 2..5, y 3..7
+    img.save(path)
+    image = ImageDataset([ImageRecord(str(path), 0, 0, bbox=(2, 3, 4, 5))], None)[0]["image"]
+    assert image.shape == (3, 5, 4) and torch.all(image == 1.0)
+
+
+def test_labels_length_mismatch(records):
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        ImageDataset(records, None, labels=[0, 1, 2])
+
+
+def test_missing_and_corrupt_images_name_the_file(tmp_path, records):
+    missing = ImageRecord(str(tmp_path / "gone.jpg"), 0, 0)
+    with pytest.raises(ImageReadError, match="gone.jpg"):
+        ImageDataset([missing], None)[0]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 definitely not a jpeg")
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        ImageDataset([ImageRecord(str(broken), 0, 0)], None)[0]

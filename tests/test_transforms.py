@@ -1,0 +1,47 @@
+"""Albumentations pipelines: output shape/dtype, normalisation, config validation."""
+import numpy as np
+import pytest
+import torch
+
+from reid_robust.data import build_transforms
+
+IMAGE = np.random.default_rng(0).integers(0, 256, size=(40, 20, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_output_is_float_chw_tensor_of_configured_size(train):
+    pipeline = build_transforms({"size": [32, 16], "pad": 2, "color_jitter": 0.2, "random_erasing": 1.0}, train)
+    out = pipeline(image=IMAGE)["image"]
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (3, 32, 16)
+    assert torch.isfinite(out).all()
+
+
+def test_test_pipeline_is_resize_and_normalise():
+    flat = np.full((32, 16, 3), 255, dtype=np.uint8)
+    out = build_transforms({"size": [32, 16], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0]}, train=False)(
+        image=flat)["image"]
+    expected = torch.tensor([2.0, 1.0, 0.5]).view(3, 1, 1).expand(3, 32, 16)
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_random_erasing_fills_with_zero_after_normalisation():
+    flat = np.full((32, 16, 3), 200, dtype=np.uint8)
+    cfg = {"size": [32, 16], "pad": 0, "flip": 0.0, "random_erasing": 1.0, "erasing_scale": [0.2, 0.3]}
+    out = build_transforms(cfg, train=True)(image=flat)["image"]
+    erased = (out == 0).all(dim=0)
+    assert 0.15 * 32 * 16 <= erased.sum() <= 0.35 * 32 * 16
+
+
+def test_flip_probability_one_mirrors():
+    cfg = {"size": [40, 20], "pad": 0, "flip": 1.0, "random_erasing": 0.0, "mean": [0, 0, 0], "std": [1, 1, 1]}
+    out = build_transforms(cfg, train=True)(image=IMAGE)["image"]
+    assert torch.allclose(out, torch.from_numpy(IMAGE[:, ::-1].copy()).permute(2, 0, 1).float() / 255)
+
+
+def test_unknown_key_and_bad_values_are_rejected():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['colour_jitter'\]"):
+        build_transforms({"colour_jitter": 0.1}, train=True)
+    with pytest.raises(ValueError, match="flip is a probability"):
+        build_transforms({"flip": 2}, train=True)
+    with pytest.raises(ValueError, match="size must be"):
+        build_transforms({"size": [32]}, train=False)
