@@ -16,8 +16,8 @@ def test_unknown_name_lists_valid_names(tmp_path):
 
 
 def test_unknown_option_is_rejected(tmp_path):
-    with pytest.raises(TypeError, match=r"unknown option\(s\) \['use_box'\].*use_bbox"):
-        build_dataset("cub200", tmp_path, use_box=True)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['crop_box'\].*crop_bbox"):
+        build_dataset("cub200", tmp_path, crop_box=True)
 
 
 def test_duplicate_registration_is_rejected():
@@ -37,7 +37,7 @@ def test_synthetic_market_goes_through_market_loader(tmp_path):
 
 def test_synthetic_cub_goes_through_cub_loader(tmp_path):
     splits = build_dataset("synthetic_cub", tmp_path / "syn", num_identities=4, height=32, width=32,
-                           images_per_class=(2, 3), use_bbox=True)
+                           images_per_class=(2, 3), crop_bbox=True)
     assert splits.protocol == "cub" and splits.query is splits.gallery
     assert splits.num_train_classes == 2 and {r.pid for r in splits.gallery} == {3, 4}
     assert all(r.bbox is not None and len(r.bbox) == 4 for r in splits.train)

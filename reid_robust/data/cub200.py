@@ -41,14 +41,14 @@ def _int_field(path: Path, image_id: int, value: str) -> int:
 
 def load_cub200(
     root: str | os.PathLike,
-    use_bbox: bool = False,
+    crop_bbox: bool = False,
     split: str = "metric",
     num_train_classes: int | None = None,
     name: str = "cub200",
 ) -> DatasetSplits:
     """Load CUB-200-2011 from `root` (or `root/CUB_200_2011`).
 
-    use_bbox: carry each image's (x, y, w, h) box in `ImageRecord.bbox` so the dataset crops it.
+    crop_bbox: carry each image's (x, y, w, h) box in `ImageRecord.bbox` so the dataset crops it.
     split: "metric" (classes 1..num_train_classes train, the rest test; by default the first half of the
     classes, i.e. 1-100 on CUB-200-2011) or "classification" (train_test_split.txt; both splits share classes).
     """
@@ -64,7 +64,7 @@ def load_cub200(
     if missing:
         raise ValueError(f"{labels_txt}: no class label for image id {missing[0]} listed in {images_txt}")
     boxes: dict[int, list[str]] = {}
-    if use_bbox:
+    if crop_bbox:
         boxes_txt = require_file(base / "bounding_boxes.txt", "the CUB-200-2011 boxes 'bounding_boxes.txt'")
         boxes = _read_table(boxes_txt, 4, "<x> <y> <width> <height>")
         absent = sorted(set(paths) - set(boxes))
@@ -82,7 +82,7 @@ def load_cub200(
     train, test = [], []
     for image_id in sorted(paths):
         label = class_of[image_id]
-        bbox = tuple(float(v) for v in boxes[image_id]) if use_bbox else None
+        bbox = tuple(float(v) for v in boxes[image_id]) if crop_bbox else None
         record = ImageRecord(str(image_dir / paths[image_id][0].strip()), label, 0, bbox)
         in_train = is_train.get(image_id, False) if split == "classification" else label <= num_train_classes
         (train if in_train else test).append(record)

@@ -29,7 +29,7 @@ def dataset_names() -> list[str]:
 
 
 def build_dataset(name: str, root: str | os.PathLike, **options) -> DatasetSplits:
-    """Load dataset `name` from `root`; `options` go to its loader (e.g. `use_bbox=True` for cub200)."""
+    """Load dataset `name` from `root`; `options` go to its loader (e.g. `crop_bbox=True` for cub200)."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
     builder = _BUILDERS[name]
@@ -48,10 +48,10 @@ def _market1501(root):
 
 
 @register_dataset("cub200")
-def _cub200(root, use_bbox: bool = False, split: str = "metric"):
+def _cub200(root, crop_bbox: bool = False, split: str = "metric"):
     from .cub200 import load_cub200
 
-    return load_cub200(root, use_bbox=use_bbox, split=split)
+    return load_cub200(root, crop_bbox=crop_bbox, split=split)
 
 
 @register_dataset("msmt17")
@@ -62,10 +62,10 @@ def _msmt17(root, version: str = "auto", include_val: bool = True):
 
 
 @register_dataset("cars196")
-def _cars196(root, use_bbox: bool = False):
+def _cars196(root, crop_bbox: bool = False):
     from .cars196 import load_cars196
 
-    return load_cars196(root, use_bbox=use_bbox)
+    return load_cars196(root, crop_bbox=crop_bbox)
 
 
 @register_dataset("sop")
@@ -103,9 +103,9 @@ def _synthetic_market(root, seed: int = 0, num_identities: int | None = None, nu
 
 @register_dataset("synthetic_cub")
 def _synthetic_cub(root, seed: int = 0, num_identities: int | None = None, height: int | None = None,
-                   width: int | None = None, images_per_class: tuple = (10, 16), use_bbox: bool = False):
+                   width: int | None = None, images_per_class: tuple = (10, 16), crop_bbox: bool = False):
     from .cub200 import load_cub200
 
     options = {"seed": seed, "num_identities": num_identities, "height": height, "width": width,
                "images_per_class": tuple(images_per_class)}
-    return load_cub200(_generate(root, "cub", options), use_bbox=use_bbox, name="synthetic_cub")
+    return load_cub200(_generate(root, "cub", options), crop_bbox=crop_bbox, name="synthetic_cub")
