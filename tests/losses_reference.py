@@ -83,3 +83,53 @@ def smoothed_ce(logits, labels, eps):
             q = (1 - eps) * (1.0 if c == int(labels[i]) else 0.0) + eps / k
             total -= q * float(logp[c])
     return total / n
+
+
+def _log1p_sum_exp(values):
+    """log(1 + sum exp(v)) computed stably."""
+    if not values:
+        return 0.0
+    m = max(max(values), 0.0)
+    return m + math.log(math.exp(-m) + sum(math.exp(v - m) for v in values))
+
+
+def multi_similarity(x, labels, alpha, beta, base, epsilon=None):
+    n = len(labels)
+    total = 0.0
+    for a in range(n):
+        sp = {j: cos(x[a], x[j]) for j in range(n) if j != a and labels[j] == labels[a]}
+        sn = {j: cos(x[a], x[j]) for j in range(n) if labels[j] != labels[a]}
+        if epsilon is not None:
+            min_p = min(sp.values()) if sp else float("inf")
+            max_n = max(sn.values()) if sn else float("-inf")
+            sp = {j: s for j, s in sp.items() if s - epsilon < max_n}
+            sn = {j: s for j, s in sn.items() if s + epsilon > min_p}
+        total += _log1p_sum_exp([-alpha * (s - base) for s in sp.values()]) / alpha
+        total += _log1p_sum_exp([beta * (s - base) for s in sn.values()]) / beta
+    return total / n
+
+
+def circle(x, labels, m, gamma):
+    n = len(labels)
+    losses = []
+    for a in range(n):
+        sp = [cos(x[a], x[j]) for j in range(n) if j != a and labels[j] == labels[a]]
+        sn = [cos(x[a], x[j]) for j in range(n) if labels[j] != labels[a]]
+        if not sp or not sn:
+            continue
+        lp = [-gamma * max(1 + m - s, 0) * (s - 1 + m) for s in sp]
+        ln = [gamma * max(s + m, 0) * (s - m) for s in sn]
+        z = math.log(sum(math.exp(v - max(lp)) for v in lp)) + max(lp)
+        z += math.log(sum(math.exp(v - max(ln)) for v in ln)) + max(ln)
+        losses.append(z + math.log1p(math.exp(-z)) if z > 0 else math.log1p(math.exp(z)))
+    return sum(losses) / len(losses) if losses else 0.0
+
+
+def contrastive(x, labels, pos_margin, neg_margin, normalize=True):
+    pos, neg = pairs(labels)
+    xs = torch.nn.functional.normalize(x, dim=1) if normalize else x
+    lp = [max(dist(xs[i], xs[j]) - pos_margin, 0.0) for i, j in pos]
+    ln = [max(neg_margin - dist(xs[i], xs[j]), 0.0) for i, j in neg]
+    lp = [v for v in lp if v > 0]
+    ln = [v for v in ln if v > 0]
+    return (sum(lp) / len(lp) if lp else 0.0) + (sum(ln) / len(ln) if ln else 0.0)

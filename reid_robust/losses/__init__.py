@@ -5,7 +5,15 @@ scalar. See docs/losses.md for the table of losses, formulas and defaults.
 """
 
 from .base import ClassifierLoss, MetricLoss, check_embeddings_and_labels
+from .circle import CircleLoss
+from .contrastive import ContrastiveLoss, contrastive_from_distances, xbm_contrastive
 from .cross_entropy import CrossEntropyLoss, label_smoothing_cross_entropy
+from .multi_similarity import (
+    MultiSimilarityLoss,
+    multi_similarity_mining,
+    multi_similarity_pair_weights,
+    multi_similarity_per_anchor,
+)
 from .pairwise import (
     cosine_similarity_matrix,
     euclidean_distance_matrix,
@@ -29,12 +37,16 @@ from .triplet import TripletLoss
 
 __all__ = [
     "LOSSES",
+    "CircleLoss",
     "ClassifierLoss",
+    "ContrastiveLoss",
     "CrossEntropyLoss",
     "MetricLoss",
+    "MultiSimilarityLoss",
     "TripletLoss",
     "build_loss",
     "check_embeddings_and_labels",
+    "contrastive_from_distances",
     "cosine_similarity_matrix",
     "euclidean_distance_matrix",
     "l2_normalize",
@@ -46,6 +58,9 @@ __all__ = [
     "masked_min",
     "masked_softmax",
     "masked_sum",
+    "multi_similarity_mining",
+    "multi_similarity_pair_weights",
+    "multi_similarity_per_anchor",
     "negative_mask",
     "normalize_to_mean_one",
     "pair_weights_to_sample_weights",
@@ -53,5 +68,6 @@ __all__ = [
     "register_loss",
     "same_label_matrix",
     "squared_euclidean_distance_matrix",
+    "xbm_contrastive",
     "zero_loss",
 ]

@@ -53,11 +53,17 @@ def _lookup(name: str) -> type[MetricLoss]:
 
 
 def _register_builtin() -> None:
+    from .circle import CircleLoss
+    from .contrastive import ContrastiveLoss
     from .cross_entropy import CrossEntropyLoss
+    from .multi_similarity import MultiSimilarityLoss
     from .triplet import TripletLoss
 
     for name, cls in {
+        "contrastive": ContrastiveLoss,
         "triplet": TripletLoss,
+        "multi_similarity": MultiSimilarityLoss,
+        "circle": CircleLoss,
         "cross_entropy": CrossEntropyLoss,
     }.items():
         register_loss(name, cls)

@@ -1,0 +1,69 @@
+"""Contrastive losses with positive and negative margins.
+
+Hadsell, Chopra, LeCun, "Dimensionality Reduction by Learning an Invariant Mapping", CVPR 2006, in the
+pytorch-metric-learning form: ``mean_{pos, >0} [d - m_pos]_+ + mean_{neg, >0} [m_neg - d]_+``, each part
+averaged over its non-zero terms only. ``xbm_contrastive`` is the cosine form used with a memory in
+XBM / PRISM (Liu et al., CVPR 2021).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import MetricLoss
+from .pairwise import euclidean_distance_matrix, l2_normalize, negative_mask, positive_mask
+
+
+def mean_of_nonzero(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` over masked entries that are > 0; exact 0 (with graph) when there are none."""
+    keep = mask & (values > 0)
+    total = torch.where(keep, values, torch.zeros_like(values)).sum()
+    return total / keep.sum().clamp_min(1).to(values.dtype)
+
+
+def contrastive_from_distances(dist: Tensor, pos: Tensor, neg: Tensor, pos_margin: float,
+                               neg_margin: float) -> Tensor:
+    """PML-style contrastive loss from a distance matrix [N, M] and boolean pair masks [N, M]."""
+    pos_loss = F.relu(dist - pos_margin)
+    neg_loss = F.relu(neg_margin - dist)
+    return mean_of_nonzero(pos_loss, pos) + mean_of_nonzero(neg_loss, neg)
+
+
+def xbm_contrastive(sim: Tensor, pos: Tensor, neg: Tensor, neg_threshold: float = 0.5) -> Tensor:
+    """Cosine contrastive loss of XBM/PRISM: ``(sum_pos (1 - S) + sum_{neg, S > t} S) / N``.
+
+    ``sim`` [N, M] cosine similarities of N anchors to M references; the sum runs over all pairs and is
+    divided by the number of anchors N.
+    """
+    pos_loss = torch.where(pos, 1.0 - sim, torch.zeros_like(sim)).sum()
+    neg_loss = torch.where(neg & (sim > neg_threshold), sim, torch.zeros_like(sim)).sum()
+    return (pos_loss + neg_loss) / sim.shape[0]
+
+
+class ContrastiveLoss(MetricLoss):
+    """Contrastive loss on (by default L2-normalised) Euclidean distances.
+
+    Args:
+        pos_margin: positives closer than this cost nothing (PML default 0).
+        neg_margin: negatives farther than this cost nothing (PML default 1).
+        normalize: L2-normalise the embeddings first (PML default).
+    """
+
+    def __init__(self, pos_margin: float = 0.0, neg_margin: float = 1.0, normalize: bool = True) -> None:
+        super().__init__()
+        if neg_margin <= pos_margin:
+            raise ValueError(f"ContrastiveLoss: neg_margin ({neg_margin}) must exceed pos_margin ({pos_margin})")
+        self.pos_margin = float(pos_margin)
+        self.neg_margin = float(neg_margin)
+        self.normalize = bool(normalize)
+
+    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        x = l2_normalize(embeddings) if self.normalize else embeddings
+        dist = euclidean_distance_matrix(x)
+        return contrastive_from_distances(dist, positive_mask(labels), negative_mask(labels),
+                                          self.pos_margin, self.neg_margin)
+
+    def extra_repr(self) -> str:
+        return f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, normalize={self.normalize}"
