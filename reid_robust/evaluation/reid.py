@@ -1,0 +1,238 @@
+"""Market-1501 query/gallery protocol (Zheng et al., ICCV 2015): mAP, CMC and mINP.
+
+For a query with identity q seen by camera c:
+- true matches: gallery items with identity q and a camera other than c;
+- junk, deleted from the rank list: identity -1 items and items with identity q seen by camera c;
+- distractors (identity 0) and all other identities are negatives and stay in the list.
+Queries with identity -1 or 0, or whose identity has no true match left, are skipped and counted.
+
+Ties are broken by gallery index: of two gallery items with equal scores, the one earlier in the gallery
+ranks first (as a stable sort would order them).
+
+AP modes (methods.md §12.1):
+- ``"standard"`` (torchreid, fast-reid, BoT): ``AP = (1/G) Σ_j j / r_j`` over the ranks ``r_1 < ... < r_G``
+  of the G true matches;
+- ``"official"``: the trapezoid rule of the MATLAB ``compute_AP.m``,
+  ``AP = (1/G) Σ_j (p(r_j - 1) + p(r_j)) / 2`` with precision ``p(r) = #matches in the top r / r`` and
+  ``p(0) = 1``. Skipped queries are skipped in both modes.
+mINP (Ye et al., TPAMI 2021): ``INP = G / r_G``, averaged over the evaluated queries.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from .ranking import group_members, match_ranks
+from .search import (
+    ApproximateSearch,
+    as_feature_matrix,
+    as_label_vector,
+    build_index,
+    check_metric,
+    check_same_dim,
+    iter_matrix_blocks,
+    iter_score_blocks,
+    prepare,
+    search_topk,
+)
+
+AP_MODES = ("standard", "official")
+
+
+def average_precision(ranks: torch.Tensor, num_matches: torch.Tensor, ap_mode: str = "standard") -> torch.Tensor:
+    """AP per query from the ascending 1-based ranks of its true matches [B, P] (0 = padding or missed).
+
+    Matches not retrieved (rank 0 inside the first ``num_matches`` slots, approximate mode) add nothing.
+    Returns [B] float64; queries without matches get 0.
+    """
+    if ap_mode not in AP_MODES:
+        raise ValueError(f"ap_mode must be one of {AP_MODES}, got {ap_mode!r}")
+    r = ranks.to(torch.float64)
+    found = ranks > 0
+    hits = found.cumsum(1).to(torch.float64)
+    precision_at = torch.where(found, hits / r.clamp(min=1), torch.zeros_like(r))
+    if ap_mode == "standard":
+        terms = precision_at
+    else:
+        precision_before = torch.where(r > 1, (hits - 1) / (r - 1).clamp(min=1), torch.ones_like(r))
+        terms = torch.where(found, (precision_before + precision_at) / 2, torch.zeros_like(r))
+    return terms.sum(1) / num_matches.clamp(min=1).to(torch.float64)
+
+
+def inverse_negative_penalty(ranks: torch.Tensor, num_matches: torch.Tensor) -> torch.Tensor:
+    """INP = G / rank of the last true match [B] float64 (0 when that match was not retrieved)."""
+    last = ranks.gather(1, (num_matches - 1).clamp(min=0).unsqueeze(1)).squeeze(1).to(torch.float64)
+    return torch.where(last > 0, num_matches.to(torch.float64) / last.clamp(min=1), torch.zeros_like(last))
+
+
+def _validate(query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids):
+    qf = as_feature_matrix(query_feats, "query_feats")
+    gf = as_feature_matrix(gallery_feats, "gallery_feats")
+    check_same_dim(qf, gf)
+    q_pids = as_label_vector(query_pids, "query_pids", qf.shape[0])
+    g_pids = as_label_vector(gallery_pids, "gallery_pids", gf.shape[0])
+    q_cams = as_label_vector(query_camids, "query_camids", qf.shape[0])
+    g_cams = as_label_vector(gallery_camids, "gallery_camids", gf.shape[0])
+    return qf, gf, q_pids, g_pids, q_cams, g_cams
+
+
+def _check_queries(q_pids, num_matches, g_pids) -> np.ndarray:
+    """Warn about queries without a true match; raise if none has one. Returns the evaluated-query mask."""
+    has_match = num_matches > 0
+    if not has_match.any():
+        raise ValueError(f"no query has a true match in the gallery ({len(q_pids)} queries; identities "
+                         f"absent from the gallery, or seen only by the query's own camera)")
+    skipped = int((~has_match).sum())
+    if skipped:
+        absent = int((~np.isin(q_pids, g_pids[g_pids > 0]) | (q_pids <= 0)).sum())
+        warnings.warn(f"{skipped} of {len(q_pids)} queries have no true match and are skipped: "
+                      f"{absent} with an identity absent from the gallery (or junk/distractor id -1/0), "
+                      f"{skipped - absent} whose identity appears only under the query's own camera",
+                      stacklevel=3)
+    return has_match
+
+
+def _summarize(ap, inp, first_rank, has_match, max_rank: int, num_queries: int, per_query: bool) -> dict:
+    extra = {"per_query": {"ap": ap, "inp": inp, "first_rank": first_rank, "valid": has_match}} if per_query else {}
+    ap, inp, first = ap[has_match], inp[has_match], first_rank[has_match]
+    # first == 0 only in approximate mode (no match retrieved): never within any cutoff
+    first = np.where(first > 0, first, np.iinfo(np.int64).max)
+    cmc = [float(np.mean(first <= k)) for k in range(1, max_rank + 1)]
+    return {
+        "mAP": float(np.mean(ap)),
+        "rank1": float(np.mean(first <= 1)),
+        "rank5": float(np.mean(first <= 5)),
+        "rank10": float(np.mean(first <= 10)),
+        "mINP": float(np.mean(inp)),
+        "cmc": cmc,
+        "num_valid_queries": int(has_match.sum()),
+        "num_skipped_queries": int(num_queries - has_match.sum()),
+        **extra,
+    }
+
+
+def _reid_members(q_pids, q_cams, g_pids, g_cams):
+    groups = group_members(q_pids, g_pids, eligible=q_pids > 0)
+    g_cams_t = torch.from_numpy(g_cams)
+    q_cams_t = torch.from_numpy(q_cams)
+
+    def members_of(start: int, end: int):
+        members = groups.block(start, end)
+        same_cam = g_cams_t[members.clamp(min=0)] == q_cams_t[start:end].unsqueeze(1)
+        return members, same_cam & (members >= 0)
+
+    return groups, members_of
+
+
+def _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, method, per_query=False):
+    """Run the protocol over ``(start, end, scores)`` blocks whose columns are the junk-free gallery."""
+    _, members_of = _reid_members(q_pids, q_cams, g_pids, g_cams)
+    num_q = len(q_pids)
+    ap = np.zeros(num_q)
+    inp = np.zeros(num_q)
+    first = np.zeros(num_q, dtype=np.int64)
+    num_matches = np.zeros(num_q, dtype=np.int64)
+    for start, end, scores in blocks:
+        members, excluded = members_of(start, end)
+        ranks, n = match_ranks(scores, members, excluded, method=method)
+        num_matches[start:end] = n.numpy()
+        if ranks.shape[1] == 0:
+            continue
+        ap[start:end] = average_precision(ranks, n, ap_mode).numpy()
+        inp[start:end] = inverse_negative_penalty(ranks, n).numpy()
+        first[start:end] = ranks[:, 0].numpy()
+    has_match = _check_queries(q_pids, num_matches, g_pids)
+    return _summarize(ap, inp, first, has_match, max_rank, num_q, per_query)
+
+
+def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids,
+                  metric: str = "cosine", max_rank: int = 50, ap_mode: str = "standard",
+                  block_size: int | None = None, approximate: ApproximateSearch | None = None,
+                  method: str = "auto", per_query: bool = False) -> dict:
+    """Market-1501 protocol metrics of query features [Q, D] against gallery features [G, D].
+
+    numpy arrays or torch tensors; ids and cameras are integer vectors of matching lengths.
+    Returns ``mAP``, ``rank1``, ``rank5``, ``rank10``, ``mINP`` (fractions in [0, 1]), ``cmc`` (list of
+    ``max_rank`` fractions, ``cmc[k-1]`` = rank-k rate), ``num_valid_queries`` and ``num_skipped_queries``.
+    Exact by default (scores in blocks of ``block_size`` queries, no gallery sort); with ``approximate``
+    a FAISS IVF/HNSW index retrieves ``approximate.topk`` items per query and matches ranked beyond them
+    count as missed, so mAP and mINP are then lower bounds of the exact values (when the index itself
+    finds the true top-k). ``per_query=True`` adds ``per_query``: arrays ``ap``, ``inp``, ``first_rank``
+    (0 = no match retrieved) and ``valid`` over all queries.
+    """
+    check_metric(metric)
+    if ap_mode not in AP_MODES:
+        raise ValueError(f"ap_mode must be one of {AP_MODES}, got {ap_mode!r}")
+    if max_rank < 1:
+        raise ValueError(f"max_rank must be >= 1, got {max_rank}")
+    qf, gf, q_pids, g_pids, q_cams, g_cams = _validate(
+        query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids)
+    keep = g_pids != -1  # junk for every query: drop once (order, hence the tie rule, is preserved)
+    if not keep.any():
+        raise ValueError("the gallery holds only junk items (identity -1)")
+    if not keep.all():
+        gf, g_pids, g_cams = gf[keep], g_pids[keep], g_cams[keep]
+    qf, gf = prepare(qf, metric), prepare(gf, metric)
+    if approximate is not None:
+        return _evaluate_approximate(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, ap_mode, max_rank,
+                                     approximate, per_query)
+    blocks = iter_score_blocks(qf, gf, metric, block_size)
+    return _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, method, per_query)
+
+
+def evaluate_reid_distances(distances, query_pids, gallery_pids, query_camids, gallery_camids,
+                            max_rank: int = 50, ap_mode: str = "standard", block_size: int | None = None,
+                            per_query: bool = False) -> dict:
+    """The same protocol from a precomputed distance matrix [Q, G] (lower = closer), e.g. after re-ranking."""
+    if ap_mode not in AP_MODES:
+        raise ValueError(f"ap_mode must be one of {AP_MODES}, got {ap_mode!r}")
+    if isinstance(distances, torch.Tensor):
+        distances = distances.detach().cpu().numpy()
+    distances = np.asarray(distances)
+    if distances.ndim != 2 or 0 in distances.shape:
+        raise ValueError(f"distances must be a non-empty [Q, G] matrix, got shape {distances.shape}")
+    if not np.isfinite(distances).all():
+        raise ValueError("distances hold NaN or infinite values")
+    q_pids = as_label_vector(query_pids, "query_pids", distances.shape[0])
+    g_pids = as_label_vector(gallery_pids, "gallery_pids", distances.shape[1])
+    q_cams = as_label_vector(query_camids, "query_camids", distances.shape[0])
+    g_cams = as_label_vector(gallery_camids, "gallery_camids", distances.shape[1])
+    keep = g_pids != -1
+    scores = -distances[:, keep].astype(np.float32)
+    blocks = iter_matrix_blocks(scores, block_size)
+    return _evaluate_blocks(blocks, q_pids, q_cams, g_pids[keep], g_cams[keep], ap_mode, max_rank, "auto",
+                            per_query)
+
+
+def _evaluate_approximate(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, ap_mode, max_rank, approximate,
+                          per_query):
+    """Metrics from top-k lists of an approximate index (ranks past the list = missed)."""
+    index = build_index(gf, metric, approximate)
+    _, topk = search_topk(index, qf, approximate.topk, metric)
+    groups, _ = _reid_members(q_pids, q_cams, g_pids, g_cams)
+    num_matches = groups.count.copy()
+    ranks_all = []
+    for i in range(len(q_pids)):
+        ids = topk[i][topk[i] >= 0]
+        same = g_pids[ids] == q_pids[i]
+        junk = same & (g_cams[ids] == q_cams[i])
+        kept_same = same[~junk]
+        r = np.flatnonzero(kept_same) + 1
+        ranks_all.append(r)
+        if q_pids[i] > 0:
+            members = groups.order[groups.start[i]:groups.start[i] + groups.count[i]]
+            num_matches[i] = int((g_cams[members] != q_cams[i]).sum())
+    width = max([len(r) for r in ranks_all] + [1])
+    ranks = np.zeros((len(q_pids), width), dtype=np.int64)
+    for i, r in enumerate(ranks_all):
+        ranks[i, :len(r)] = r
+    ranks_t, n_t = torch.from_numpy(ranks), torch.from_numpy(num_matches)
+    ap = average_precision(ranks_t, n_t, ap_mode).numpy()
+    # INP needs the last match; it is known only when every match was retrieved
+    all_found = np.array([len(r) for r in ranks_all]) == num_matches
+    last = np.array([r[-1] if len(r) else 0 for r in ranks_all])
+    inp = np.where(all_found & (last > 0), num_matches / np.maximum(last, 1), 0.0)
+    has_match = _check_queries(q_pids, num_matches, g_pids)
+    return _summarize(ap, inp, ranks[:, 0], has_match, max_rank, len(q_pids), per_query)

@@ -1,0 +1,189 @@
+"""Similarity search over a gallery: input validation, block-wise exact scores, FAISS top-k indexes.
+
+Scores are always "higher is more similar":
+- ``cosine``: ``s(q, g) = q̂ᵀĝ`` on L2-normalised rows;
+- ``euclidean``: ``s(q, g) = 2 qᵀg − ||g||²`` = ``||q||² − ||q − g||²``. Per query row this is the negative
+  squared distance shifted by a constant, so it ranks exactly as the Euclidean distance does.
+
+Exact scores are computed as float32 matrix products over blocks of queries, so the memory in use is
+O(block x gallery), never O(queries x gallery). FAISS indexes give top-k lists (flat = exact, IVF or
+HNSW = approximate) for visualisation, re-ranking candidates and the approximate evaluation mode.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import torch
+
+METRICS = ("cosine", "euclidean")
+DEFAULT_BLOCK_ELEMENTS = 1 << 24  # scores per block: 64 MB of float32
+
+
+def as_feature_matrix(x, name: str) -> np.ndarray:
+    """Validate a feature matrix [N, D] (numpy array or torch tensor) and return it as float32 numpy."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array [N, D], got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 rows)")
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} has 0 feature dimensions")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{name} must hold numbers, got dtype {x.dtype}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad_rows = np.flatnonzero(~finite.all(axis=1))
+        raise ValueError(f"{name} has NaN or infinite values in {bad_rows.size} row(s), "
+                         f"first at row {int(bad_rows[0])}")
+    return x
+
+
+def as_label_vector(x, name: str, length: int) -> np.ndarray:
+    """Validate a label vector (identities or cameras) of ``length`` integers and return it as int64."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(x.shape)}")
+    if x.shape[0] != length:
+        raise ValueError(f"{name} has {x.shape[0]} entries but the features have {length} rows")
+    integral = np.issubdtype(x.dtype, np.integer) or (
+        np.issubdtype(x.dtype, np.floating) and bool(np.all(np.equal(np.mod(x, 1), 0))))
+    if x.size and not integral:
+        raise ValueError(f"{name} must hold integers, got dtype {x.dtype}")
+    return x.astype(np.int64, copy=False)
+
+
+def check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+
+
+def check_same_dim(query: np.ndarray, gallery: np.ndarray, qname="query_feats", gname="gallery_feats"):
+    if query.shape[1] != gallery.shape[1]:
+        raise ValueError(f"{qname} have {query.shape[1]} dimensions but {gname} have {gallery.shape[1]}")
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows divided by their L2 norm (a new float32 array; zero rows stay zero)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)).astype(np.float32)
+    return x / np.maximum(norms, eps)[:, None]
+
+
+def prepare(x: np.ndarray, metric: str) -> np.ndarray:
+    """The representation searched for ``metric``: L2-normalised rows for cosine, the raw rows otherwise."""
+    return l2_normalize(x) if metric == "cosine" else x
+
+
+def default_block_size(num_gallery: int, block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> int:
+    return max(1, block_elements // max(1, num_gallery))
+
+
+def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str,
+                      block_size: int | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Yield ``(start, end, scores[end - start, G])`` for consecutive query blocks (float32, higher = closer).
+
+    ``query`` and ``gallery`` must already be prepared with :func:`prepare` (normalised for cosine).
+    """
+    check_metric(metric)
+    g = torch.from_numpy(gallery)
+    g_sq = (g * g).sum(dim=1) if metric == "euclidean" else None
+    block = block_size or default_block_size(gallery.shape[0])
+    for start in range(0, query.shape[0], block):
+        end = min(start + block, query.shape[0])
+        q = torch.from_numpy(query[start:end])
+        if metric == "cosine":
+            scores = q @ g.T
+        else:
+            scores = torch.addmm(g_sq.neg().expand(end - start, -1), q, g.T, beta=1.0, alpha=2.0)
+        yield start, end, scores
+
+
+def iter_matrix_blocks(scores: np.ndarray, block_size: int | None = None):
+    """Yield ``(start, end, block)`` from a precomputed score matrix [Q, G] (higher = closer)."""
+    block = block_size or default_block_size(scores.shape[1])
+    for start in range(0, scores.shape[0], block):
+        end = min(start + block, scores.shape[0])
+        yield start, end, torch.from_numpy(np.ascontiguousarray(scores[start:end], dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class ApproximateSearch:
+    """Parameters of an approximate FAISS index (Jégou et al. IVF; Malkov & Yashunin HNSW).
+
+    kind: ``"ivf"`` (inverted lists over a k-means coarse quantiser, ``nlist`` lists, ``nprobe`` visited)
+    or ``"hnsw"`` (graph with ``hnsw_m`` links per node, ``ef_search`` candidates at query time).
+    topk: length of each retrieved list; matches ranked beyond it count as missed.
+    """
+
+    kind: str = "ivf"
+    topk: int = 1000
+    nlist: int | None = None  # default: about 4 * sqrt(gallery size)
+    nprobe: int = 32
+    hnsw_m: int = 32
+    ef_construction: int = 64
+    ef_search: int = 256
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ("ivf", "hnsw"):
+            raise ValueError(f"approximate kind must be 'ivf' or 'hnsw', got {self.kind!r}")
+        for field in ("topk", "nprobe", "hnsw_m", "ef_construction", "ef_search"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"approximate {field} must be >= 1, got {getattr(self, field)}")
+        if self.nlist is not None and self.nlist < 1:
+            raise ValueError(f"approximate nlist must be >= 1, got {self.nlist}")
+
+
+def build_index(gallery: np.ndarray, metric: str, approximate: ApproximateSearch | None = None):
+    """A FAISS index over prepared gallery rows: flat (exact) by default, IVF or HNSW when asked."""
+    check_metric(metric)
+    dim = gallery.shape[1]
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    if approximate is None:
+        index = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
+    elif approximate.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, approximate.hnsw_m, faiss_metric)
+        index.hnsw.efConstruction = approximate.ef_construction
+        index.hnsw.efSearch = approximate.ef_search
+    else:
+        n = gallery.shape[0]
+        nlist = approximate.nlist or max(1, int(4 * np.sqrt(n)))
+        nlist = min(nlist, n)
+        index = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss_metric)  # owns its quantiser
+        index.cp.seed = approximate.seed
+        index.train(gallery)
+        index.nprobe = min(approximate.nprobe, nlist)
+    index.add(gallery)
+    return index
+
+
+def search_topk(index, query: np.ndarray, k: int, metric: str,
+                block_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` gallery indices per query row from a FAISS index, in blocks of queries.
+
+    Returns ``(scores[Q, k] float32, indices[Q, k] int64)``, best first; scores follow this module's
+    convention (higher = closer; for ``euclidean`` the negative squared distance). Slots with no result
+    (k larger than what the index returns) have index -1.
+    """
+    k = min(k, index.ntotal)
+    scores = np.empty((query.shape[0], k), dtype=np.float32)
+    indices = np.empty((query.shape[0], k), dtype=np.int64)
+    for start in range(0, query.shape[0], block_size):
+        end = min(start + block_size, query.shape[0])
+        d, i = index.search(np.ascontiguousarray(query[start:end]), k)
+        scores[start:end] = d if metric == "cosine" else -d
+        indices[start:end] = i
+    return scores, indices
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in both torch (matrix products) and FAISS (OpenMP)."""
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)

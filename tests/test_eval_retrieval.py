@@ -1,0 +1,98 @@
+"""Tests of reid_robust.evaluation.evaluate_retrieval: scikit-learn neighbours, a loop reference, MAP@R example."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.neighbors import NearestNeighbors
+
+from reid_robust.evaluation import evaluate_retrieval
+
+
+def reference_retrieval(x, y, ks):
+    """Dense squared distances, self removed, stable argsort per item (ties by index)."""
+    x = np.asarray(x, np.float64)
+    dist = ((x[:, None] - x[None]) ** 2).sum(-1)
+    recalls, maps = {k: [] for k in ks}, []
+    for i in range(len(x)):
+        others = np.delete(np.arange(len(x)), i)
+        order = others[np.argsort(dist[i, others], kind="stable")]
+        rel = y[order] == y[i]
+        num_rel = rel.sum()
+        if num_rel == 0:
+            continue
+        for k in ks:
+            recalls[k].append(rel[:k].any())
+        top = rel[:num_rel]
+        precision = np.cumsum(top) / np.arange(1, num_rel + 1)
+        maps.append((precision * top).sum() / num_rel)
+    return {f"recall@{k}": np.mean(v) for k, v in recalls.items()} | {"map_at_r": np.mean(maps)}
+
+
+def test_recall_at_k_matches_sklearn_nearest_neighbors():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, size=200)
+    feats = rng.normal(size=(10, 16))[labels] + 1.5 * rng.normal(size=(200, 16))
+    result = evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8, 16), metric="euclidean", compute_nmi=False)
+    _, idx = NearestNeighbors(n_neighbors=17).fit(feats).kneighbors(feats)
+    assert (idx[:, 0] == np.arange(200)).all()  # continuous data: self first, no ties
+    hits = labels[idx[:, 1:]] == labels[:, None]
+    for k in (1, 2, 4, 8, 16):
+        assert result[f"recall@{k}"] == pytest.approx(hits[:, :k].any(1).mean(), abs=1e-12)
+    assert result["precision_at_1"] == result["recall@1"]
+
+    # cosine = euclidean on normalised features
+    normed = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    _, idx = NearestNeighbors(n_neighbors=9).fit(normed).kneighbors(normed)
+    cosine = evaluate_retrieval(feats, labels, metric="cosine", compute_nmi=False)
+    hits = labels[idx[:, 1:]] == labels[:, None]
+    for k in (1, 2, 4, 8):
+        assert cosine[f"recall@{k}"] == pytest.approx(hits[:, :k].any(1).mean(), abs=1e-12)
+
+
+@pytest.mark.parametrize("method", ["candidates", "dense"])
+@pytest.mark.parametrize("block_size", [1, 5, None])
+def test_matches_loop_reference_with_ties_and_duplicates(method, block_size):
+    rng = np.random.default_rng(1)
+    feats = rng.integers(-1, 2, size=(60, 3)).astype(np.float32)  # many duplicates and tied distances
+    labels = rng.integers(0, 6, size=60)
+    labels[-1] = 99  # a lone item
+    with pytest.warns(UserWarning, match="1 of 60 items"):
+        result = evaluate_retrieval(feats, labels, metric="euclidean", compute_nmi=False,
+                                    block_size=block_size, method=method)
+    expected = reference_retrieval(feats, labels, (1, 2, 4, 8))
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value, abs=1e-6), key
+    assert result["num_valid_queries"] == 59 and result["num_lone_queries"] == 1
+
+
+def test_map_at_r_worked_example():
+    # item 0 at the origin, its R = 3 same-label items at distances 1, 3, 5; another label at 2 and 4
+    feats = np.array([[0.0], [1.0], [2.0], [3.0], [4.0], [5.0]])
+    labels = np.array([0, 0, 1, 0, 1, 0])
+    result = evaluate_retrieval(feats, labels, metric="euclidean", compute_nmi=False, per_query=True)
+    # top 3 of item 0: [1, 0, 1] -> (1 + 2/3) / 3
+    assert result["per_query"]["map_at_r"][0] == pytest.approx((1 + 2 / 3) / 3)
+    assert result["per_query"]["first_rank"][0] == 1
+
+
+def test_nmi_is_one_for_separated_clusters_and_lower_for_random_labels():
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(5), 20)
+    feats = 20 * np.eye(8)[labels] + 0.1 * rng.normal(size=(100, 8))
+    assert evaluate_retrieval(feats, labels)["nmi"] == pytest.approx(1.0)
+    shuffled = rng.permutation(labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert evaluate_retrieval(feats, shuffled)["nmi"] < 0.3
+
+
+def test_bad_input_is_rejected():
+    with pytest.raises(ValueError, match="labels has 3 entries but the features have 4 rows"):
+        evaluate_retrieval(np.zeros((4, 2)), [0, 0, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_retrieval(np.array([[0.0], [np.nan]]), [0, 0])
+    with pytest.raises(ValueError, match="no item has another item"):
+        evaluate_retrieval(np.eye(3), [0, 1, 2])
+    with pytest.raises(ValueError, match="ks"):
+        evaluate_retrieval(np.eye(3), [0, 0, 1], ks=(0,))
