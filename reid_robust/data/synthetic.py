@@ -155,6 +155,8 @@ def _identity_looks(rng: np.random.Generator, count: int) -> list[PersonLook]:
             continue
         used_schemes.add(scheme)
         group = min(int(rng.integers(2, 4)), count - len(looks))
+        if count - len(looks) - group == 1:  # never leave a last identity alone with its colours
+            group += 1
         shapes: list[tuple] = []
         while len(shapes) < group:
             shape = _random_shape(rng)
