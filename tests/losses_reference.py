@@ -133,3 +133,88 @@ def contrastive(x, labels, pos_margin, neg_margin, normalize=True):
     lp = [v for v in lp if v > 0]
     ln = [v for v in ln if v > 0]
     return (sum(lp) / len(lp) if lp else 0.0) + (sum(ln) / len(ln) if ln else 0.0)
+
+
+# ---- differentiable loop references (torch scalars); weights are Python floats, i.e. constants ----
+
+def _tdist(a, b):
+    return ((a - b) ** 2).sum().clamp_min(1e-12).sqrt()
+
+
+def osm_caa_wcl(x, labels, p_true, margin, sigma_osm, sigma_caa):
+    """Weighted contrastive loss of OSM+CAA (without the ID term), loops over ordered pairs."""
+    xn = torch.nn.functional.normalize(x, dim=1)
+    n = len(labels)
+    att = [math.exp(-(1 - p) ** 2 / (2 * sigma_caa ** 2)) for p in p_true]
+    pos_terms, neg_terms = [], []
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            d = _tdist(xn[i], xn[j])
+            a = min(att[i], att[j])
+            if labels[i] == labels[j]:
+                pos_terms.append((math.exp(-d.item() ** 2 / (2 * sigma_osm ** 2)) * a, d ** 2))
+            else:
+                neg_terms.append((max(margin - d.item(), 0.0) * a, torch.relu(margin - d) ** 2))
+    wp = sum(w for w, _ in pos_terms) + 1e-12
+    wn = sum(w for w, _ in neg_terms) + 1e-12
+    total = x.sum() * 0
+    for w, v in pos_terms:
+        total = total + w / wp * v
+    for w, v in neg_terms:
+        total = total + w / wn * v
+    return 0.25 * total
+
+
+def ranked_list(x, labels, margin, boundary, t_neg, t_pos, neg_weight):
+    xn = torch.nn.functional.normalize(x, dim=1)
+    n = len(labels)
+    total = x.sum() * 0
+    for a in range(n):
+        pos = [(j, _tdist(xn[a], xn[j])) for j in range(n) if j != a and labels[j] == labels[a]]
+        neg = [(j, _tdist(xn[a], xn[j])) for j in range(n) if labels[j] != labels[a]]
+        pos = [(j, d) for j, d in pos if d.item() > boundary - margin]
+        neg = [(j, d) for j, d in neg if d.item() < boundary]
+        if pos:
+            e = [math.exp(t_pos * (d.item() - boundary + margin)) for _, d in pos]
+            for (_, d), w in zip(pos, e):
+                total = total + w / sum(e) * (d - (boundary - margin))
+        if neg:
+            e = [math.exp(t_neg * (boundary - d.item())) for _, d in neg]
+            for (_, d), w in zip(neg, e):
+                total = total + neg_weight * w / sum(e) * (boundary - d)
+    return total / n
+
+
+def ice(x, labels, scale):
+    xn = torch.nn.functional.normalize(x, dim=1)
+    n = len(labels)
+    losses = []
+    for a in range(n):
+        pos = [j for j in range(n) if j != a and labels[j] == labels[a]]
+        neg = [j for j in range(n) if labels[j] != labels[a]]
+        if not pos or not neg:
+            continue
+        zn = torch.stack([scale * (xn[a] @ xn[j]) for j in neg])
+        la = x.sum() * 0
+        for i in pos:
+            zi = scale * (xn[a] @ xn[i])
+            la = la - (zi - torch.logsumexp(torch.cat([zi.view(1), zn]), dim=0))
+        losses.append(la / len(pos))
+    return sum(losses) / len(losses)
+
+
+def proselflc(logits, labels, progress, exp_base, tau):
+    n, c = logits.shape
+    g = 1 / (1 + math.exp(-exp_base * (progress - tau)))
+    total = logits.sum() * 0
+    for i in range(n):
+        p = torch.softmax(logits[i].detach(), dim=0).tolist()
+        h = -sum(v * math.log(v) for v in p if v > 0)
+        eps = g * (1 - h / math.log(c))
+        logp = torch.log_softmax(logits[i], dim=0)
+        for k in range(c):
+            q = (1 - eps) * (1.0 if k == int(labels[i]) else 0.0) + eps * p[k]
+            total = total - q * logp[k]
+    return total / n

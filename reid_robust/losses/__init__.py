@@ -8,12 +8,15 @@ from .base import ClassifierLoss, MetricLoss, check_embeddings_and_labels
 from .circle import CircleLoss
 from .contrastive import ContrastiveLoss, contrastive_from_distances, xbm_contrastive
 from .cross_entropy import CrossEntropyLoss, label_smoothing_cross_entropy
+from .example_weighting import DerivativeManipulationLoss, IMAELoss, gradient_rescaled_cross_entropy
+from .ice import InstanceCrossEntropyLoss, ice_pair_weights
 from .multi_similarity import (
     MultiSimilarityLoss,
     multi_similarity_mining,
     multi_similarity_pair_weights,
     multi_similarity_per_anchor,
 )
+from .osm_caa import OSMCAALoss, weighted_contrastive
 from .pairwise import (
     cosine_similarity_matrix,
     euclidean_distance_matrix,
@@ -32,8 +35,24 @@ from .pairwise import (
     squared_euclidean_distance_matrix,
     zero_loss,
 )
+from .prism import PRISMLoss, SlidingWindowThreshold, centre_probabilities
+from .proselflc import ProSelfLCLoss
+from .ranked_list import RankedListLoss
 from .registry import LOSSES, build_loss, loss_parameters, register_loss
-from .triplet import TripletLoss
+from .triplet import TripletLoss, batch_all_triplet, batch_hard_triplet, semi_hard_triplet
+from .weighting import (
+    class_aware_attention,
+    emphasis_density_weights,
+    gaussian_confidence_weights,
+    gradient_rescaling_coefficients,
+    osm_negative_weights,
+    osm_positive_weights,
+    pairwise_min,
+    proselflc_global_trust,
+    proselflc_local_trust,
+    temperature_softmax_weights,
+    true_class_probability,
+)
 
 __all__ = [
     "LOSSES",
@@ -41,14 +60,31 @@ __all__ = [
     "ClassifierLoss",
     "ContrastiveLoss",
     "CrossEntropyLoss",
+    "DerivativeManipulationLoss",
+    "IMAELoss",
+    "InstanceCrossEntropyLoss",
     "MetricLoss",
     "MultiSimilarityLoss",
+    "OSMCAALoss",
+    "PRISMLoss",
+    "ProSelfLCLoss",
+    "RankedListLoss",
+    "SlidingWindowThreshold",
     "TripletLoss",
+    "batch_all_triplet",
+    "batch_hard_triplet",
     "build_loss",
+    "centre_probabilities",
     "check_embeddings_and_labels",
+    "class_aware_attention",
     "contrastive_from_distances",
     "cosine_similarity_matrix",
+    "emphasis_density_weights",
     "euclidean_distance_matrix",
+    "gaussian_confidence_weights",
+    "gradient_rescaled_cross_entropy",
+    "gradient_rescaling_coefficients",
+    "ice_pair_weights",
     "l2_normalize",
     "label_smoothing_cross_entropy",
     "loss_parameters",
@@ -63,11 +99,20 @@ __all__ = [
     "multi_similarity_per_anchor",
     "negative_mask",
     "normalize_to_mean_one",
+    "osm_negative_weights",
+    "osm_positive_weights",
     "pair_weights_to_sample_weights",
+    "pairwise_min",
     "positive_mask",
+    "proselflc_global_trust",
+    "proselflc_local_trust",
     "register_loss",
     "same_label_matrix",
+    "semi_hard_triplet",
     "squared_euclidean_distance_matrix",
+    "temperature_softmax_weights",
+    "true_class_probability",
+    "weighted_contrastive",
     "xbm_contrastive",
     "zero_loss",
 ]

@@ -56,7 +56,13 @@ def _register_builtin() -> None:
     from .circle import CircleLoss
     from .contrastive import ContrastiveLoss
     from .cross_entropy import CrossEntropyLoss
+    from .example_weighting import DerivativeManipulationLoss, IMAELoss
+    from .ice import InstanceCrossEntropyLoss
     from .multi_similarity import MultiSimilarityLoss
+    from .osm_caa import OSMCAALoss
+    from .prism import PRISMLoss
+    from .proselflc import ProSelfLCLoss
+    from .ranked_list import RankedListLoss
     from .triplet import TripletLoss
 
     for name, cls in {
@@ -65,6 +71,13 @@ def _register_builtin() -> None:
         "multi_similarity": MultiSimilarityLoss,
         "circle": CircleLoss,
         "cross_entropy": CrossEntropyLoss,
+        "osm_caa": OSMCAALoss,
+        "ranked_list": RankedListLoss,
+        "ice": InstanceCrossEntropyLoss,
+        "imae": IMAELoss,
+        "dm": DerivativeManipulationLoss,
+        "proselflc": ProSelfLCLoss,
+        "prism": PRISMLoss,
     }.items():
         register_loss(name, cls)
 

@@ -1,0 +1,75 @@
+"""Instance Cross Entropy.
+
+Wang, Kodirov, Hua, Robertson, "Instance Cross Entropy for Deep Metric Learning", arXiv:1911.09976, 2019.
+On cosine similarities with scale s, each positive i of anchor a competes with the anchor's negatives:
+``p(i|a) = exp(s S_ai) / (exp(s S_ai) + sum_{N_a} exp(s S_aj))``, ``L_a = -mean_{i in P_a} log p(i|a)``,
+averaged over anchors that have at least one positive and one negative (others are skipped). The
+gradient reweights samples: ``|dL/dS_ai| = s (1 - p(i|a)) / |P_a|`` for positives and a softmax over the
+negatives, so harder pairs weigh more and ``s`` sets how sharply.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import MetricLoss
+from .pairwise import (
+    cosine_similarity_matrix,
+    masked_logsumexp,
+    negative_mask,
+    pair_weights_to_sample_weights,
+    positive_mask,
+    zero_loss,
+)
+
+
+def ice_pair_weights(scaled_sim: Tensor, pos: Tensor, neg: Tensor, neg_lse: Tensor) -> Tensor:
+    """``|dL_a/d(s S_aj)|`` [N, N] of the ICE loss (before the 1/num_anchors factor), detached.
+
+    Positives: ``(1 - p(i|a)) / |P_a|``; negatives: ``exp(s S_aj) sum_i 1 / (exp(s S_ai) + Z_a) / |P_a|``.
+    """
+    z = scaled_sim.detach()
+    num_pos = pos.sum(dim=1, keepdim=True).clamp_min(1).to(z.dtype)
+    log_denominator = torch.logaddexp(z, neg_lse.detach().unsqueeze(1))     # log(e^{z_ai} + Z_a)
+    p = torch.exp(z - log_denominator)
+    w_pos = torch.where(pos, (1.0 - p) / num_pos, torch.zeros_like(z))
+    inv = masked_logsumexp(-log_denominator, pos, dim=1)                    # log sum_i 1/(e^{z_ai}+Z_a)
+    w_neg = torch.where(neg, torch.exp(z + inv.unsqueeze(1)) / num_pos, torch.zeros_like(z))
+    return w_pos + w_neg
+
+
+class InstanceCrossEntropyLoss(MetricLoss):
+    """Instance cross entropy with scale ``s`` (inverse temperature).
+
+    Args:
+        scale: s (16 here; the paper's default is not confirmed; s = 1/0.07 ~ 14 is SimCLR's setting).
+    ``last_sample_weights``: each sample's share of the gradient pair weights (hardness).
+    """
+
+    weights_meaning = "hardness"
+
+    def __init__(self, scale: float = 16.0) -> None:
+        super().__init__()
+        if scale <= 0:
+            raise ValueError(f"InstanceCrossEntropyLoss: scale must be > 0, got {scale}")
+        self.scale = float(scale)
+
+    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        z = self.scale * cosine_similarity_matrix(embeddings)
+        pos, neg = positive_mask(labels), negative_mask(labels)
+        valid = pos.any(dim=1) & neg.any(dim=1)
+        pos = pos & valid.unsqueeze(1)
+        neg = neg & valid.unsqueeze(1)
+        neg_lse = torch.where(valid, masked_logsumexp(z, neg, dim=1), torch.zeros(1, dtype=z.dtype,
+                                                                                   device=z.device))
+        log_p = z - torch.logaddexp(z, neg_lse.unsqueeze(1))
+        num_pos = pos.sum(dim=1).clamp_min(1).to(z.dtype)
+        per_anchor = -torch.where(pos, log_p, torch.zeros_like(log_p)).sum(dim=1) / num_pos
+        self._record_weights(pair_weights_to_sample_weights(ice_pair_weights(z, pos, neg, neg_lse)))
+        if not bool(valid.any()):
+            return zero_loss(embeddings)
+        return per_anchor[valid].mean()
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"

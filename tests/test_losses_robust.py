@@ -1,0 +1,245 @@
+"""Tests of the robust losses: loop references, gradients, DM's gradient norms, planted-mislabel behaviour."""
+
+import copy
+
+import pytest
+import torch
+from losses_reference import ice, osm_caa_wcl, proselflc, ranked_list
+
+from reid_robust.losses import LOSSES, build_loss, label_smoothing_cross_entropy
+from reid_robust.losses.example_weighting import gradient_rescaled_cross_entropy
+from reid_robust.losses.weighting import true_class_probability
+
+PK = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3])
+
+
+def value_and_grad(fn, x):
+    x = x.clone().requires_grad_(True)
+    v = fn(x)
+    g, = torch.autograd.grad(v, x)
+    return v.item(), g
+
+
+def test_osm_caa_matches_loop_reference_value_and_gradient():
+    torch.manual_seed(0)
+    loss = build_loss("osm_caa", num_classes=4, embedding_dim=5, id_weight=0.0).double()
+    torch.nn.init.normal_(loss.classifier.weight, std=1.0)
+    x = torch.randn(10, 5, dtype=torch.float64)
+    p, _ = true_class_probability(x @ loss.classifier.weight.t(), PK)
+    ours = value_and_grad(lambda e: loss(e, PK), x)
+    ref = value_and_grad(lambda e: osm_caa_wcl(e, PK.tolist(), p.tolist(), 1.2, 0.8, 0.68), x)
+    assert ours[0] == pytest.approx(ref[0], abs=1e-10)
+    assert torch.allclose(ours[1], ref[1], atol=1e-10)
+    expected_att = torch.exp(-(1 - p) ** 2 / (2 * 0.68 ** 2))
+    assert torch.allclose(loss.last_sample_weights.double(), expected_att / expected_att.mean(), atol=1e-6)
+
+
+def test_osm_caa_id_term_is_cross_entropy():
+    torch.manual_seed(1)
+    full = build_loss("osm_caa", num_classes=4, embedding_dim=5)
+    metric = copy.deepcopy(full)
+    metric.id_weight = 0.0
+    x = torch.randn(10, 5)
+    ce = label_smoothing_cross_entropy(full.classifier(x), PK, 0.0)
+    assert full(x, PK).item() == pytest.approx(metric(x, PK).item() + ce.item(), rel=1e-5)
+
+
+def test_ranked_list_matches_loop_reference_value_and_gradient():
+    torch.manual_seed(2)
+    x = torch.randn(10, 4, dtype=torch.float64)
+    for t_pos in [0.0, 5.0]:
+        loss = build_loss("ranked_list", margin=0.4, boundary=1.2, neg_temperature=10.0, pos_temperature=t_pos,
+                          neg_weight=0.7)
+        ours = value_and_grad(lambda e, f=loss: f(e, PK), x)
+        ref = value_and_grad(lambda e, t=t_pos: ranked_list(e, PK.tolist(), 0.4, 1.2, 10.0, t, 0.7), x)
+        assert ours[0] == pytest.approx(ref[0], abs=1e-10)
+        assert torch.allclose(ours[1], ref[1], atol=1e-10)
+
+
+def test_ice_matches_loop_reference_gradcheck_and_pml_ntxent():
+    torch.manual_seed(3)
+    x = torch.randn(10, 4, dtype=torch.float64)
+    loss = build_loss("ice", scale=8.0)
+    assert loss(x, PK).item() == pytest.approx(ice(x, PK.tolist(), 8.0).item(), abs=1e-10)
+    xg = x[:6].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda e: loss(e, PK[:6]), (xg,), eps=1e-6, atol=1e-5)
+    pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])  # equal positives per anchor: ICE == NT-Xent
+    ref = pml_losses.NTXentLoss(temperature=1 / 8.0)(x[:8], y)
+    assert loss(x[:8], y).item() == pytest.approx(ref.item(), abs=1e-8)
+
+
+def test_ice_hardness_weights_match_autograd():
+    torch.manual_seed(4)
+    from reid_robust.losses.ice import ice_pair_weights
+    from reid_robust.losses.pairwise import masked_logsumexp, negative_mask, positive_mask
+
+    z = (torch.randn(8, 8, dtype=torch.float64) * 3).requires_grad_(True)
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    pos, neg = positive_mask(y), negative_mask(y)
+    lse = masked_logsumexp(z, neg, 1)
+    log_p = z - torch.logaddexp(z, lse.unsqueeze(1))
+    (-(torch.where(pos, log_p, torch.zeros_like(z)).sum(1) / pos.sum(1))).sum().backward()
+    assert torch.allclose(z.grad.abs(), ice_pair_weights(z, pos, neg, lse), atol=1e-12)
+
+
+def test_proselflc_matches_loop_reference_and_reads_progress():
+    torch.manual_seed(5)
+    loss = build_loss("proselflc", num_classes=4, embedding_dim=5).double()
+    torch.nn.init.normal_(loss.classifier.weight, std=1.0)
+    x = torch.randn(10, 5, dtype=torch.float64)
+    logits = x @ loss.classifier.weight.t()
+    values = []
+    for step in [0, 50, 100]:
+        loss.set_progress(step, 100)
+        ours = value_and_grad(lambda e: loss(e, PK), x)
+        ref = value_and_grad(lambda e, s=step: proselflc(e @ loss.classifier.weight.t(), PK, s / 100, 12.0, 0.5), x)
+        assert ours[0] == pytest.approx(ref[0], abs=1e-10)
+        assert torch.allclose(ours[1], ref[1], atol=1e-10)
+        values.append(ours[0])
+    ce = torch.nn.functional.cross_entropy(logits, PK).item()
+    assert values[0] == pytest.approx(ce, rel=0.01)  # g(0) = sigmoid(-6): almost the annotated target
+    assert values[2] < values[0]  # late in training the target moves toward the prediction
+
+
+def test_dm_logit_gradient_l1_norm_equals_normalised_weight():
+    torch.manual_seed(6)
+    logits = (torch.randn(7, 5, dtype=torch.float64) * 2).requires_grad_(True)
+    y = torch.randint(0, 5, (7,))
+    p, _ = true_class_probability(logits, y)
+    w = torch.exp(2.0 * p.sqrt() * (1 - p))          # DM with lam = 0.5, beta = 2
+    gradient_rescaled_cross_entropy(logits, y, w).backward()
+    l1 = logits.grad.abs().sum(dim=1)
+    assert torch.allclose(l1, w / w.sum(), atol=1e-10)
+    # a plain weighted cross entropy scales the norm by 2 (1 - p) instead: it does not satisfy this
+    plain = logits.detach().clone().requires_grad_(True)
+    (w / w.sum() * torch.nn.functional.cross_entropy(plain, y, reduction="none")).sum().backward()
+    assert not torch.allclose(plain.grad.abs().sum(dim=1), w / w.sum(), atol=1e-3)
+
+
+def test_dm_module_logit_gradients_and_imae_equivalence():
+    torch.manual_seed(7)
+    dm = build_loss("dm", num_classes=4, embedding_dim=5, lam=1.0, beta=8.0).double()
+    imae = build_loss("imae", num_classes=4, embedding_dim=5, temperature=8.0).double()
+    imae.load_state_dict(dm.state_dict())
+    x = torch.randn(10, 5, dtype=torch.float64)
+    g_dm = value_and_grad(lambda e: dm(e, PK), x)[1]
+    g_imae = value_and_grad(lambda e: imae(e, PK), x)[1]
+    assert torch.allclose(g_dm, g_imae)
+    # through the classifier: dL/dx_i = W^T dL/dz_i, and the logit gradient rows have L1 norm w^_i
+    logits = (x @ dm.classifier.weight.t()).detach().requires_grad_(True)
+    p, _ = true_class_probability(logits, PK)
+    w = torch.exp(8.0 * p * (1 - p))
+    gradient_rescaled_cross_entropy(logits, PK, w).backward()
+    assert torch.allclose(g_dm, logits.grad @ dm.classifier.weight.detach(), atol=1e-12)
+    assert torch.allclose(dm.last_sample_weights.double(), w / w.mean(), atol=1e-6)
+
+
+# ---------------------------------------------------------------- planted mislabel -------------------
+
+def planted_batch(seed: int = 0):
+    """4 classes x 3 clean samples near 3 (e_k + 0.8 e_7), plus sample 12: confidently class 0, labelled 3.
+
+    The shared e_7 component puts clean classes at normalised distance ~1.1, inside the usual margins,
+    so that clean negatives also contribute (as they do in real batches).
+    """
+    g = torch.Generator().manual_seed(seed)
+    eye = torch.eye(8)
+    centres = 3.0 * (eye[:4] + 0.8 * eye[7])
+    x = torch.cat([centres.repeat_interleave(3, 0) + 0.5 * torch.randn(12, 8, generator=g),
+                   4.5 * eye[:1] + 2.4 * eye[7] + 0.1 * torch.randn(1, 8, generator=g)])
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3])
+    return x, y
+
+
+def gradient_shares(loss_fn, x, y):
+    x = x.clone().requires_grad_(True)
+    loss_fn(x, y).backward()
+    norms = x.grad.norm(dim=1)
+    return norms / norms.sum()
+
+
+def with_identity_classifier(loss):
+    with torch.no_grad():
+        loss.classifier.weight.copy_(torch.eye(8)[:4])
+    return loss
+
+
+RELIABILITY = sorted(n for n, c in LOSSES.items() if c.weights_meaning == "reliability")
+
+
+def test_reliability_list_is_the_documented_one():
+    assert RELIABILITY == ["dm", "imae", "osm_caa", "prism", "proselflc"]
+
+
+def unweighted_counterpart(name: str, loss):
+    """The same loss with its weighting switched off."""
+    if name == "osm_caa":
+        plain = copy.deepcopy(loss)
+        plain.soft_mining = plain.class_attention = False
+        return plain
+    if name == "prism":
+        plain = copy.deepcopy(loss)
+        plain.threshold.noise_rate = 0.0
+        return plain
+    # classification losses: plain (unsmoothed) cross entropy with the same classifier
+    return lambda e, y: label_smoothing_cross_entropy(loss.classifier(e), y, 0.0)
+
+
+@pytest.mark.parametrize("name", RELIABILITY)
+def test_planted_mislabel_gets_lowest_weight_and_smaller_gradient_share(name):
+    x, y = planted_batch()
+    if name == "prism":
+        loss = build_loss("prism", num_classes=4, embedding_dim=8, noise_rate=0.1, memory_size=64)
+        for seed in range(1, 4):  # warm the memory with clean batches
+            xc, yc = planted_batch(seed)
+            loss(xc[:12], yc[:12])
+    else:
+        params = {"id_weight": 0.0} if name == "osm_caa" else {}
+        loss = with_identity_classifier(build_loss(name, num_classes=4, embedding_dim=8, **params))
+        loss.set_progress(100, 100)
+    plain = unweighted_counterpart(name, loss)
+    weighted_shares = gradient_shares(copy.deepcopy(loss), x, y)
+    plain_shares = gradient_shares(plain, x, y)
+    loss(x, y)
+    w = loss.last_sample_weights
+    assert int(w.argmin()) == 12, w
+    assert w[12] < w[:12].min()
+    assert weighted_shares[12] < plain_shares[12], (weighted_shares[12], plain_shares[12])
+
+
+def test_prism_selection_drops_the_planted_sample_and_keeps_memory():
+    x, y = planted_batch()
+    loss = build_loss("prism", num_classes=4, embedding_dim=8, noise_rate=0.1, memory_size=30)
+    loss(x[:12], y[:12])
+    assert loss.last_kept_mask.all()          # empty memory: no selection yet
+    assert int((loss.memory_labels >= 0).sum()) == 12
+    loss(x, y)
+    assert loss.last_kept_mask.tolist() == [True] * 12 + [False]
+    assert int((loss.memory_labels >= 0).sum()) == 24  # only kept samples are enqueued
+    loss(x, y)
+    assert int((loss.memory_labels >= 0).sum()) == 30 and int(loss.memory_ptr) == 6  # FIFO wrap-around
+
+
+def test_prism_eval_mode_is_a_pure_function_and_gradchecks():
+    x, y = planted_batch()
+    loss = build_loss("prism", num_classes=4, embedding_dim=8, noise_rate=0.1, memory_size=64).double()
+    loss(x[:12].double(), y[:12])
+    loss.eval()
+    xg = x[:6].double().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda e: loss(e, y[:6]), (xg,), eps=1e-6, atol=1e-5)
+    assert int((loss.memory_labels >= 0).sum()) == 12  # eval forwards do not enqueue
+
+
+def test_prism_threshold_window():
+    from reid_robust.losses.prism import SlidingWindowThreshold
+
+    t = SlidingWindowThreshold(noise_rate=0.25, window_size=2)
+    keep = t.select(torch.tensor([0.9, 0.1, 0.5, 0.7]))
+    assert keep.tolist() == [True, False, True, True] and t.values == pytest.approx([0.1])
+    keep = t.select(torch.tensor([0.3, 0.2, 0.8, 0.9]))          # window mean (0.1 + 0.2) / 2
+    assert keep.tolist() == [True, True, True, True]
+    t.select(torch.tensor([0.95, 0.99, 0.97, 0.96]))             # window slides to (0.2, 0.95)
+    assert t.values == pytest.approx([0.2, 0.95])
+    keep = t.select(torch.tensor([0.1, 0.05, 0.1, 0.1]))         # nobody above the mean
+    assert keep.tolist() == [True, False, True, True] and len(t.values) == 1
