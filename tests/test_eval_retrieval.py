@@ -50,16 +50,14 @@ def test_recall_at_k_matches_sklearn_nearest_neighbors():
         assert cosine[f"recall@{k}"] == pytest.approx(hits[:, :k].any(1).mean(), abs=1e-12)
 
 
-@pytest.mark.parametrize("method", ["candidates", "dense"])
 @pytest.mark.parametrize("block_size", [1, 5, None])
-def test_matches_loop_reference_with_ties_and_duplicates(method, block_size):
+def test_matches_loop_reference_with_ties_and_duplicates(block_size):
     rng = np.random.default_rng(1)
     feats = rng.integers(-1, 2, size=(60, 3)).astype(np.float32)  # many duplicates and tied distances
     labels = rng.integers(0, 6, size=60)
     labels[-1] = 99  # a lone item
     with pytest.warns(UserWarning, match="1 of 60 items"):
-        result = evaluate_retrieval(feats, labels, metric="euclidean", compute_nmi=False,
-                                    block_size=block_size, method=method)
+        result = evaluate_retrieval(feats, labels, metric="euclidean", compute_nmi=False, block_size=block_size)
     expected = reference_retrieval(feats, labels, (1, 2, 4, 8))
     for key, value in expected.items():
         assert result[key] == pytest.approx(value, abs=1e-6), key

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-CHUNK_ELEMENTS = 1 << 22  # candidate x member comparisons held at once
-
 
 @dataclass
 class MemberGroups:
@@ -55,84 +53,57 @@ def group_members(query_labels: np.ndarray, gallery_labels: np.ndarray,
     return MemberGroups(order, first[pos].astype(np.int64), np.where(found, counts[pos], 0).astype(np.int64))
 
 
-def _count_before_candidates(scores, thresholds, members, rows, cols, include_greater: bool) -> torch.Tensor:
-    """Add up, per (row, member), the listed items ranked before the member.
+def _ranks_of_row(scores: np.ndarray, members: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """Junk-free 1-based ranks (ascending) of the true matches of one query row.
 
-    ``rows, cols`` list items of ``scores``; item (i, k) is before member m of row i when
-    ``s[i,k] > t[i,m]`` (only when ``include_greater``) or ``s[i,k] == t[i,m]`` and ``k < index(m)``.
+    ``scores`` [G]; ``members`` [P] gallery indices (ascending); ``excluded`` [P] bool.
     """
-    counts = torch.zeros(thresholds.shape, dtype=torch.int64)
-    if rows.numel() == 0 or thresholds.shape[1] == 0:
-        return counts
-    step = max(1, CHUNK_ELEMENTS // thresholds.shape[1])
-    for lo in range(0, rows.numel(), step):
-        r, c = rows[lo:lo + step], cols[lo:lo + step]
-        v = scores[r, c].unsqueeze(1)
-        t = thresholds[r]
-        before = (v == t) & (c.unsqueeze(1) < members[r])
-        if include_greater:
-            before |= v > t
-        counts.index_add_(0, r, before.to(torch.int64))
-    return counts
+    thresholds = scores[members]
+    order = np.lexsort((members, -thresholds))  # rank order of the members: score desc, then index
+    members, excluded, thresholds = members[order], excluded[order], thresholds[order]
+    ascending = thresholds[::-1]
+    # only items scoring at least the lowest member can rank before a member
+    candidates = np.flatnonzero(scores >= ascending[0])
+    values = scores[candidates]
+    below = np.searchsorted(ascending, values, side="left")  # thresholds strictly below each value
+    below_or_equal = np.searchsorted(ascending, values, side="right")
+    hist = np.bincount(below, minlength=thresholds.size + 1)
+    # items strictly above the a-th ascending threshold have ``below`` >= a + 1
+    greater_ascending = hist[::-1].cumsum()[::-1][1:]
+    before = greater_ascending[::-1].copy()
+    tied = np.flatnonzero(below_or_equal > below)  # equal to some member's score (the members included)
+    if tied.size:
+        equal = values[tied, None] == thresholds[None, :]
+        earlier = candidates[tied, None] < members[None, :]
+        before += (equal & earlier).sum(0)
+    junk = excluded.astype(np.int64)
+    junk_before = np.cumsum(junk) - junk
+    return (before - junk_before + 1)[~excluded]
 
 
-def _count_before_dense(scores, thresholds, members) -> torch.Tensor:
-    """Same counts over every item of the block, by bucketing each score among the row's thresholds."""
-    num_rows, width = thresholds.shape
-    ascending = thresholds.flip(1)  # thresholds arrive sorted best first
-    bucket = torch.searchsorted(ascending, scores, out_int32=True)  # #{thresholds strictly below the score}
-    offsets = (torch.arange(num_rows, dtype=torch.int32) * (width + 1)).unsqueeze(1)
-    hist = torch.bincount((bucket + offsets).view(-1), minlength=num_rows * (width + 1)).view(num_rows, width + 1)
-    # items strictly above the a-th ascending threshold are those in buckets a+1 .. width
-    suffix = hist.flip(1).cumsum(1).flip(1)
-    greater = suffix[:, 1:].flip(1)
-    nearest = ascending.gather(1, bucket.clamp(max=width - 1).long())
-    rows, cols = (scores == nearest).nonzero(as_tuple=True)
-    return greater + _count_before_candidates(scores, thresholds, members, rows, cols, include_greater=False)
-
-
-def match_ranks(scores: torch.Tensor, members: torch.Tensor, excluded: torch.Tensor,
-                method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+def match_ranks(scores, members: torch.Tensor, excluded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranks of the true matches of a block of queries.
 
     Args:
-        scores: [B, G] float32, higher = closer; must be finite.
+        scores: [B, G] float32 (torch or numpy), higher = closer; must be finite.
         members: [B, P] int64 gallery indices of each row's members, ascending, -1 = padding.
         excluded: [B, P] bool, members deleted from the rank list (junk); the rest are true matches.
-        method: ``"candidates"`` compares only items scoring at least the row's lowest member;
-            ``"dense"`` buckets every item; ``"auto"`` picks the cheaper. Results are identical.
     Returns:
         ranks [B, P] int64: 1-based ranks of the true matches in the junk-free list, ascending, 0 = padding;
         num_matches [B] int64.
+    Cost per row: one pass over G for the items scoring at least the row's lowest member, then
+    O(candidates x log P); no sort of the row.
     """
-    num_rows, width = members.shape
-    if width == 0:
-        return torch.zeros((num_rows, 0), dtype=torch.int64), torch.zeros(num_rows, dtype=torch.int64)
-    valid = members >= 0
-    thresholds = scores.gather(1, members.clamp(min=0))
-    thresholds = thresholds.masked_fill(~valid, float("-inf"))
-    # members in rank order: score descending, ties by gallery index (members arrive ascending); pads last
-    thresholds, perm = torch.sort(thresholds, dim=1, descending=True, stable=True)
-    members, excluded, valid = members.gather(1, perm), excluded.gather(1, perm), valid.gather(1, perm)
-
-    lowest = thresholds.masked_fill(~valid, float("inf")).min(dim=1).values
-    candidates = scores >= lowest.unsqueeze(1)
-    if method == "auto":
-        num_candidates = int(candidates.sum())
-        method = "candidates" if num_candidates * width <= 4 * scores.numel() else "dense"
-    if method == "candidates":
-        rows, cols = candidates.nonzero(as_tuple=True)
-        before = _count_before_candidates(scores, thresholds, members, rows, cols, include_greater=True)
-    elif method == "dense":
-        before = _count_before_dense(scores, thresholds, members)
-    else:
-        raise ValueError(f"method must be 'auto', 'candidates' or 'dense', got {method!r}")
-
-    junk = excluded & valid
-    junk_before = junk.cumsum(1) - junk.long()
-    good = valid & ~excluded
-    ranks = torch.where(good, before - junk_before + 1, torch.full_like(before, torch.iinfo(torch.int64).max))
-    ranks = ranks.sort(dim=1).values
-    num_matches = good.sum(1)
-    ranks = ranks.masked_fill(torch.arange(width).unsqueeze(0) >= num_matches.unsqueeze(1), 0)
-    return ranks, num_matches
+    scores = scores.numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    members_np, excluded_np = members.numpy(), excluded.numpy().astype(bool)
+    num_rows, width = members_np.shape
+    ranks = np.zeros((num_rows, width), dtype=np.int64)
+    num_matches = np.zeros(num_rows, dtype=np.int64)
+    for i in range(num_rows):
+        valid = members_np[i] >= 0
+        if not valid.any():
+            continue
+        row_ranks = _ranks_of_row(scores[i], members_np[i][valid], excluded_np[i][valid])
+        ranks[i, :row_ranks.size] = row_ranks
+        num_matches[i] = row_ranks.size
+    return torch.from_numpy(ranks), torch.from_numpy(num_matches)

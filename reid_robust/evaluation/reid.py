@@ -126,7 +126,7 @@ def _reid_members(q_pids, q_cams, g_pids, g_cams):
     return groups, members_of
 
 
-def _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, method, per_query=False):
+def _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query=False):
     """Run the protocol over ``(start, end, scores)`` blocks whose columns are the junk-free gallery."""
     _, members_of = _reid_members(q_pids, q_cams, g_pids, g_cams)
     num_q = len(q_pids)
@@ -136,7 +136,7 @@ def _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, 
     num_matches = np.zeros(num_q, dtype=np.int64)
     for start, end, scores in blocks:
         members, excluded = members_of(start, end)
-        ranks, n = match_ranks(scores, members, excluded, method=method)
+        ranks, n = match_ranks(scores, members, excluded)
         num_matches[start:end] = n.numpy()
         if ranks.shape[1] == 0:
             continue
@@ -150,7 +150,7 @@ def _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, 
 def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids,
                   metric: str = "cosine", max_rank: int = 50, ap_mode: str = "standard",
                   block_size: int | None = None, approximate: ApproximateSearch | None = None,
-                  method: str = "auto", per_query: bool = False) -> dict:
+                  per_query: bool = False) -> dict:
     """Market-1501 protocol metrics of query features [Q, D] against gallery features [G, D].
 
     numpy arrays or torch tensors; ids and cameras are integer vectors of matching lengths.
@@ -179,7 +179,7 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
         return _evaluate_approximate(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, ap_mode, max_rank,
                                      approximate, per_query)
     blocks = iter_score_blocks(qf, gf, metric, block_size)
-    return _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, method, per_query)
+    return _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query)
 
 
 def evaluate_reid_distances(distances, query_pids, gallery_pids, query_camids, gallery_camids,
@@ -202,7 +202,7 @@ def evaluate_reid_distances(distances, query_pids, gallery_pids, query_camids, g
     keep = g_pids != -1
     scores = -distances[:, keep].astype(np.float32)
     blocks = iter_matrix_blocks(scores, block_size)
-    return _evaluate_blocks(blocks, q_pids, q_cams, g_pids[keep], g_cams[keep], ap_mode, max_rank, "auto",
+    return _evaluate_blocks(blocks, q_pids, q_cams, g_pids[keep], g_cams[keep], ap_mode, max_rank,
                             per_query)
 
 

@@ -35,7 +35,7 @@ def normalized_mutual_info(feats: np.ndarray, labels: np.ndarray, seed: int = 0,
 
 
 def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", compute_nmi: bool = True,
-                       nmi_seed: int = 0, block_size: int | None = None, method: str = "auto",
+                       nmi_seed: int = 0, block_size: int | None = None,
                        per_query: bool = False) -> dict:
     """Leave-one-out retrieval metrics of features [N, D] with class labels [N].
 
@@ -61,7 +61,7 @@ def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", c
     for start, end, scores in iter_score_blocks(x, x, metric, block_size):
         members = groups.block(start, end)
         is_self = members == self_index[start:end].unsqueeze(1)
-        ranks, n = match_ranks(scores, members, is_self, method=method)
+        ranks, n = match_ranks(scores, members, is_self)
         num_matches[start:end] = n.numpy()
         if ranks.shape[1] == 0:
             continue
