@@ -13,7 +13,7 @@ from reid_robust.data import build_dataset
 from reid_robust.data.synthetic import MARKER_NAME, PALETTE, _identity_looks, generate_synthetic
 
 MARKET_NAME = re.compile(r"^(-1|\d{4})_c([1-9])s([1-6])_(\d{6})_(\d{2})\.jpg$")
-TINY = {"num_identities": 8, "num_cameras": 4, "height": 48, "width": 24, "num_distractors": 5, "num_junk": 3}
+TINY = {"num_identities": 6, "num_cameras": 3, "height": 48, "width": 24, "num_distractors": 5, "num_junk": 3}
 TINY_CUB = {"num_identities": 6, "height": 40, "width": 40, "images_per_class": (2, 4)}
 
 

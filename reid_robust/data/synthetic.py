@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -298,9 +299,18 @@ def _draw_person_labels(look: PersonLook, height: int, width: int, top: float, c
     return np.asarray(canvas, dtype=np.uint8), (left, shoulder_y)
 
 
+@lru_cache(maxsize=8)
+def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column coordinates [height, width] float32 (read-only, cached)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy.flags.writeable = False
+    xx.flags.writeable = False
+    return yy, xx
+
+
 def _texture_mask(texture: str, period: float, height: int, width: int, x0: float, y0: float) -> np.ndarray:
     """Boolean [height, width] mask of the secondary colour of a clothing texture with ``period`` pixels."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy, xx = _grid(height, width)
     ty = np.floor((yy - y0) / (period / 2)) % 2 == 1
     tx = np.floor((xx - x0) / (period / 2)) % 2 == 1
     if texture == "hstripes":
@@ -327,8 +337,7 @@ def _colourise(labels: np.ndarray, look: PersonLook, texture_mask: np.ndarray) -
     lut[_LOGO] = _COLOURS[look.logo_colour]
     lut[_STRAP] = _COLOURS[look.bag_colour] * 0.6
     rgb = lut[labels]
-    secondary = (labels == _UPPER) & texture_mask
-    rgb[secondary] = _COLOURS[look.secondary]
+    rgb[(labels == _UPPER) & texture_mask] = _COLOURS[look.secondary]
     return rgb
 
 
@@ -340,7 +349,8 @@ def _finish(rgb: np.ndarray, cam: CameraLook, rng: np.random.Generator) -> Image
     radius = cam.blur + rng.uniform(0.0, 0.4)
     if radius > 0.2:
         img = img.filter(ImageFilter.GaussianBlur(radius))
-    arr = np.asarray(img, dtype=np.float32) + rng.normal(0.0, cam.noise, size=(img.height, img.width, 3))
+    noise = rng.standard_normal(size=(img.height, img.width, 3), dtype=np.float32) * np.float32(cam.noise)
+    arr = np.asarray(img, dtype=np.float32) + noise
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="RGB")
 
 
@@ -554,7 +564,7 @@ def _render_bird(look: BirdLook, rng: np.random.Generator, height: int, width: i
         canvas = canvas.transpose(Image.FLIP_LEFT_RIGHT)
     labels = np.asarray(canvas, dtype=np.uint8)
 
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy, xx = _grid(height, width)
     period = max(3.0, size * 0.12)
     if look.pattern == "spots":
         pattern = ((yy % period) < period * 0.4) & ((xx % period) < period * 0.4)
