@@ -1,0 +1,127 @@
+"""k-reciprocal re-ranking (Zhong, Zheng, Cao, Li, "Re-ranking Person Re-identification with k-reciprocal
+Encoding", CVPR 2017; reference code zhunzhong07/person-re-ranking). methods.md §12.2.
+
+All M = Q + G items (queries and gallery together) are used, transductively:
+1. ``d̃`` = squared Euclidean distance, each row divided by its maximum; initial ranking per row (ties by
+   item index, so an item's own entry comes first unless an earlier duplicate exists);
+2. ``R(p, k1)`` = items of p's top k1+1 whose own top k1+1 contains p;
+3. for each ``q ∈ R(p, k1)``, ``R(q, round(k1/2))`` is added when more than 2/3 of it lies in ``R(p, k1)``;
+4. ``V_p[g] = exp(-d̃(p, g))`` on the expanded set, normalised to sum 1;
+5. local query expansion: ``V_p`` = mean of V over p's top k2 rows;
+6. Jaccard distance ``d_J = 1 - m / (2 - m)``, ``m = Σ_j min(V_p[j], V_g[j])``;
+7. ``d* = (1 - λ) d_J + λ d̃`` for queries x gallery.
+
+The input is plain (not squared) Euclidean distance, squared once here (torchreid squares twice).
+Memory: the neighbour lists [M, k1+1], a sparse V (about M x 200 entries) and the [Q, G] output; the full
+M x M distance matrix is computed in row blocks and never held.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .search import as_feature_matrix, check_same_dim, default_block_size
+
+
+def _top_neighbours(dist_rows: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k smallest entries of each row [B, M], ordered by (distance, index)."""
+    kth = torch.topk(dist_rows, k, dim=1, largest=False, sorted=True).values[:, -1:]
+    less = dist_rows < kth
+    equal = dist_rows == kth
+    needed = k - less.sum(1, keepdim=True)
+    take = less | (equal & (equal.cumsum(1) <= needed))
+    idx = take.nonzero()[:, 1].view(dist_rows.shape[0], k)  # ascending index within each row
+    order = torch.sort(dist_rows.gather(1, idx), dim=1, stable=True).indices
+    return idx.gather(1, order)
+
+
+def _reciprocal(neighbours: np.ndarray, k: int) -> list[np.ndarray]:
+    """R(p, k) for every p: members of p's top k+1 whose own top k+1 contains p."""
+    top = neighbours[:, : k + 1]
+    back = top[top]  # [M, k+1, k+1]
+    mutual = (back == np.arange(len(top))[:, None, None]).any(axis=2)
+    return [top[p][mutual[p]] for p in range(len(top))]
+
+
+def _encode(squared_row_fn, neighbours: np.ndarray, k1: int) -> sp.csr_matrix:
+    """Sparse V [M, M] of steps 2-4; ``squared_row_fn(p, cols)`` returns d̃(p, cols)."""
+    num = len(neighbours)
+    recip = _reciprocal(neighbours, k1)
+    half = int(np.around(k1 / 2.0))
+    recip_half = _reciprocal(neighbours, half)
+    rows, cols, vals = [], [], []
+    for p in range(num):
+        base = recip[p]
+        expansion = [base]
+        for q in base:
+            candidate = recip_half[q]
+            if np.isin(candidate, base).sum() > 2.0 / 3.0 * len(candidate):
+                expansion.append(candidate)
+        members = np.unique(np.concatenate(expansion))
+        weights = np.exp(-squared_row_fn(p, members))
+        rows.append(np.full(len(members), p))
+        cols.append(members)
+        vals.append((weights / weights.sum()).astype(np.float32))
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(num, num))
+
+
+def _jaccard(v: sp.csr_matrix, num_query: int) -> np.ndarray:
+    """d_J(p, g) for p < num_query and g >= num_query, from the sparse encodings."""
+    gallery = v[num_query:].tocsc()
+    out = np.empty((num_query, v.shape[0] - num_query), dtype=np.float32)
+    for p in range(num_query):
+        start, end = v.indptr[p], v.indptr[p + 1]
+        cols, vals = v.indices[start:end], v.data[start:end]
+        sub = gallery[:, cols].tocoo()
+        overlap = np.bincount(sub.row, weights=np.minimum(vals[sub.col], sub.data), minlength=out.shape[1])
+        out[p] = 1.0 - overlap / (2.0 - overlap)
+    return out
+
+
+def k_reciprocal_rerank(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+                        block_size: int | None = None) -> np.ndarray:
+    """Re-ranked distances [Q, G] (lower = closer) from query [Q, D] and gallery [G, D] features.
+
+    The original distance is the Euclidean distance of the features as given (normalise them first for
+    cosine-trained embeddings, as BoT does).
+    """
+    if k1 < 1 or k2 < 1 or k2 > k1 + 1:
+        raise ValueError(f"need k1 >= 1 and 1 <= k2 <= k1 + 1, got k1={k1}, k2={k2}")
+    if not 0.0 <= lambda_value <= 1.0:
+        raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
+    qf = as_feature_matrix(query_feats, "query_feats")
+    gf = as_feature_matrix(gallery_feats, "gallery_feats")
+    check_same_dim(qf, gf)
+    x = torch.from_numpy(np.concatenate([qf, gf]))
+    num, num_query = x.shape[0], qf.shape[0]
+    k = min(k1 + 1, num)
+    sq = (x * x).sum(1)
+
+    def squared(rows: torch.Tensor, cols: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        return (sq[rows].unsqueeze(1) + sq[cols].unsqueeze(0) - 2.0 * x[rows] @ x[cols].T).clamp_(min=0)
+
+    row_max = torch.empty(num)
+    neighbours = torch.empty((num, k), dtype=torch.int64)
+    block = block_size or default_block_size(num)
+    for start in range(0, num, block):
+        rows = torch.arange(start, min(start + block, num))
+        d = squared(rows)
+        row_max[rows] = d.max(dim=1).values.clamp(min=1e-12)
+        neighbours[rows] = _top_neighbours(d / row_max[rows].unsqueeze(1), k)
+    neighbours_np = neighbours.numpy()
+
+    def normalised_row(p: int, cols: np.ndarray) -> np.ndarray:
+        p_t = torch.tensor([p])
+        return (squared(p_t, torch.from_numpy(cols)) / row_max[p]).squeeze(0).numpy()
+
+    v = _encode(normalised_row, neighbours_np, k1)
+    if k2 != 1:
+        expand = sp.csr_matrix((np.full(num * k2, 1.0 / k2, dtype=np.float32),
+                                (np.repeat(np.arange(num), k2), neighbours_np[:, :k2].reshape(-1))),
+                               shape=(num, num))
+        v = (expand @ v).tocsr()
+    jaccard = _jaccard(v, num_query)
+    q_rows = torch.arange(num_query)
+    original = (squared(q_rows, torch.arange(num_query, num)) / row_max[:num_query].unsqueeze(1)).numpy()
+    return (1.0 - lambda_value) * jaccard + lambda_value * original
