@@ -1,4 +1,5 @@
 """ImageDataset: item dicts, label override, bbox crop, errors naming the file."""
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -54,3 +55,19 @@ def test_missing_and_corrupt_images_name_the_file(tmp_path, records):
     broken.write_bytes(b"\xff\xd8 definitely not a jpeg")
     with pytest.raises(ImageReadError, match="broken.jpg"):
         ImageDataset([ImageRecord(str(broken), 0, 0)], None)[0]
+
+
+def test_workers_get_distinct_reproducible_augmentation(tmp_path):
+    path = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 12, 3), dtype=np.uint8)).save(path)
+    transform = build_transforms({"size": [24, 12], "pad": 4, "flip": 0.5, "random_erasing": 0.0}, train=True)
+    dataset = ImageDataset([ImageRecord(str(path), 0, 0)] * 4, transform)
+
+    def run(seed):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2,
+                                             generator=torch.Generator().manual_seed(seed))
+        return [batch["image"][0] for batch in loader]
+
+    first = run(0)
+    assert not torch.equal(first[0], first[1])  # items 0 and 1 come from different workers
+    assert all(torch.equal(a, b) for a, b in zip(first, run(0)))

@@ -42,6 +42,10 @@ class ImageDataset(Dataset):
     None gives the unnormalised image as float [3, H, W] in [0, 1].
     labels: optional [N] training labels (e.g. noisy ones) overriding the records' pids in "label";
     "pid" always holds the record's (clean) pid.
+
+    In a DataLoader worker the pipeline is reseeded from the worker's torch seed (albumentations keeps its own
+    random state, which forked workers would otherwise share, repeating the same augmentations in every
+    worker and every epoch); a seeded DataLoader `generator` therefore makes augmentation reproducible.
     """
 
     def __init__(self, records: Sequence[ImageRecord], transform: Callable | None, labels: Sequence[int] | None = None):
@@ -52,6 +56,15 @@ class ImageDataset(Dataset):
             if labels.shape != (len(self.records),):
                 raise ValueError(f"ImageDataset: labels must have shape ({len(self.records)},), got {labels.shape}")
         self.labels = labels
+        self._seeded_for: tuple[int, int] | None = None
+
+    def _seed_transform_in_worker(self) -> None:
+        info = torch.utils.data.get_worker_info()
+        if info is None or self._seeded_for == (info.id, info.seed):
+            return
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(info.seed % 2**32)
+        self._seeded_for = (info.id, info.seed)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -62,6 +75,7 @@ class ImageDataset(Dataset):
         if self.transform is None:
             image = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
         else:
+            self._seed_transform_in_worker()
             image = self.transform(image=array)["image"]
         label = record.pid if self.labels is None else int(self.labels[index])
         return {"image": image, "label": int(label), "pid": int(record.pid), "camid": int(record.camid), "index": index}
