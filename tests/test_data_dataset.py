@@ -71,3 +71,16 @@ def test_workers_get_distinct_reproducible_augmentation(tmp_path):
     first = run(0)
     assert not torch.equal(first[0], first[1])  # items 0 and 1 come from different workers
     assert all(torch.equal(a, b) for a, b in zip(first, run(0)))
+
+
+def test_main_process_augmentation_follows_torch_seed(tmp_path):
+    path = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (24, 12, 3), dtype=np.uint8)).save(path)
+    cfg = {"size": [24, 12], "pad": 4, "random_erasing": 0.5}
+
+    def run(seed):
+        torch.manual_seed(seed)
+        dataset = ImageDataset([ImageRecord(str(path), 0, 0)] * 3, build_transforms(cfg, train=True))
+        return torch.stack([dataset[i]["image"] for i in range(3)])
+
+    assert torch.equal(run(5), run(5)) and not torch.equal(run(5), run(6))

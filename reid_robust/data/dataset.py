@@ -45,7 +45,8 @@ class ImageDataset(Dataset):
 
     In a DataLoader worker the pipeline is reseeded from the worker's torch seed (albumentations keeps its own
     random state, which forked workers would otherwise share, repeating the same augmentations in every
-    worker and every epoch); a seeded DataLoader `generator` therefore makes augmentation reproducible.
+    worker and every epoch); in the main process it is seeded once from `torch.initial_seed()`. A seeded
+    DataLoader `generator` (or `torch.manual_seed` with num_workers=0) makes augmentation reproducible.
     """
 
     def __init__(self, records: Sequence[ImageRecord], transform: Callable | None, labels: Sequence[int] | None = None):
@@ -58,13 +59,15 @@ class ImageDataset(Dataset):
         self.labels = labels
         self._seeded_for: tuple[int, int] | None = None
 
-    def _seed_transform_in_worker(self) -> None:
+    def _seed_transform(self) -> None:
+        """Seed the pipeline once per worker (or once in the main process) from torch's seed."""
         info = torch.utils.data.get_worker_info()
-        if info is None or self._seeded_for == (info.id, info.seed):
+        key = (-1, torch.initial_seed()) if info is None else (info.id, info.seed)
+        if self._seeded_for == key:
             return
         if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(info.seed % 2**32)
-        self._seeded_for = (info.id, info.seed)
+            self.transform.set_random_seed(key[1] % 2**32)
+        self._seeded_for = key
 
     def __len__(self) -> int:
         return len(self.records)
@@ -75,7 +78,7 @@ class ImageDataset(Dataset):
         if self.transform is None:
             image = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
         else:
-            self._seed_transform_in_worker()
+            self._seed_transform()
             image = self.transform(image=array)["image"]
         label = record.pid if self.labels is None else int(self.labels[index])
         return {"image": image, "label": int(label), "pid": int(record.pid), "camid": int(record.camid), "index": index}
