@@ -97,8 +97,10 @@ def test_errors():
         inject_identity_noise(LABELS, 0.2, "pattern")
     with pytest.raises(ValueError, match="unknown noise mode 'random'.*open_set"):
         inject_identity_noise(LABELS, 0.2, "random")
-    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"rate must be a number in \[0, 1\], got 1.5"):
         inject_identity_noise(LABELS, 1.5)
+    with pytest.raises(ValueError, match="got '0.2'"):
+        inject_identity_noise(LABELS, "0.2")
     with pytest.raises(ValueError, match="maps identity 2 to itself"):
         inject_identity_noise(LABELS, 0.2, "pattern", confusable=np.array([1, 0, 2, 2, 5, 4]))
     with pytest.raises(ValueError, match="integer ids"):

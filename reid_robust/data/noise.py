@@ -73,8 +73,9 @@ def inject_identity_noise(labels: Sequence[int], rate: float, mode: str = "symme
     clean = _as_labels(labels)
     if mode not in NOISE_MODES:
         raise ValueError(f"unknown noise mode {mode!r}; valid modes: {', '.join(NOISE_MODES)}")
-    if not 0.0 <= float(rate) <= 1.0:
-        raise ValueError(f"noise rate must be in [0, 1], got {rate!r}")
+    if isinstance(rate, (bool, str)) or not 0.0 <= float(rate) <= 1.0:
+        raise ValueError(f"noise rate must be a number in [0, 1], got {rate!r}")
+    rate = float(rate)
     if mode == "pattern" and confusable is None:
         raise ValueError("noise mode 'pattern' needs `confusable` (one most-confusable identity per identity), "
                          "e.g. from confusable_identities(features, labels) of a model trained on clean labels")
