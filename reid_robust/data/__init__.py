@@ -13,6 +13,7 @@ from .records import DatasetSplits, ImageRecord
 from .registry import build_dataset, dataset_names, register_dataset
 from .samplers import DistributedPKSampler, PKSampler
 from .summary import summarize
+from .synthetic import generate_synthetic
 from .transforms import build_transforms
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "build_transforms",
     "confusable_identities",
     "dataset_names",
+    "generate_synthetic",
     "inject_identity_noise",
     "load_market_folder",
     "load_noisy_label_list",
