@@ -167,3 +167,15 @@ def test_label_list_errors(tmp_path, records, text, message):
         load_noisy_label_list(listing, records)
     with pytest.raises(FileNotFoundError, match="not found"):
         load_noisy_label_list(tmp_path / "absent.csv", records)
+
+
+def test_confusable_identities_blocked_rows_match_dense():
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(1100), 2)  # more classes than one 1024-row block
+    feats = rng.normal(size=(len(labels), 4))
+    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    centres = unit.reshape(1100, 2, 4).mean(1)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    dense = centres @ centres.T
+    np.fill_diagonal(dense, -np.inf)
+    assert np.array_equal(confusable_identities(feats, labels), dense.argmax(1))

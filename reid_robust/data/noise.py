@@ -158,10 +158,14 @@ def confusable_identities(feats, labels: Sequence[int]) -> np.ndarray:
     centres = np.zeros((len(classes), feats.shape[1]))
     np.add.at(centres, inverse, unit)
     centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
-    similarity = centres @ centres.T
-    np.fill_diagonal(similarity, -np.inf)
+    nearest = np.empty(len(classes), dtype=np.int64)
+    for start in range(0, len(classes), 1024):  # blocks of rows: C x C would not fit for SOP's 11k classes
+        similarity = centres[start:start + 1024] @ centres.T
+        rows = np.arange(len(similarity))
+        similarity[rows, start + rows] = -np.inf
+        nearest[start:start + 1024] = similarity.argmax(axis=1)
     out = np.full(classes.max() + 1, -1, dtype=np.int64)
-    out[classes] = classes[similarity.argmax(axis=1)]
+    out[classes] = classes[nearest]
     return out
 
 
