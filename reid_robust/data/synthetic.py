@@ -96,9 +96,9 @@ class CameraLook:
     gain: np.ndarray  # [3] per-channel gain (colour cast and brightness)
     offset: float
     background: np.ndarray  # [Hb, Wb, 3] float32 texture the image backgrounds are cropped from
-    scale: float
-    x_bias: float
-    y_bias: float
+    scale: float  # figure height as a fraction of the image height
+    x_bias: float  # horizontal shift of the figure, as a fraction of the image width
+    y_bias: float  # shift of the figure, as a fraction of the free space above/below it
     blur: float
     noise: float
     back_view_prob: float
@@ -150,7 +150,10 @@ def _identity_looks(rng: np.random.Generator, count: int) -> list[PersonLook]:
     and differ in texture, shapes and accessories, so that colours alone are ambiguous."""
     looks: list[PersonLook] = []
     used_schemes: set = set()
+    num_schemes = len(_COLOURS) ** 2 * (len(_COLOURS) - 1)
     while len(looks) < count:
+        if len(used_schemes) == num_schemes:  # thousands of identities: schemes start to repeat
+            used_schemes.clear()
         scheme = _colour_scheme(rng)
         if scheme in used_schemes:
             continue
@@ -206,7 +209,7 @@ def _camera_looks(rng: np.random.Generator, num_cameras: int, height: int, width
                 background=np.clip(background, 0, 255).astype(np.float32),
                 scale=float(rng.uniform(0.78, 0.93)),
                 x_bias=float(rng.uniform(-0.08, 0.08)),
-                y_bias=float(rng.uniform(-0.04, 0.04)),
+                y_bias=float(rng.uniform(-0.2, 0.2)),
                 blur=float(rng.uniform(0.0, 0.9)),
                 noise=float(rng.uniform(2.0, 8.0)),
                 back_view_prob=float(rng.uniform(0.2, 0.8)),
@@ -388,7 +391,7 @@ def _render_person(look: PersonLook, cam: CameraLook, rng: np.random.Generator, 
     dx, dy, dscale = track_offset
     unit = height * cam.scale * look.height * dscale * rng.uniform(0.96, 1.03)
     cx = width * (0.5 + cam.x_bias + dx + rng.normal(0, 0.03))
-    top = (height - unit) * (0.5 + cam.y_bias * 5 + dy) + rng.normal(0, 0.02) * height
+    top = (height - unit) * (0.5 + cam.y_bias + dy) + rng.normal(0, 0.02) * height
     if junk:
         if rng.random() < 0.5:  # badly cropped: most of the figure outside the box
             cx += (1 if rng.random() < 0.5 else -1) * width * rng.uniform(0.45, 0.7)
@@ -665,7 +668,7 @@ def _read_marker(root: Path) -> dict | None:
         return None
 
 
-def _check_positive_int(name: str, value, minimum: int) -> int:
+def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"generate_synthetic: {name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
@@ -705,20 +708,20 @@ def generate_synthetic(
     if layout not in _LAYOUT_ENTRIES:
         raise ValueError(f"generate_synthetic: layout must be 'market' or 'cub', got {layout!r}")
     default_n, default_hw = (100, (128, 64)) if layout == "market" else (200, (80, 80))
-    num_identities = _check_positive_int("num_identities", default_n if num_identities is None else num_identities, 2)
-    num_cameras = _check_positive_int("num_cameras", num_cameras, 2)
+    num_identities = _check_int("num_identities", default_n if num_identities is None else num_identities, 2)
+    num_cameras = _check_int("num_cameras", num_cameras, 2)
     if num_cameras > 9:
         raise ValueError(f"generate_synthetic: num_cameras must be <= 9 (one digit in Market names), got {num_cameras}")
     if layout == "market" and num_identities > 9999:
         raise ValueError(f"generate_synthetic: num_identities must be <= 9999 (4-digit pids), got {num_identities}")
-    height = _check_positive_int("height", default_hw[0] if height is None else height, 32)
-    width = _check_positive_int("width", default_hw[1] if width is None else width, 16)
-    seed = _check_positive_int("seed", seed, 0)
+    height = _check_int("height", default_hw[0] if height is None else height, 32)
+    width = _check_int("width", default_hw[1] if width is None else width, 16)
+    seed = _check_int("seed", seed, 0)
     if not 0.0 < float(train_fraction) < 1.0:
         raise ValueError(f"generate_synthetic: train_fraction must be in (0, 1), got {train_fraction!r}")
-    num_distractors = _check_positive_int(
+    num_distractors = _check_int(
         "num_distractors", round(3.5 * num_identities) if num_distractors is None else num_distractors, 0)
-    num_junk = _check_positive_int("num_junk", round(1.5 * num_identities) if num_junk is None else num_junk, 0)
+    num_junk = _check_int("num_junk", round(1.5 * num_identities) if num_junk is None else num_junk, 0)
     lo, hi = (int(v) for v in images_per_class)
     if not 2 <= lo <= hi:
         raise ValueError(f"generate_synthetic: images_per_class must be (min, max) with 2 <= min <= max, "
