@@ -53,18 +53,17 @@ def group_members(query_labels: np.ndarray, gallery_labels: np.ndarray,
     return MemberGroups(order, first[pos].astype(np.int64), np.where(found, counts[pos], 0).astype(np.int64))
 
 
-def _ranks_of_row(scores: np.ndarray, members: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+def _ranks_of_row(candidates: np.ndarray, values: np.ndarray, thresholds: np.ndarray, members: np.ndarray,
+                  excluded: np.ndarray) -> np.ndarray:
     """Junk-free 1-based ranks (ascending) of the true matches of one query row.
 
-    ``scores`` [G]; ``members`` [P] gallery indices (ascending); ``excluded`` [P] bool.
+    ``candidates`` [C] gallery indices scoring at least the lowest member, ``values`` [C] their scores;
+    ``thresholds`` [P] the members' scores, ``members`` [P] their gallery indices (ascending), ``excluded``
+    [P] bool. Items scoring below every member cannot rank before any member, so they are not needed.
     """
-    thresholds = scores[members]
     order = np.lexsort((members, -thresholds))  # rank order of the members: score desc, then index
     members, excluded, thresholds = members[order], excluded[order], thresholds[order]
     ascending = thresholds[::-1]
-    # only items scoring at least the lowest member can rank before a member
-    candidates = np.flatnonzero(scores >= ascending[0])
-    values = scores[candidates]
     below = np.searchsorted(ascending, values, side="left")  # thresholds strictly below each value
     below_or_equal = np.searchsorted(ascending, values, side="right")
     hist = np.bincount(below, minlength=thresholds.size + 1)
@@ -91,19 +90,29 @@ def match_ranks(scores, members: torch.Tensor, excluded: torch.Tensor) -> tuple[
     Returns:
         ranks [B, P] int64: 1-based ranks of the true matches in the junk-free list, ascending, 0 = padding;
         num_matches [B] int64.
-    Cost per row: one pass over G for the items scoring at least the row's lowest member, then
-    O(candidates x log P); no sort of the row.
+    Cost: one pass over the block to find, per row, the items scoring at least the row's lowest member
+    (the candidates), then O(candidates x log P) per row; no sort of any row.
     """
-    scores = scores.numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
-    members_np, excluded_np = members.numpy(), excluded.numpy().astype(bool)
-    num_rows, width = members_np.shape
+    scores = scores if isinstance(scores, torch.Tensor) else torch.from_numpy(np.asarray(scores))
+    num_rows, width = members.shape
     ranks = np.zeros((num_rows, width), dtype=np.int64)
     num_matches = np.zeros(num_rows, dtype=np.int64)
-    for i in range(num_rows):
-        valid = members_np[i] >= 0
-        if not valid.any():
-            continue
-        row_ranks = _ranks_of_row(scores[i], members_np[i][valid], excluded_np[i][valid])
+    if width == 0:
+        return torch.from_numpy(ranks), torch.from_numpy(num_matches)
+    valid = members >= 0
+    thresholds = scores.gather(1, members.clamp(min=0))
+    lowest = thresholds.masked_fill(~valid, float("inf")).min(dim=1).values
+    rows, cols = (scores >= lowest.unsqueeze(1)).nonzero(as_tuple=True)  # row-major: grouped by row
+    values = scores[rows, cols].numpy()
+    cols = cols.numpy()
+    bounds = np.searchsorted(rows.numpy(), np.arange(num_rows + 1))
+    members_np, excluded_np, valid_np = members.numpy(), excluded.numpy().astype(bool), valid.numpy()
+    thresholds_np = thresholds.numpy()
+    for i in np.flatnonzero(valid_np.any(axis=1)):
+        v = valid_np[i]
+        lo, hi = bounds[i], bounds[i + 1]
+        row_ranks = _ranks_of_row(cols[lo:hi], values[lo:hi], thresholds_np[i][v], members_np[i][v],
+                                  excluded_np[i][v])
         ranks[i, :row_ranks.size] = row_ranks
         num_matches[i] = row_ranks.size
     return torch.from_numpy(ranks), torch.from_numpy(num_matches)

@@ -72,8 +72,9 @@ def check_same_dim(query: np.ndarray, gallery: np.ndarray, qname="query_feats", 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows divided by their L2 norm (a new float32 array; zero rows stay zero)."""
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)).astype(np.float32)
-    return x / np.maximum(norms, eps)[:, None]
+    t = torch.from_numpy(x)
+    norms = torch.linalg.vector_norm(t, dim=1).clamp_(min=eps)
+    return (t / norms.unsqueeze(1)).numpy()
 
 
 def prepare(x: np.ndarray, metric: str) -> np.ndarray:
