@@ -16,10 +16,13 @@ from reid_robust.models import build_model
 
 def build_dataset_from_config(cfg: dict) -> DatasetSplits:
     data = cfg["data"]
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(data.get("options") or {})
     if data.get("crop_bbox"):
         options["crop_bbox"] = True
-    return build_dataset(data["dataset"], data["root"], **options)
+    try:
+        return build_dataset(data["dataset"], data["root"], **options)
+    except TypeError as exc:  # unknown loader option
+        raise ValueError(f"data.options: {exc}") from None
 
 
 def build_model_from_config(cfg: dict, num_classes: int | None = None) -> nn.Module:

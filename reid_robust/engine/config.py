@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 2,
         "test_batch_size": 128,
         "crop_bbox": False,
+        "options": {},  # extra keyword options of the dataset loader (e.g. num_identities for synthetic data)
         "noise": {"rate": 0.0, "mode": "symmetric", "seed": 0, "list": None, "confusable": None},
         "sampler": {"num_identities": 16, "num_instances": 4, "batches_per_epoch": 0},
         "transforms": {
@@ -96,7 +97,7 @@ CHOICES: dict[str, tuple] = {
     "eval.metric": ("cosine", "euclidean"),
 }
 # keys whose value is a free-form list or mapping (not validated key by key)
-OPEN_KEYS = {"loss.terms", "data.transforms.size", "data.transforms.mean", "data.transforms.std", "train.milestones"}
+OPEN_KEYS = {"loss.terms", "data.options", "data.transforms.size", "data.transforms.mean", "data.transforms.std", "train.milestones"}
 
 
 class ConfigError(ValueError):
@@ -129,8 +130,9 @@ def _suggest(key: str) -> str:
 
 def _check_value(key: str, value: Any, default: Any, where: str) -> Any:
     if key in OPEN_KEYS or default is None or value is None:
-        if key in OPEN_KEYS and value is not None and not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}")
+        kind = dict if isinstance(default, dict) else (list, tuple)
+        if key in OPEN_KEYS and value is not None and not isinstance(value, kind):
+            raise ConfigError(f"{where}: '{key}' must be a {'mapping' if kind is dict else 'list'}, got {value!r}")
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
