@@ -212,11 +212,11 @@ def test_freeze_stages_1_is_the_stem_only_and_5_the_whole_backbone():
 # ---------------------------------------------------------------- local pretrained weights
 
 
-@pytest.fixture
-def resnet18_state(tmp_path):
+@pytest.fixture(scope="module")
+def resnet18_state():
+    """A torchvision resnet18 state dict (fc included) with weights different from build_model's seed."""
     torch.manual_seed(1)
-    state = torchvision.models.resnet18(weights=None).state_dict()
-    return state
+    return torchvision.models.resnet18(weights=None).state_dict()
 
 
 @pytest.mark.parametrize("wrap", ["raw", "state_dict", "model", "ddp"])
@@ -261,10 +261,11 @@ def test_pretrained_mismatch_names_file_and_keys(tmp_path, resnet18_state):
     assert "wrong.pth" in message
     assert "conv1.weight: file (32, 3, 7, 7) vs model (64, 3, 7, 7)" in message
     assert "missing keys: layer4.1.bn2.running_var" in message
-    path50 = tmp_path / "r50.pth"
-    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path50)
-    with pytest.raises(ValueError, match=r"r50\.pth.*unexpected keys: .*layer1\.0\.conv3\.weight"):
-        build_model("resnet18", pretrained=path50)
+    extra = dict(resnet18_state, **{"layer1.0.conv3.weight": torch.zeros(256, 64, 1, 1)})  # a resnet50 key
+    path_extra = tmp_path / "r50.pth"
+    torch.save(extra, path_extra)
+    with pytest.raises(ValueError, match=r"r50\.pth.*unexpected keys: layer1\.0\.conv3\.weight"):
+        build_model("resnet18", pretrained=path_extra)
 
 
 def test_pretrained_file_without_state_dict_is_refused(tmp_path):

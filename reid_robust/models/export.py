@@ -1,5 +1,7 @@
 """Export the test-time embedder (images [N, 3, H, W] -> bn_feat [N, D]) and saved embeddings.
 
+Exports run on the CPU (a traced TorchScript file is tied to the device it was traced on).
+
 TorchScript files are traced (``torch.jit.trace``); ONNX files use torch's TorchScript-based exporter
 (``dynamo=False``, which needs only ``onnx``) with a dynamic batch axis, input ``images`` and output
 ``embeddings``.  Every file is written to a temporary name in the target folder and renamed, so a crash
@@ -59,6 +61,9 @@ def _atomic_path(path: str | os.PathLike) -> Iterator[str]:
 @contextlib.contextmanager
 def _eval_embedder(model: nn.Module) -> Iterator[TestTimeEmbedder]:
     """The model in eval mode wrapped as an embedder; its previous train/eval mode is restored after."""
+    devices = {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()}
+    if devices - {"cpu"}:
+        raise ValueError(f"export runs on the CPU; move the model there first (model.cpu()), found {sorted(devices)}")
     was_training = model.training
     model.eval()
     try:
