@@ -65,6 +65,7 @@ def test_reranking_helps_on_clustered_data_and_feeds_the_distance_evaluator():
     dist = k_reciprocal_rerank(qf, gf)
     reranked = evaluate_reid_distances(dist, q_pids, g_pids, q_cams, g_cams)
     assert reranked["mAP"] > base["mAP"]
+    assert evaluate_reid(qf, gf, q_pids, g_pids, q_cams, g_cams, metric="euclidean", rerank=True) == reranked
 
 
 def test_bad_parameters_are_rejected():

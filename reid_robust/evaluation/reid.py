@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .ranking import group_members, match_ranks
+from .rerank import k_reciprocal_rerank
 from .search import (
     ApproximateSearch,
     as_feature_matrix,
@@ -150,7 +151,7 @@ def _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, 
 def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids,
                   metric: str = "cosine", max_rank: int = 50, ap_mode: str = "standard",
                   block_size: int | None = None, approximate: ApproximateSearch | None = None,
-                  per_query: bool = False) -> dict:
+                  rerank: bool = False, rerank_params: dict | None = None, per_query: bool = False) -> dict:
     """Market-1501 protocol metrics of query features [Q, D] against gallery features [G, D].
 
     numpy arrays or torch tensors; ids and cameras are integer vectors of matching lengths.
@@ -159,7 +160,9 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     Exact by default (scores in blocks of ``block_size`` queries, no gallery sort); with ``approximate``
     a FAISS IVF/HNSW index retrieves ``approximate.topk`` items per query and matches ranked beyond them
     count as missed, so mAP and mINP are then lower bounds of the exact values (when the index itself
-    finds the true top-k). ``per_query=True`` adds ``per_query``: arrays ``ap``, ``inp``, ``first_rank``
+    finds the true top-k). ``rerank=True`` evaluates k-reciprocal re-ranked distances instead
+    (:func:`reid_robust.evaluation.rerank.k_reciprocal_rerank` on the features as searched: normalised for
+    cosine; ``rerank_params`` = k1, k2, lambda_value). ``per_query=True`` adds ``per_query``: arrays ``ap``, ``inp``, ``first_rank``
     (0 = no match retrieved) and ``valid`` over all queries.
     """
     check_metric(metric)
@@ -175,6 +178,12 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     if not keep.all():
         gf, g_pids, g_cams = gf[keep], g_pids[keep], g_cams[keep]
     qf, gf = prepare(qf, metric), prepare(gf, metric)
+    if rerank:
+        if approximate is not None:
+            raise ValueError("rerank and approximate cannot be combined")
+        distances = k_reciprocal_rerank(qf, gf, **(rerank_params or {}))
+        blocks = iter_matrix_blocks(-distances, block_size)
+        return _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query)
     if approximate is not None:
         return _evaluate_approximate(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, ap_mode, max_rank,
                                      approximate, per_query)
