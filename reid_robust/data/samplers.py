@@ -2,8 +2,9 @@
 
 Each batch holds P distinct identities with K images each. Identities are visited in a seeded round-robin
 (a fresh permutation each pass), and each identity's images in a seeded shuffled cycle; an identity with fewer
-than K images is sampled with replacement. The whole epoch is a function of (seed, epoch), so `set_epoch`
-plus `state_dict()/load_state_dict()` let a resumed run continue with exactly the batches it would have seen.
+than K images contributes all of them plus draws with replacement to fill K. The whole epoch is a function of
+(seed, epoch), so `set_epoch` plus `state_dict()/load_state_dict()` let a resumed run continue with exactly the
+batches it would have seen.
 """
 from __future__ import annotations
 
@@ -75,8 +76,9 @@ class PKSampler:
             batch = []
             for ident in chosen:
                 members = self._members[ident]
-                if len(members) < self.num_instances:
-                    batch.append(rng.choice(members, self.num_instances, replace=True).tolist())
+                if len(members) < self.num_instances:  # every image once, the rest drawn with replacement
+                    extra = rng.choice(members, self.num_instances - len(members), replace=True)
+                    batch.append(np.concatenate([rng.permutation(members), extra]).tolist())
                     continue
                 if len(pools[ident]) < self.num_instances:  # next shuffled pass; leftovers first, no repeats
                     fresh = rng.permutation(members)
