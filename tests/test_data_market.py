@@ -92,3 +92,9 @@ def test_empty_split_is_named(tmp_path):
     write_market_tree(tmp_path, {**TREE, "query": []})
     with pytest.raises(ValueError, match="query split is empty"):
         build_dataset("market1501", tmp_path)
+
+
+def test_junk_in_query_is_rejected(tmp_path):
+    write_market_tree(tmp_path, {**TREE, "query": TREE["query"] + ["-1_c1s1_000050_01.jpg"]})
+    with pytest.raises(ValueError, match="query folder .* junk/distractor .*-1_c1s1_000050_01.jpg"):
+        build_dataset("market1501", tmp_path)

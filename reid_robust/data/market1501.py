@@ -52,7 +52,6 @@ def load_market_folder(directory: str | os.PathLike, relabel: bool = False) -> l
     return records
 
 
-
 def load_market1501(root: str | os.PathLike, name: str = "market1501") -> DatasetSplits:
     """Load the three Market-1501 splits from `root` (or `root/Market-1501-v15.09.15`)."""
     base = find_root(root, SUBDIRS["train"], ("Market-1501-v15.09.15",), "Market-1501")
