@@ -1,0 +1,226 @@
+"""Tests of tools/eval.py in every input mode, its outputs and its one-line errors."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reid_robust.evaluation import evaluate_reid, evaluate_retrieval
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("eval_tool", REPO / "tools" / "eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def npz_pair(tmp_path_factory):
+    """Clustered query/gallery features with ids, cameras and image paths, saved as .npz."""
+    base = tmp_path_factory.mktemp("eval_npz")
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 8))
+    g_pids = np.concatenate([np.repeat(np.arange(1, 7), 4), [0, 0, -1]])
+    q_pids = np.arange(1, 7)
+    gf = np.where(g_pids[:, None] > 0, centres[np.clip(g_pids - 1, 0, 5)], rng.normal(size=(len(g_pids), 8)))
+    gf = (gf + 0.7 * rng.normal(size=gf.shape)).astype(np.float32)
+    qf = (centres + 0.7 * rng.normal(size=(6, 8))).astype(np.float32)
+    g_cams, q_cams = rng.integers(0, 3, len(g_pids)), np.zeros(6, dtype=np.int64)
+    paths = []
+    for i in range(len(g_pids) + 6):
+        path = base / f"img_{i}.png"
+        Image.fromarray(np.full((16, 8, 3), 9 * i % 255, dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    np.savez(base / "q.npz", feats=qf, pids=q_pids, camids=q_cams, paths=paths[:6])
+    np.savez(base / "g.npz", feats=gf, pids=g_pids, camids=g_cams, paths=paths[6:])
+    return base, (qf, gf, q_pids, g_pids, q_cams, g_cams)
+
+
+def test_npz_mode_prints_a_table_writes_json_and_pictures(tool, npz_pair, tmp_path, capsys):
+    base, data = npz_pair
+    out = tmp_path / "m.json"
+    code = tool.main(["--query", str(base / "q.npz"), "--gallery", str(base / "g.npz"), "--json", str(out),
+                      "--visualize", "2", "--visualize-dir", str(tmp_path / "ranks")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "mAP (%)" in printed and "rank1 (%)" in printed and "mINP (%)" in printed
+    expected = evaluate_reid(*data)
+    saved = json.loads(out.read_text())
+    for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
+        assert saved[key] == pytest.approx(expected[key]) and 0 <= saved[key] <= 1
+    assert f"{100 * expected['mAP']:.2f}" in printed
+    assert len(list((tmp_path / "ranks").glob("*.png"))) == 2
+
+
+def test_npz_mode_options_reach_the_library(tool, npz_pair, tmp_path):
+    base, data = npz_pair
+    args = ["--query", str(base / "q.npz"), "--gallery", str(base / "g.npz")]
+    runs = {
+        "official": (["--ap-mode", "official", "--metric", "euclidean"],
+                     {"ap_mode": "official", "metric": "euclidean"}),
+        "rerank": (["--rerank", "--k1", "6", "--k2", "3"], {"rerank": True, "rerank_params": {"k1": 6, "k2": 3}}),
+        "hnsw": (["--approximate", "hnsw", "--topk", "20"], None),
+    }
+    for name, (flags, kwargs) in runs.items():
+        out = tmp_path / f"{name}.json"
+        assert tool.main(args + flags + ["--json", str(out)]) == 0
+        saved = json.loads(out.read_text())
+        if kwargs is not None:
+            assert saved["mAP"] == pytest.approx(evaluate_reid(*data, **kwargs)["mAP"])
+        else:
+            assert saved["approximate"] == "hnsw" and saved["mAP"] <= evaluate_reid(*data)["mAP"] + 1e-9
+
+
+def test_cub_protocol_on_one_feature_file(tool, tmp_path):
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(4), 5)
+    feats = rng.normal(size=(4, 6))[labels] + 0.5 * rng.normal(size=(20, 6))
+    np.savez(tmp_path / "test.npz", feats=feats, pids=labels)
+    out = tmp_path / "cub.json"
+    assert tool.main(["--query", str(tmp_path / "test.npz"), "--protocol", "cub", "--json", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    expected = evaluate_retrieval(feats, labels)
+    for key in ("recall@1", "recall@8", "map_at_r", "nmi"):
+        assert saved[key] == pytest.approx(expected[key])
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "give --query"),
+    (["--query", "MISSING.npz", "--gallery", "MISSING.npz"], "query features file 'MISSING.npz' does not exist"),
+    (["--query", "{q}", "--gallery", "{bad}"], "lacks array(s) ['pids']"),
+    (["--query", "{q}", "--gallery", "{wide}"], "dimensions"),
+    (["--query", "{q}", "--gallery", "{nan}"], "gallery_feats has NaN"),
+    (["--query", "{q}", "--gallery", "{g}", "--flip"], "--flip needs --checkpoint"),
+    (["--query", "{q}"], "--query and --gallery go together"),
+    (["--query", "{q}", "--gallery", "{g}", "--visualize", "1", "--protocol", "cub"], "leave-one-out"),
+    (["--query", "{strangers}", "--gallery", "{g}"], "no query has a true match"),
+    (["--checkpoint", "MISSING.pth"], "checkpoint not found"),
+])
+def test_user_mistakes_give_one_line_and_status_2(tool, npz_pair, tmp_path, capsys, argv, message):
+    base, (qf, gf, q_pids, g_pids, q_cams, g_cams) = npz_pair
+    np.savez(tmp_path / "bad.npz", feats=gf)
+    np.savez(tmp_path / "wide.npz", feats=np.zeros((3, 5)), pids=[1, 2, 3], camids=[1, 1, 1])
+    nan = gf.copy()
+    nan[2, 3] = np.nan
+    np.savez(tmp_path / "nan.npz", feats=nan, pids=g_pids, camids=g_cams)
+    np.savez(tmp_path / "strangers.npz", feats=qf, pids=q_pids + 100, camids=q_cams)
+    names = {"q": base / "q.npz", "g": base / "g.npz", "bad": tmp_path / "bad.npz", "wide": tmp_path / "wide.npz",
+             "nan": tmp_path / "nan.npz", "strangers": tmp_path / "strangers.npz"}
+    argv = [a.format(**names) for a in argv]
+    assert tool.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_absent_query_identities_are_counted_in_a_warning(tool, npz_pair, tmp_path, capsys):
+    base, (qf, _, q_pids, _, q_cams, _) = npz_pair
+    pids = q_pids.copy()
+    pids[:2] = [50, 51]
+    np.savez(tmp_path / "q2.npz", feats=qf, pids=pids, camids=q_cams)
+    assert tool.main(["--query", str(tmp_path / "q2.npz"), "--gallery", str(base / "g.npz")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 2 of 6 queries have no true match" in err and "2 with an identity absent" in err
+
+
+def test_command_line_error_has_no_traceback(npz_pair):
+    base, _ = npz_pair
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "eval.py"), "--query", str(base / "q.npz"),
+                           "--gallery", str(base / "missing.npz")], capture_output=True, text=True, cwd=REPO,
+                          check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: gallery features file")
+
+
+# ------------------------------------------------------------------ checkpoint modes
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A small resnet18 embedder checkpoint over a synthetic Market-1501 tree (6 identities, 32x16 images)."""
+    from reid_robust.data.synthetic import generate_synthetic
+    from reid_robust.engine.builders import build_model_from_config
+    from reid_robust.engine.checkpoint import atomic_save
+    from reid_robust.engine.config import load_config
+
+    base = tmp_path_factory.mktemp("eval_ckpt")
+    root = generate_synthetic(base / "market", layout="market", num_identities=6, height=32, width=16)
+    cfg = load_config(None, ["model.backbone=resnet18", "model.embedding_dim=16", "data.dataset=market1501",
+                             f"data.root={root}", "data.transforms.size=[32, 16]", "data.num_workers=0"])
+    torch.manual_seed(0)
+    net = build_model_from_config(cfg)
+    with torch.no_grad():  # move the BN statistics away from the identity
+        net(torch.randn(4, 3, 32, 16) + 1.0)
+    path = base / "ckpt.pth"
+    atomic_save({"model": net.state_dict(), "config": cfg, "epoch": 1}, path)
+    return path, Path(root)
+
+
+def _extract(ckpt, records, flip):
+    from reid_robust.engine.builders import build_test_transform
+    from reid_robust.engine.checkpoint import load_model_from_checkpoint
+    from reid_robust.engine.inference import extract_features
+
+    model, cfg = load_model_from_checkpoint(ckpt)
+    return extract_features(model, records, build_test_transform(cfg), flip=flip)
+
+
+def test_checkpoint_dataset_mode_extracts_saves_and_evaluates(tool, checkpoint, tmp_path):
+    from reid_robust.data import build_dataset
+
+    ckpt, root = checkpoint
+    feats_dir, out = tmp_path / "feats", tmp_path / "m.json"
+    assert tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--flip", "--save-features",
+                      str(feats_dir), "--json", str(out), "--batch-size", "7"]) == 0
+    splits = build_dataset("market1501", root)
+    qf, qp, qc = _extract(ckpt, splits.query, flip=True)
+    gf, gp, gc = _extract(ckpt, splits.gallery, flip=True)
+    with np.load(feats_dir / "query.npz") as saved:
+        np.testing.assert_allclose(saved["feats"], qf, atol=1e-5)
+        assert list(saved["paths"]) == [r.path for r in splits.query]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = evaluate_reid(qf, gf, qp, gp, qc, gc)
+    assert json.loads(out.read_text())["mAP"] == pytest.approx(expected["mAP"], abs=1e-5)
+    # the saved features evaluate to the same numbers
+    again = tmp_path / "again.json"
+    assert tool.main(["--query", str(feats_dir / "query.npz"), "--gallery", str(feats_dir / "gallery.npz"),
+                      "--json", str(again), "--visualize", "1", "--visualize-dir", str(tmp_path / "r")]) == 0
+    assert json.loads(again.read_text())["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+
+
+def test_checkpoint_with_image_folders(tool, checkpoint, tmp_path):
+    from reid_robust.data.market1501 import load_market_folder
+
+    ckpt, root = checkpoint
+    query_dir, gallery_dir = root / "query", root / "bounding_box_test"
+    out = tmp_path / "folders.json"
+    assert tool.main(["--checkpoint", str(ckpt), "--query", str(query_dir), "--gallery", str(gallery_dir),
+                      "--json", str(out)]) == 0
+    qf, qp, qc = _extract(ckpt, load_market_folder(query_dir), flip=False)
+    gf, gp, gc = _extract(ckpt, load_market_folder(gallery_dir), flip=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = evaluate_reid(qf, gf, qp, gp, qc, gc)
+    assert json.loads(out.read_text())["rank1"] == pytest.approx(expected["rank1"])
+
+
+def test_config_mode_takes_the_dataset_from_the_config(tool, checkpoint, tmp_path, capsys):
+    ckpt, root = checkpoint
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  dataset: market1501\n  root: {tmp_path / 'nowhere'}\n")
+    assert tool.main(["--checkpoint", str(ckpt), "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert tool.main(["--checkpoint", str(ckpt), "--config", str(config), "--data-root", str(root)]) == 0
+    assert "mAP (%)" in capsys.readouterr().out
