@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -105,11 +106,11 @@ def market_benchmark(args) -> dict:
     t_dense, (dense_map, dense_r1) = timed(lambda: dense_argsort_loop(*data))
     print(f"Market-1501 scale: {len(qf)} x {len(gf)}, {args.dim}-d, {args.threads} threads, "
           f"mAP {exact['mAP']:.4f}, rank1 {exact['rank1']:.4f}, mINP {exact['mINP']:.4f}")
-    print(f"  bare float32 matmul          {t_matmul:8.2f} s")
+    print(f"  bare float32 matmul          {t_matmul:8.2f} s", flush=True)
     print(f"  evaluate_reid (exact)        {t_eval:8.2f} s   = {t_eval / t_matmul:.2f} x matmul "
           f"(target <= 1.5)")
     print(f"  dense + argsort + loop       {t_dense:8.2f} s   evaluate_reid / dense = {t_eval / t_dense:.2f} "
-          f"(target <= 0.5)")
+          f"(target <= 0.5)", flush=True)
     assert abs(dense_map - exact["mAP"]) < 1e-4 and abs(dense_r1 - exact["rank1"]) < 1e-4, "exact != dense"
     out = {"matmul_s": t_matmul, "evaluate_reid_s": t_eval, "dense_argsort_loop_s": t_dense,
            "ratio_vs_matmul": t_eval / t_matmul, "ratio_vs_dense": t_eval / t_dense, "mAP": exact["mAP"]}
@@ -118,7 +119,7 @@ def market_benchmark(args) -> dict:
         t_approx, result = timed(lambda a=approx: evaluate_reid(*data, approximate=a))
         diff = result["mAP"] - exact["mAP"]
         print(f"  approximate {approx.kind:4s} (topk {approx.topk}) {t_approx:8.2f} s   mAP {result['mAP']:.4f} "
-              f"(exact - approx = {-diff:.4f}), rank1 diff {result['rank1'] - exact['rank1']:+.4f}")
+              f"(exact - approx = {-diff:.4f}), rank1 diff {result['rank1'] - exact['rank1']:+.4f}", flush=True)
         out[f"approx_{approx.kind}_s"] = t_approx
         out[f"approx_{approx.kind}_map_diff"] = diff
     return out
@@ -163,6 +164,8 @@ def main() -> None:
         msmt_child(args)
         return
     set_num_threads(args.threads)
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start (a shared machine makes the "
+          f"absolute times noisy; ratios are within one run)", flush=True)
     if not args.skip_market:
         market_benchmark(args)
     if not args.skip_msmt:
@@ -172,6 +175,7 @@ def main() -> None:
         print(f"MSMT17 scale: 11659 x 82161, {args.msmt_dim}-d: features {out['rss_after_load_mib']:.0f} MiB RSS, "
               f"peak beyond them {out['extra_mib']:.0f} MiB (target <= 3072), {out['seconds']:.1f} s, "
               f"mAP {out['mAP']:.4f}")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":
