@@ -15,8 +15,7 @@ from typing import Any, Iterable
 
 import yaml
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+from reid_robust.data.transforms import DEFAULTS as TRANSFORM_DEFAULTS
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -31,15 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "options": {},  # extra keyword options of the dataset loader (e.g. num_identities for synthetic data)
         "noise": {"rate": 0.0, "mode": "symmetric", "seed": 0, "list": None, "confusable": None},
         "sampler": {"num_identities": 16, "num_instances": 4, "batches_per_epoch": 0},
-        "transforms": {
-            "size": [256, 128],
-            "pad": 10,
-            "flip": 0.5,
-            "color_jitter": 0.0,
-            "random_erasing": 0.5,
-            "mean": IMAGENET_MEAN,
-            "std": IMAGENET_STD,
-        },
+        "transforms": copy.deepcopy(TRANSFORM_DEFAULTS),  # reid_robust/data/transforms.py documents each key
     },
     "model": {
         "backbone": "resnet50",
@@ -97,7 +88,8 @@ CHOICES: dict[str, tuple] = {
     "eval.metric": ("cosine", "euclidean"),
 }
 # keys whose value is a free-form list or mapping (not validated key by key)
-OPEN_KEYS = {"loss.terms", "data.options", "data.transforms.size", "data.transforms.mean", "data.transforms.std", "train.milestones"}
+OPEN_KEYS = {"loss.terms", "data.options", "data.transforms.size", "data.transforms.mean", "data.transforms.std",
+             "data.transforms.erasing_scale", "data.transforms.erasing_ratio", "train.milestones"}
 
 
 class ConfigError(ValueError):
