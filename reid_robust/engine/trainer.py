@@ -76,18 +76,10 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 1009 + rank) % 2**31
 
 
-def _seed_transform(transform, seed: int) -> None:
-    """albumentations pipelines own their RNG; seed it so augmentation is reproducible."""
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed % 2**32)
-
-
 def _worker_init(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32
     random.seed(s)
     np.random.seed(s)
-    info = torch.utils.data.get_worker_info()
-    _seed_transform(getattr(info.dataset, "transform", None), s)
 
 
 class _SkipBatches:
@@ -231,7 +223,6 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
         for epoch in range(start_epoch, t_cfg["epochs"]):
             seed_everything(epoch_seed(cfg["seed"], epoch, info.rank))
             loader_gen.manual_seed(epoch_seed(cfg["seed"], epoch, info.rank))
-            _seed_transform(dataset.transform, epoch_seed(cfg["seed"], epoch, info.rank))
             sampler.set_epoch(epoch)
             loader = DataLoader(dataset, batch_sampler=_SkipBatches(sampler, skip_iters),
                                 num_workers=d_cfg["num_workers"], worker_init_fn=_worker_init,
