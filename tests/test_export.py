@@ -228,6 +228,8 @@ def test_tool_exports_the_embedder_and_reports_the_check(tool, trained_checkpoin
         (["--format", "onnx", "--out", "x.onnx", "--split", "query"], "--split only applies to --format npz"),
         (["--format", "onnx", "--out", "x.onnx", "--size", "0", "32"], "--size needs two positive integers"),
         (["--format", "tflite", "--out", "x"], "invalid choice: 'tflite'"),
+        (["--format", "npz", "--split", "query", "--out", "x.npz", "--device", "gpu"], "not a device name"),
+        (["--format", "onnx", "--out", "."], "is a directory"),
     ],
 )
 def test_tool_refuses_bad_arguments_with_one_line(tool, trained_checkpoint, capsys, argv, message):

@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 FORMATS = ("torchscript", "onnx", "npz")
@@ -62,6 +63,16 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"--batch-size must be positive, got {args.batch_size}")
     if args.atol < 0:
         parser.error(f"--atol must be >= 0, got {args.atol}")
+    if os.path.isdir(args.out):
+        parser.error(f"--out {args.out} is a directory; give a file name")
+    import torch
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device {args.device!r} is not a device name (e.g. cpu, cuda, cuda:1)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device} asked for, but no CUDA device is available")
 
 
 def export_embeddings(args: argparse.Namespace, model, cfg: dict) -> int:
