@@ -94,3 +94,11 @@ def test_zero_loss_is_connected_to_graph():
     assert z.item() == 0.0 and z.requires_grad
     z.backward()
     assert torch.equal(x.grad, torch.zeros(3, 2))
+
+
+def test_gram_matrix_gradient_and_double_backward():
+    torch.manual_seed(5)
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(pw.gram_matrix, (x,))
+    assert torch.autograd.gradgradcheck(pw.gram_matrix, (x,))
+    assert torch.allclose(pw.gram_matrix(x), x @ x.t())

@@ -20,6 +20,7 @@ from .osm_caa import OSMCAALoss, weighted_contrastive
 from .pairwise import (
     cosine_similarity_matrix,
     euclidean_distance_matrix,
+    gram_matrix,
     l2_normalize,
     masked_logsumexp,
     masked_max,
@@ -33,6 +34,7 @@ from .pairwise import (
     positive_mask,
     same_label_matrix,
     squared_euclidean_distance_matrix,
+    unit_euclidean_distance_matrix,
     zero_loss,
 )
 from .prism import PRISMLoss, SlidingWindowThreshold, centre_probabilities
@@ -84,6 +86,7 @@ __all__ = [
     "gaussian_confidence_weights",
     "gradient_rescaled_cross_entropy",
     "gradient_rescaling_coefficients",
+    "gram_matrix",
     "ice_pair_weights",
     "l2_normalize",
     "label_smoothing_cross_entropy",
@@ -112,6 +115,7 @@ __all__ = [
     "squared_euclidean_distance_matrix",
     "temperature_softmax_weights",
     "true_class_probability",
+    "unit_euclidean_distance_matrix",
     "weighted_contrastive",
     "xbm_contrastive",
     "zero_loss",

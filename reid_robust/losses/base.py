@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -46,7 +46,8 @@ class MetricLoss(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.last_sample_weights: Tensor | None = None
+        self._sample_weights: Tensor | None = None
+        self._pending_weights: Callable[[], Tensor] | None = None
         self.step = 0
         self.total_steps = 0
 
@@ -76,9 +77,26 @@ class MetricLoss(nn.Module):
     def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def last_sample_weights(self) -> Tensor | None:
+        """Detached per-sample weights [N] of the last forward, mean 1 (None if the loss has none)."""
+        if self._pending_weights is not None:
+            self._sample_weights = normalize_to_mean_one(self._pending_weights())
+            self._pending_weights = None
+        return self._sample_weights
+
     def _record_weights(self, weights: Tensor) -> None:
         """Store detached per-sample weights [N], rescaled to mean 1."""
-        self.last_sample_weights = normalize_to_mean_one(weights)
+        self._pending_weights = None
+        self._sample_weights = normalize_to_mean_one(weights)
+
+    def _record_weights_lazily(self, compute: Callable[[], Tensor]) -> None:
+        """Defer a weight computation (run under no_grad) until ``last_sample_weights`` is read."""
+        def run() -> Tensor:
+            with torch.no_grad():
+                return compute()
+        self._sample_weights = None
+        self._pending_weights = run
 
 
 class ClassifierLoss(MetricLoss):

@@ -25,13 +25,21 @@ from .pairwise import (
 
 
 def circle_logits(sim: Tensor, pos: Tensor, m: float, gamma: float) -> Tensor:
-    """Logits [N, M]: ``-gamma a_p (s - (1 - m))`` on positive entries, ``gamma a_n (s - m)`` elsewhere."""
+    """Logits [N, M]: ``-gamma a_p (s - (1 - m))`` on positive entries, ``gamma a_n (s - m)`` elsewhere,
+    with the detached weights ``a_p = [1 + m - s]_+`` and ``a_n = [s + m]_+``."""
     s = sim.detach()
-    alpha_p = F.relu(1.0 + m - s)
-    alpha_n = F.relu(s + m)
-    logit_p = -gamma * alpha_p * (sim - (1.0 - m))
-    logit_n = gamma * alpha_n * (sim - m)
-    return torch.where(pos, logit_p, logit_n)
+    coef = torch.where(pos, F.relu(1.0 + m - s).mul_(-gamma), F.relu(s + m).mul_(gamma))
+    offset = torch.where(pos, 1.0 - m, m)
+    return coef * (sim - offset)
+
+
+def circle_sample_weights(sim: Tensor, logits: Tensor, total: Tensor, pos: Tensor, neg: Tensor, valid: Tensor,
+                          m: float) -> Tensor:
+    """Per-sample share of ``|dL/dS|`` = sigmoid(total) x softmax within the set x gamma alpha (detached)."""
+    scale = torch.sigmoid(total) * valid
+    slope = torch.where(pos, F.relu(1.0 + m - sim), F.relu(sim + m))
+    soft = masked_softmax(logits, pos, dim=1) + masked_softmax(logits, neg, dim=1)
+    return pair_weights_to_sample_weights(scale[:, None] * soft * slope)
 
 
 class CircleLoss(MetricLoss):
@@ -58,11 +66,8 @@ class CircleLoss(MetricLoss):
         logits = circle_logits(sim, pos, self.m, self.gamma)
         total = masked_logsumexp(logits, pos, dim=1) + masked_logsumexp(logits, neg, dim=1)
         total = torch.where(valid, total, torch.zeros_like(total))
-        with torch.no_grad():
-            scale = torch.sigmoid(total) * valid
-            slope = torch.where(pos, F.relu(1.0 + self.m - sim), F.relu(sim + self.m))
-            soft = masked_softmax(logits, pos, dim=1) + masked_softmax(logits, neg, dim=1)
-            self._record_weights(pair_weights_to_sample_weights(scale[:, None] * soft * slope))
+        s, z, t = sim.detach(), logits.detach(), total.detach()
+        self._record_weights_lazily(lambda: circle_sample_weights(s, z, t, pos, neg, valid, self.m))
         if not bool(valid.any()):
             return zero_loss(embeddings)
         return F.softplus(total[valid]).mean()

@@ -13,22 +13,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import MetricLoss
-from .pairwise import euclidean_distance_matrix, l2_normalize, negative_mask, positive_mask
-
-
-def mean_of_nonzero(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` over masked entries that are > 0; exact 0 (with graph) when there are none."""
-    keep = mask & (values > 0)
-    total = torch.where(keep, values, torch.zeros_like(values)).sum()
-    return total / keep.sum().clamp_min(1).to(values.dtype)
+from .pairwise import (
+    euclidean_distance_matrix,
+    l2_normalize,
+    negative_mask,
+    positive_mask,
+    unit_euclidean_distance_matrix,
+)
 
 
 def contrastive_from_distances(dist: Tensor, pos: Tensor, neg: Tensor, pos_margin: float,
                                neg_margin: float) -> Tensor:
     """PML-style contrastive loss from a distance matrix [N, M] and boolean pair masks [N, M]."""
-    pos_loss = F.relu(dist - pos_margin)
-    neg_loss = F.relu(neg_margin - dist)
-    return mean_of_nonzero(pos_loss, pos) + mean_of_nonzero(neg_loss, neg)
+    # one hinge matrix: positive entries hold [d - m_pos]_+, all others [m_neg - d]_+
+    hinge = F.relu(torch.where(pos, dist - pos_margin, neg_margin - dist))
+    nonzero = hinge > 0
+    pos_count = (pos & nonzero).sum().clamp_min(1).to(hinge.dtype)
+    neg_count = (neg & nonzero).sum().clamp_min(1).to(hinge.dtype)
+    return torch.where(pos, hinge, 0.0).sum() / pos_count + torch.where(neg, hinge, 0.0).sum() / neg_count
 
 
 def xbm_contrastive(sim: Tensor, pos: Tensor, neg: Tensor, neg_threshold: float = 0.5) -> Tensor:
@@ -60,8 +62,10 @@ class ContrastiveLoss(MetricLoss):
         self.normalize = bool(normalize)
 
     def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        x = l2_normalize(embeddings) if self.normalize else embeddings
-        dist = euclidean_distance_matrix(x)
+        if self.normalize:
+            dist = unit_euclidean_distance_matrix(l2_normalize(embeddings))
+        else:
+            dist = euclidean_distance_matrix(embeddings)
         return contrastive_from_distances(dist, positive_mask(labels), negative_mask(labels),
                                           self.pos_margin, self.neg_margin)
 

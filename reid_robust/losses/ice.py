@@ -66,7 +66,8 @@ class InstanceCrossEntropyLoss(MetricLoss):
         log_p = z - torch.logaddexp(z, neg_lse.unsqueeze(1))
         num_pos = pos.sum(dim=1).clamp_min(1).to(z.dtype)
         per_anchor = -torch.where(pos, log_p, torch.zeros_like(log_p)).sum(dim=1) / num_pos
-        self._record_weights(pair_weights_to_sample_weights(ice_pair_weights(z, pos, neg, neg_lse)))
+        zd, lse = z.detach(), neg_lse.detach()
+        self._record_weights_lazily(lambda: pair_weights_to_sample_weights(ice_pair_weights(zd, pos, neg, lse)))
         if not bool(valid.any()):
             return zero_loss(embeddings)
         return per_anchor[valid].mean()

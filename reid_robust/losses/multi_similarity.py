@@ -79,8 +79,9 @@ class MultiSimilarityLoss(MetricLoss):
         if self.mining:
             pos, neg = multi_similarity_mining(sim, pos, neg, self.epsilon)
         per_anchor = multi_similarity_per_anchor(sim, pos, neg, self.alpha, self.beta, self.base)
-        pair_w = multi_similarity_pair_weights(sim, pos, neg, self.alpha, self.beta, self.base)
-        self._record_weights(pair_weights_to_sample_weights(pair_w))
+        s = sim.detach()
+        self._record_weights_lazily(lambda: pair_weights_to_sample_weights(
+            multi_similarity_pair_weights(s, pos, neg, self.alpha, self.beta, self.base)))
         return per_anchor.mean()
 
     def extra_repr(self) -> str:

@@ -16,12 +16,12 @@ from torch import Tensor
 from .base import ClassifierLoss
 from .cross_entropy import label_smoothing_cross_entropy
 from .pairwise import (
-    euclidean_distance_matrix,
+    DISTANCE_EPS,
+    gram_matrix,
     l2_normalize,
     masked_sum,
     negative_mask,
     positive_mask,
-    squared_euclidean_distance_matrix,
 )
 from .weighting import (
     class_aware_attention,
@@ -83,9 +83,8 @@ class OSMCAALoss(ClassifierLoss):
         attention = class_aware_attention(p_true, self.sigma_caa)
         self._record_weights(attention)
 
-        x = l2_normalize(embeddings)
-        sq_dist = squared_euclidean_distance_matrix(x)
-        dist = euclidean_distance_matrix(x)
+        sq_dist = (2.0 - 2.0 * gram_matrix(l2_normalize(embeddings))).clamp_min(0.0)  # unit vectors
+        dist = sq_dist.clamp_min(DISTANCE_EPS).sqrt()
         pos, neg = positive_mask(labels), negative_mask(labels)
         if self.soft_mining:
             w_pos = osm_positive_weights(dist, self.sigma_osm)

@@ -21,11 +21,31 @@ def l2_normalize(x: Tensor, eps: float = NORM_EPS) -> Tensor:
     return x / x.norm(dim=1, keepdim=True).clamp_min(eps)
 
 
+class _Gram(torch.autograd.Function):
+    """``x @ x.T`` whose backward is one product, ``(G + G^T) @ x``, instead of autograd's two."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x @ x.t()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return (grad + grad.t()) @ x
+
+
+def gram_matrix(x: Tensor) -> Tensor:
+    """Inner products ``x @ x.T`` [N, N] of the rows of ``x`` [N, D]."""
+    return _Gram.apply(x)
+
+
 def cosine_similarity_matrix(x: Tensor, y: Tensor | None = None) -> Tensor:
     """Cosine similarities ``S`` [N, M] between rows of ``x`` [N, D] and ``y`` [M, D] (default ``x``)."""
     xn = l2_normalize(x)
-    yn = xn if y is None else l2_normalize(y)
-    return xn @ yn.t()
+    if y is None:
+        return gram_matrix(xn)
+    return xn @ l2_normalize(y).t()
 
 
 def squared_euclidean_distance_matrix(x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -38,15 +58,24 @@ def squared_euclidean_distance_matrix(x: Tensor, y: Tensor | None = None) -> Ten
     y = x if y is None else y
     x2 = (x * x).sum(dim=1, keepdim=True)
     y2 = x2 if same else (y * y).sum(dim=1, keepdim=True)
-    d2 = (x2 + y2.t() - 2.0 * (x @ y.t())).clamp_min(0.0)
+    inner = gram_matrix(x) if same else x @ y.t()
+    d2 = (x2 + y2.t() - 2.0 * inner).clamp_min(0.0)
     if same:
-        d2 = d2 * (1.0 - torch.eye(d2.shape[0], device=d2.device, dtype=d2.dtype))
+        d2 = d2.fill_diagonal_(0.0)
     return d2
 
 
 def euclidean_distance_matrix(x: Tensor, y: Tensor | None = None, eps: float = DISTANCE_EPS) -> Tensor:
     """Euclidean distances [N, M] as ``sqrt(clamp(d2, eps))``: finite gradient (zero) at zero distance."""
     return squared_euclidean_distance_matrix(x, y).clamp_min(eps).sqrt()
+
+
+def unit_euclidean_distance_matrix(xn: Tensor, eps: float = DISTANCE_EPS) -> Tensor:
+    """Distances [N, N] between rows of an already L2-normalised ``xn`` [N, D], from ``d^2 = 2 - 2 S``.
+
+    Cheaper than ``euclidean_distance_matrix`` (no norms); the same ``sqrt(clamp(d2, eps))`` safety.
+    """
+    return (2.0 - 2.0 * gram_matrix(xn)).clamp_min(eps).sqrt()
 
 
 def same_label_matrix(labels: Tensor, ref_labels: Tensor | None = None) -> Tensor:
@@ -68,7 +97,7 @@ def negative_mask(labels: Tensor) -> Tensor:
 
 def masked_sum(x: Tensor, mask: Tensor, dim: int) -> Tensor:
     """Sum of ``x`` over the entries where ``mask`` is True (0 for an empty set)."""
-    return torch.where(mask, x, torch.zeros_like(x)).sum(dim=dim)
+    return torch.where(mask, x, 0.0).sum(dim=dim)
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int) -> Tensor:
@@ -79,14 +108,14 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int) -> Tensor:
 
 def masked_max(x: Tensor, mask: Tensor, dim: int) -> Tensor:
     """Max of ``x`` over masked entries; 0 where the set is empty (callers drop those rows)."""
-    filled = torch.where(mask, x, torch.full_like(x, float("-inf")))
+    filled = torch.where(mask, x, float("-inf"))
     out = filled.max(dim=dim).values
     return torch.where(mask.any(dim=dim), out, torch.zeros_like(out))
 
 
 def masked_min(x: Tensor, mask: Tensor, dim: int) -> Tensor:
     """Min of ``x`` over masked entries; 0 where the set is empty (callers drop those rows)."""
-    filled = torch.where(mask, x, torch.full_like(x, float("inf")))
+    filled = torch.where(mask, x, float("inf"))
     out = filled.min(dim=dim).values
     return torch.where(mask.any(dim=dim), out, torch.zeros_like(out))
 
@@ -110,29 +139,22 @@ def masked_softmax(x: Tensor, mask: Tensor, dim: int, add_zero: bool = False) ->
     which is the pair weight of ``log(1 + sum exp(x))`` losses (MS, circle).
     """
     lse = _finite_logsumexp(x, mask, dim, add_zero)
-    shifted = torch.where(mask, x - lse.unsqueeze(dim), torch.full_like(x, float("-inf")))
+    shifted = torch.where(mask, x - lse.unsqueeze(dim), float("-inf"))
     return torch.exp(shifted)
 
 
 def _finite_logsumexp(x: Tensor, mask: Tensor, dim: int, add_zero: bool) -> Tensor:
-    """Masked logsumexp that is 0 (not -inf) on empty rows, so that nothing downstream sees inf - inf."""
-    empty = ~mask.any(dim=dim, keepdim=True)
-    fill = torch.full_like(x, float("-inf"))
-    filled = torch.where(mask, x, fill)
+    """Masked logsumexp that is 0 (not -inf) on empty rows, so that nothing downstream sees inf - inf.
+
+    An empty row's logsumexp of -inf values has a NaN local gradient, but the ``where`` that built the
+    row routes gradient only to masked entries, so no NaN reaches ``x``.
+    """
+    filled = torch.where(mask, x, float("-inf"))
     if add_zero:
         zero = torch.zeros_like(x.narrow(dim, 0, 1))
         return torch.logsumexp(torch.cat([filled, zero], dim=dim), dim=dim)
-    # an empty row gets one zero logit so its logsumexp is finite; callers mask those rows
-    filled = torch.where(empty & _first_position(x, dim), torch.zeros_like(x), filled)
-    return torch.logsumexp(filled, dim=dim)
-
-
-def _first_position(x: Tensor, dim: int) -> Tensor:
-    """Boolean tensor broadcastable to ``x``: True at index 0 along ``dim``."""
-    shape = [1] * x.dim()
-    shape[dim] = x.shape[dim]
-    idx = torch.arange(x.shape[dim], device=x.device).view(shape)
-    return idx == 0
+    lse = torch.logsumexp(filled, dim=dim)
+    return torch.where(lse == float("-inf"), 0.0, lse)
 
 
 def pair_weights_to_sample_weights(pair_weights: Tensor) -> Tensor:

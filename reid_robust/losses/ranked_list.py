@@ -13,12 +13,12 @@ from torch import Tensor
 
 from .base import MetricLoss
 from .pairwise import (
-    euclidean_distance_matrix,
     l2_normalize,
     masked_sum,
     negative_mask,
     pair_weights_to_sample_weights,
     positive_mask,
+    unit_euclidean_distance_matrix,
 )
 from .weighting import temperature_softmax_weights
 
@@ -51,7 +51,7 @@ class RankedListLoss(MetricLoss):
         self.neg_weight = float(neg_weight)
 
     def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        dist = euclidean_distance_matrix(l2_normalize(embeddings))
+        dist = unit_euclidean_distance_matrix(l2_normalize(embeddings))
         pos_boundary = self.boundary - self.margin
         pos_violation = dist - pos_boundary
         neg_violation = self.boundary - dist

@@ -19,6 +19,7 @@ from .pairwise import (
     masked_min,
     negative_mask,
     positive_mask,
+    unit_euclidean_distance_matrix,
     zero_loss,
 )
 
@@ -118,8 +119,10 @@ class TripletLoss(MetricLoss):
         self.normalize = bool(normalize)
 
     def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        x = l2_normalize(embeddings) if self.normalize else embeddings
-        dist = euclidean_distance_matrix(x)
+        if self.normalize:
+            dist = unit_euclidean_distance_matrix(l2_normalize(embeddings))
+        else:
+            dist = euclidean_distance_matrix(embeddings)
         loss = _MINERS[self.mining](dist, positive_mask(labels), negative_mask(labels), self.margin, self.soft)
         return zero_loss(embeddings) if loss is None else loss
 
