@@ -107,3 +107,32 @@ def test_every_class_declares_its_needs():
     for name, cls in LOSSES.items():
         assert isinstance(cls.needs_num_classes, bool), name
         assert cls.weights_meaning in (None, "reliability", "hardness"), name
+
+
+def test_duplicate_registration_and_non_loss_classes_are_rejected():
+    from reid_robust.losses import register_loss
+
+    with pytest.raises(ValueError, match="already registered"):
+        register_loss("triplet", LOSSES["triplet"])
+    with pytest.raises(TypeError, match="MetricLoss"):
+        register_loss("not_a_loss", torch.nn.Linear)
+    assert "not_a_loss" not in LOSSES
+
+
+def test_loss_parameters_and_set_progress_validation():
+    from reid_robust.losses import loss_parameters
+
+    assert loss_parameters("triplet") == {"margin": 0.3, "mining": "batch_hard", "soft": False, "normalize": False}
+    loss = build_loss("triplet")
+    loss.set_progress(3, 4)
+    assert loss.progress == 0.75
+    with pytest.raises(ValueError, match="step"):
+        loss.set_progress(-1, 4)
+
+
+def test_bad_inputs_are_reported_with_the_loss_name():
+    loss = build_loss("circle")
+    with pytest.raises(ValueError, match=r"CircleLoss: embeddings must have shape \[N, D\]"):
+        loss(torch.randn(4), torch.arange(4))
+    with pytest.raises(ValueError, match="integer"):
+        loss(torch.randn(4, 2), torch.zeros(4))
