@@ -52,6 +52,8 @@ def _atomic_path(path: str | os.PathLike) -> Iterator[str]:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions
     try:
         yield tmp
+        with open(tmp, "rb+") as handle:  # data on disk before the rename makes it visible
+            os.fsync(handle.fileno())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
