@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from reid_robust.data import build_dataset
-from reid_robust.data.synthetic import MARKER_NAME, PALETTE, _identity_looks, generate_synthetic
+from reid_robust.data.synthetic import MARKER_NAME, PALETTE, _FrameClock, _identity_looks, generate_synthetic
 
 MARKET_NAME = re.compile(r"^(-1|\d{4})_c([1-9])s([1-6])_(\d{6})_(\d{2})\.jpg$")
 TINY = {"num_identities": 6, "num_cameras": 3, "height": 48, "width": 24, "num_distractors": 5, "num_junk": 3}
@@ -79,6 +79,13 @@ def test_market_splits_follow_the_protocol(market):
         assert any(p == pid and c != cam for p, c in gallery_pairs), name
     for pid in train_ids:  # training identities are seen by at least two cameras
         assert len({c for p, c, _ in train if p == pid}) >= 2
+
+
+def test_frame_clock_keeps_names_unique_and_frames_six_digits():
+    clock = _FrameClock(np.random.default_rng(0), num_cameras=2)
+    boxes = [box for _ in range(60_000) for box in clock.tracklet(1, 1)]
+    assert len(set(boxes)) == len(boxes)
+    assert max(frame for _, frame in boxes) <= 999_999 and boxes[-1][0] >= 2
 
 
 def test_identities_share_colours_but_never_the_whole_look():

@@ -424,14 +424,19 @@ class _FrameClock:
     def __init__(self, rng: np.random.Generator, num_cameras: int):
         self.rng = rng
         self.frame = {c: int(rng.integers(10, 500)) for c in range(1, num_cameras + 1)}
+        self.sequence = dict.fromkeys(self.frame, 1)
 
     def tracklet(self, cam: int, length: int) -> list[tuple[int, int]]:
-        """(sequence, frame) of ``length`` consecutive boxes in camera ``cam``."""
+        """(sequence, frame) of ``length`` consecutive boxes in camera ``cam``; frames have 6 digits, so the
+        counter starts a new sequence when it would overflow."""
         out = []
         for _ in range(length):
-            self.frame[cam] += int(self.rng.integers(5, 40))
-            seq = 1 + min(5, self.frame[cam] // 30000)
-            out.append((seq, self.frame[cam]))
+            step = int(self.rng.integers(5, 40))
+            if self.frame[cam] + step > 999_999:
+                self.sequence[cam] += 1
+                self.frame[cam] = 0
+            self.frame[cam] += step
+            out.append((self.sequence[cam], self.frame[cam]))
         return out
 
 
