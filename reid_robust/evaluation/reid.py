@@ -68,6 +68,13 @@ def inverse_negative_penalty(ranks: torch.Tensor, num_matches: torch.Tensor) -> 
     return torch.where(last > 0, num_matches.to(torch.float64) / last.clamp(min=1), torch.zeros_like(last))
 
 
+def _check_options(ap_mode: str, max_rank: int) -> None:
+    if ap_mode not in AP_MODES:
+        raise ValueError(f"ap_mode must be one of {AP_MODES}, got {ap_mode!r}")
+    if max_rank < 1:
+        raise ValueError(f"max_rank must be >= 1, got {max_rank}")
+
+
 def _validate(query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids):
     qf = as_feature_matrix(query_feats, "query_feats")
     gf = as_feature_matrix(gallery_feats, "gallery_feats")
@@ -162,14 +169,11 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     count as missed, so mAP and mINP are then lower bounds of the exact values (when the index itself
     finds the true top-k). ``rerank=True`` evaluates k-reciprocal re-ranked distances instead
     (:func:`reid_robust.evaluation.rerank.k_reciprocal_rerank` on the features as searched: normalised for
-    cosine; ``rerank_params`` = k1, k2, lambda_value). ``per_query=True`` adds ``per_query``: arrays ``ap``, ``inp``, ``first_rank``
-    (0 = no match retrieved) and ``valid`` over all queries.
+    cosine; ``rerank_params`` = k1, k2, lambda_value). ``per_query=True`` adds ``per_query``: arrays
+    ``ap``, ``inp``, ``first_rank`` (0 = no match retrieved) and ``valid`` over all queries.
     """
     check_metric(metric)
-    if ap_mode not in AP_MODES:
-        raise ValueError(f"ap_mode must be one of {AP_MODES}, got {ap_mode!r}")
-    if max_rank < 1:
-        raise ValueError(f"max_rank must be >= 1, got {max_rank}")
+    _check_options(ap_mode, max_rank)
     qf, gf, q_pids, g_pids, q_cams, g_cams = _validate(
         query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids)
     keep = g_pids != -1  # junk for every query: drop once (order, hence the tie rule, is preserved)
@@ -195,8 +199,7 @@ def evaluate_reid_distances(distances, query_pids, gallery_pids, query_camids, g
                             max_rank: int = 50, ap_mode: str = "standard", block_size: int | None = None,
                             per_query: bool = False) -> dict:
     """The same protocol from a precomputed distance matrix [Q, G] (lower = closer), e.g. after re-ranking."""
-    if ap_mode not in AP_MODES:
-        raise ValueError(f"ap_mode must be one of {AP_MODES}, got {ap_mode!r}")
+    _check_options(ap_mode, max_rank)
     if isinstance(distances, torch.Tensor):
         distances = distances.detach().cpu().numpy()
     distances = np.asarray(distances)
@@ -209,6 +212,8 @@ def evaluate_reid_distances(distances, query_pids, gallery_pids, query_camids, g
     q_cams = as_label_vector(query_camids, "query_camids", distances.shape[0])
     g_cams = as_label_vector(gallery_camids, "gallery_camids", distances.shape[1])
     keep = g_pids != -1
+    if not keep.any():
+        raise ValueError("the gallery holds only junk items (identity -1)")
     scores = -distances[:, keep].astype(np.float32)
     blocks = iter_matrix_blocks(scores, block_size)
     return _evaluate_blocks(blocks, q_pids, q_cams, g_pids[keep], g_cams[keep], ap_mode, max_rank,

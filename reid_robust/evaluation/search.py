@@ -90,20 +90,21 @@ def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str,
                       block_size: int | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield ``(start, end, scores[end - start, G])`` for consecutive query blocks (float32, higher = closer).
 
-    ``query`` and ``gallery`` must already be prepared with :func:`prepare` (normalised for cosine).
+    ``query`` and ``gallery`` must already be prepared with :func:`prepare` (normalised for cosine). The
+    products go through numpy's BLAS (OpenBLAS in the numpy wheels: about twice as fast as torch's MKL on
+    AMD CPUs); the blocks are returned as torch tensors sharing that memory.
     """
     check_metric(metric)
-    g = torch.from_numpy(gallery)
-    g_sq = (g * g).sum(dim=1) if metric == "euclidean" else None
+    g_t = gallery.T  # a view: BLAS reads it transposed, no copy
+    g_sq = np.einsum("ij,ij->i", gallery, gallery) if metric == "euclidean" else None
     block = block_size or default_block_size(gallery.shape[0])
     for start in range(0, query.shape[0], block):
         end = min(start + block, query.shape[0])
-        q = torch.from_numpy(query[start:end])
-        if metric == "cosine":
-            scores = q @ g.T
-        else:
-            scores = torch.addmm(g_sq.neg().expand(end - start, -1), q, g.T, beta=1.0, alpha=2.0)
-        yield start, end, scores
+        scores = np.matmul(query[start:end], g_t)
+        if metric == "euclidean":
+            scores *= 2.0
+            scores -= g_sq
+        yield start, end, torch.from_numpy(scores)
 
 
 def iter_matrix_blocks(scores: np.ndarray, block_size: int | None = None):
@@ -185,6 +186,9 @@ def search_topk(index, query: np.ndarray, k: int, metric: str,
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads in both torch (matrix products) and FAISS (OpenMP)."""
+    """Use ``n`` threads in numpy's BLAS (score blocks), torch and FAISS (OpenMP)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)
     torch.set_num_threads(n)
     faiss.omp_set_num_threads(n)
