@@ -1,0 +1,196 @@
+"""Label audit: score every training image for "its label is probably wrong", from the model alone.
+
+Two kinds of evidence, each turned into a suspicion score where higher = more suspect:
+
+- *loss reliability*: the per-sample weights of the checkpoint's robust loss terms (``weights_meaning ==
+  "reliability"``, e.g. OSM+CAA's class-aware attention, Wang et al., AAAI 2019) over PK batches of the
+  (noisy) training labels, averaged per image over several passes and inverted (``1 - w``). A checkpoint with
+  no such term falls back to the class-aware attention computed with its cross-entropy classifier.
+- *neighbourhood*: ``knn``, the share of the k nearest training neighbours (cosine, self excluded) that carry
+  another label; ``margin``, cosine to the nearest other class centre minus cosine to the image's own class
+  centre (leave-one-out: the image itself is removed from its centre).
+
+The combined score is the mean of the components' normalised ranks (in (0, 1]). Inputs are only the images'
+features, the training labels and the loss modules: never file names and never clean labels.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+COMPONENTS = ("reliability", "knn", "margin")
+
+
+@torch.no_grad()
+def extract_outputs(model: nn.Module, records, transform, batch_size: int = 128,
+                    device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """All named outputs of ``model`` (``feat``, ``bn_feat``: [N, D] float32 on the CPU) for ``records``, in order."""
+    from reid_robust.data.dataset import ImageDataset
+
+    if len(records) == 0:
+        raise ValueError("extract_outputs: the list of images is empty")
+    loader = DataLoader(ImageDataset(records, transform), batch_size=batch_size, shuffle=False, num_workers=0)
+    was_training = model.training
+    model.eval()
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for batch in loader:
+        for name, value in model(batch["image"].to(device)).items():
+            chunks.setdefault(name, []).append(value.float().cpu())
+    model.train(was_training)
+    return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+def _check(feats: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    feats = np.asarray(feats, dtype=np.float32)
+    labels = np.asarray(labels)
+    if feats.ndim != 2 or labels.ndim != 1 or len(feats) != len(labels):
+        raise ValueError(f"need feats [N, D] and labels [N] with the same N, got {feats.shape} and {labels.shape}")
+    if len(labels) < 2:
+        raise ValueError(f"the audit needs at least 2 images, got {len(labels)}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+    if not np.isfinite(feats).all():
+        raise ValueError("feats contain NaN or infinite values")
+    return feats, labels.astype(np.int64)
+
+
+def neighbourhood_scores(feats: np.ndarray, labels: np.ndarray, k: int = 10,
+                         block: int = 2048) -> dict[str, np.ndarray]:
+    """``knn`` and ``margin`` suspicion scores [N] (see the module docstring) from feats [N, D] and labels [N].
+
+    Blocked over query rows, so memory stays O(block * N). An image alone in its class has no own centre:
+    its cosine to it counts as -1 (the worst possible).
+    """
+    feats, labels = _check(feats, labels)
+    n = len(labels)
+    k = max(1, min(int(k), n - 1))
+    unit = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    classes, inverse = np.unique(labels, return_inverse=True)
+    sums = np.zeros((len(classes), unit.shape[1]), dtype=np.float64)
+    np.add.at(sums, inverse, unit)
+    counts = np.bincount(inverse, minlength=len(classes))
+    centres = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    knn = np.empty(n)
+    margin = np.empty(n)
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        rows = np.arange(start, stop)
+        sim = unit[rows] @ unit.T
+        sim[np.arange(len(rows)), rows] = -np.inf
+        nearest = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        knn[rows] = (labels[nearest] != labels[rows, None]).mean(axis=1)
+        to_centres = unit[rows].astype(np.float64) @ centres.T            # [B, C]
+        own = inverse[rows]
+        loo = sums[own] - unit[rows]                                       # own centre without the image
+        loo_norm = np.linalg.norm(loo, axis=1)
+        own_sim = np.where((counts[own] > 1) & (loo_norm > 1e-12),
+                           np.einsum("bd,bd->b", unit[rows], loo) / np.maximum(loo_norm, 1e-12), -1.0)
+        to_centres[np.arange(len(rows)), own] = -np.inf
+        other = to_centres.max(axis=1) if len(classes) > 1 else np.full(len(rows), -1.0)
+        margin[rows] = other - own_sim
+    return {"knn": knn, "margin": margin}
+
+
+@torch.no_grad()
+def reliability_weights(outputs: dict[str, torch.Tensor], labels: np.ndarray, terms: Sequence,
+                        num_identities: int, num_instances: int, passes: int = 8, seed: int = 0) -> np.ndarray | None:
+    """Mean reliability weight [N] of each image under the reliability loss terms, or None if there is none.
+
+    terms: objects with ``name``, ``input`` and ``module`` (the engine's ``LossTerm``). Batches are PK batches
+    of ``labels`` (``passes`` passes of about N images each); images never drawn get the neutral weight 1.
+    """
+    from reid_robust.data.samplers import PKSampler
+    from reid_robust.losses.base import ClassifierLoss
+    from reid_robust.losses.weighting import class_aware_attention, true_class_probability
+
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    reliable = [t for t in terms if getattr(t.module, "weights_meaning", None) == "reliability"]
+    if not reliable:  # fall back: CAA attention from a classifier term (e.g. the cross entropy)
+        classifier = next((t for t in terms if isinstance(t.module, ClassifierLoss)), None)
+        if classifier is None:
+            return None
+        logits = classifier.module.logits(outputs[classifier.input], torch.as_tensor(labels))
+        p_true, _ = true_class_probability(logits, torch.as_tensor(labels))
+        return class_aware_attention(p_true, 0.68).double().numpy()
+    num_identities = min(num_identities, len(np.unique(labels)))
+    batch = num_identities * num_instances
+    sampler = PKSampler(labels, num_identities, num_instances, seed=seed, num_batches=math.ceil(n / batch))
+    total = np.zeros(n)
+    count = np.zeros(n)
+    target = torch.as_tensor(labels)
+    for term in reliable:
+        term.module.eval()
+        x = outputs[term.input]
+        for p in range(passes):
+            sampler.set_epoch(p)
+            for idx in sampler:
+                idx_t = torch.as_tensor(idx, dtype=torch.long)
+                term.module(x[idx_t], target[idx_t])
+                w = term.module.last_sample_weights
+                if w is None:
+                    raise ValueError(f"loss term {term.name} says its weights mean reliability but recorded none")
+                np.add.at(total, np.asarray(idx), w.double().cpu().numpy())
+                np.add.at(count, np.asarray(idx), 1.0)
+    return np.where(count > 0, total / np.maximum(count, 1), 1.0)
+
+
+def rank_normalise(values: np.ndarray) -> np.ndarray:
+    """Average ranks scaled to (0, 1] (ties share a rank): comparable components of any scale."""
+    from scipy.stats import rankdata
+    values = np.asarray(values, dtype=np.float64)
+    return rankdata(values, method="average") / len(values)
+
+
+def combine(components: dict[str, np.ndarray], weights: dict[str, float] | None = None) -> np.ndarray:
+    """Weighted mean of the components' normalised ranks [N] (higher = more suspect)."""
+    if not components:
+        raise ValueError("combine: no score components")
+    weights = weights or {}
+    total, norm = 0.0, 0.0
+    for name, values in components.items():
+        w = float(weights.get(name, 1.0))
+        total = total + w * rank_normalise(values)
+        norm += w
+    if norm <= 0:
+        raise ValueError(f"combine: the component weights sum to {norm}; need a positive sum")
+    return np.asarray(total / norm)
+
+
+def suspicion_scores(outputs: dict[str, torch.Tensor], labels: np.ndarray, terms: Sequence = (),
+                     num_identities: int = 16, num_instances: int = 4, k: int = 10, passes: int = 8,
+                     seed: int = 0, embedding: str = "bn_feat") -> dict[str, np.ndarray]:
+    """All components and the combined ``score`` [N] for the training images (see the module docstring)."""
+    if embedding not in outputs:
+        raise ValueError(f"the model has no output '{embedding}'; it has {sorted(outputs)}")
+    labels = np.asarray(labels)
+    comps = neighbourhood_scores(outputs[embedding].numpy(), labels, k=k)
+    reliability = reliability_weights(outputs, labels, terms, num_identities, num_instances, passes, seed)
+    if reliability is not None:
+        comps = {"reliability": 1.0 - reliability, **comps}
+    return {**comps, "score": combine(comps)}
+
+
+def audit_metrics(scores: np.ndarray, is_noisy: np.ndarray) -> dict[str, float]:
+    """Detection quality against known wrong labels: precision at the number of wrong labels, AUROC, AP."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    scores = np.asarray(scores, dtype=np.float64)
+    truth = np.asarray(is_noisy).astype(bool)
+    if scores.shape != truth.shape:
+        raise ValueError(f"scores {scores.shape} and is_noisy {truth.shape} differ in shape")
+    n_noisy = int(truth.sum())
+    out = {"num_images": len(truth), "num_noisy": n_noisy}
+    if n_noisy == 0 or n_noisy == len(truth):
+        out.update({"precision_at_num_noisy": float("nan"), "auroc": float("nan"), "average_precision": float("nan")})
+        return out
+    top = np.argsort(-scores, kind="stable")[:n_noisy]
+    out["precision_at_num_noisy"] = float(truth[top].mean())
+    out["auroc"] = float(roc_auc_score(truth, scores))
+    out["average_precision"] = float(average_precision_score(truth, scores))
+    return out

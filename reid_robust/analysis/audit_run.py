@@ -1,0 +1,142 @@
+"""Audit a trained checkpoint's training labels: ``suspects.csv``, a contact sheet and, when the injected noise
+is known (the run's ``noise_manifest.csv``), precision at the number of wrong labels, AUROC and a PR plot."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reid_robust.analysis.audit import COMPONENTS, audit_metrics, extract_outputs, suspicion_scores
+
+log = logging.getLogger("reid_robust")
+
+
+def run_dir_of(checkpoint: str | os.PathLike) -> Path:
+    """``<run>/checkpoints/last.pth`` -> ``<run>``; a checkpoint elsewhere -> its folder."""
+    path = Path(checkpoint).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def read_manifest(path: str | os.PathLike, records: Sequence) -> np.ndarray | None:
+    """``is_noisy`` [N] for ``records`` from a noise manifest (matched by path, then by file name), or None."""
+    by_path: dict[str, bool] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            by_path[os.path.normpath(row["path"])] = row["is_noisy"].strip() in ("1", "True", "true")
+    keys = [os.path.normpath(r.path) for r in records]
+    if all(k in by_path for k in keys):
+        return np.array([by_path[k] for k in keys])
+    by_name = {os.path.basename(k): v for k, v in by_path.items()}
+    names = [os.path.basename(k) for k in keys]
+    if len(by_name) == len(by_path) and all(n in by_name for n in names):
+        return np.array([by_name[n] for n in names])
+    log.warning("%s does not list the training images of this config; no detection metrics", path)
+    return None
+
+
+def _write_suspects(path: Path, order: np.ndarray, scores: dict[str, np.ndarray], labels: np.ndarray,
+                    records: Sequence, is_noisy: np.ndarray | None) -> None:
+    comps = [c for c in COMPONENTS if c in scores]
+    fields = ["rank", "score"] + comps + ["label", "path"] + (["injected_error"] if is_noisy is not None else [])
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(fields)
+        for rank, i in enumerate(order, 1):
+            row = [rank, f"{scores['score'][i]:.6f}"] + [f"{scores[c][i]:.6f}" for c in comps]
+            row += [int(labels[i]), records[i].path]
+            if is_noisy is not None:
+                row.append(int(is_noisy[i]))
+            writer.writerow(row)
+    os.replace(tmp, path)
+
+
+def _contact_sheet(path: Path, order: np.ndarray, score: np.ndarray, labels: np.ndarray, records: Sequence,
+                   top: int, per_row: int = 4, is_noisy: np.ndarray | None = None) -> Path:
+    from reid_robust.analysis.plots import contact_sheet
+    from reid_robust.data.dataset import load_image
+
+    rank_of = np.empty(len(order), dtype=np.int64)
+    rank_of[order] = np.arange(len(order))
+    rows = []
+    for rank, i in enumerate(order[:top], 1):
+        same = np.flatnonzero(labels == labels[i])
+        same = same[same != i]
+        typical = same[np.argsort(rank_of[same])[::-1][:per_row]]   # least suspect images of that label
+        caption = f"#{rank} label {labels[i]}\nscore {score[i]:.2f}"
+        if is_noisy is not None:
+            caption += "\n(injected)" if is_noisy[i] else "\n(not injected)"
+        rows.append((load_image(records[i]), caption, [load_image(records[j]) for j in typical]))
+    return contact_sheet(rows, path, title="top suspects (red) | least suspect images of their label")
+
+
+def audit_checkpoint(checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
+                     overrides: Sequence[str] = (), out: str | os.PathLike | None = None, top: int = 16,
+                     k: int = 10, passes: int = 8, labels_list: str | None = None) -> dict[str, Any]:
+    """Score every training image of the checkpoint's dataset; write the audit files to ``out``.
+
+    config: the training config (default: the run's ``config.yaml``, else the checkpoint's own config); the
+    training labels are those the run trained on (its noise settings), or ``labels_list`` (a noisy label list).
+    Returns the summary also written to ``audit.json``.
+    """
+    from reid_robust.data.noise import load_noisy_label_list
+    from reid_robust.engine.builders import build_dataset_from_config, build_loss_terms, build_test_transform
+    from reid_robust.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
+    from reid_robust.engine.config import load_config, save_config
+    from reid_robust.engine.noise import apply_label_noise
+
+    run = run_dir_of(checkpoint)
+    out = Path(out) if out is not None else run / "audit"
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_checkpoint(checkpoint)
+    if config is None:
+        config = run / "config.yaml"
+        if not config.is_file():
+            config = out / "checkpoint_config.yaml"
+            save_config(state["config"], config)
+    cfg = load_config(config, overrides)
+    model, ckpt_cfg = load_model_from_checkpoint(checkpoint)
+    splits = build_dataset_from_config(cfg)
+    clean = np.array([r.pid for r in splits.train], dtype=np.int64)
+    labels = load_noisy_label_list(labels_list, splits.train) if labels_list else \
+        apply_label_noise(cfg, splits.train, clean, None)
+    terms = build_loss_terms(ckpt_cfg, splits.num_train_classes, model.out_dim)
+    for term, sd in zip(terms, state.get("losses", [])):
+        term.module.load_state_dict(sd)
+    outputs = extract_outputs(model, splits.train, build_test_transform(cfg), cfg["data"]["test_batch_size"])
+    s_cfg = cfg["data"]["sampler"]
+    scores = suspicion_scores(outputs, labels, terms, s_cfg["num_identities"], s_cfg["num_instances"], k=k,
+                              passes=passes, seed=0)
+    order = np.argsort(-scores["score"], kind="stable")
+
+    manifest = run / "noise_manifest.csv"
+    is_noisy = read_manifest(manifest, splits.train) if manifest.is_file() and not labels_list else None
+    _write_suspects(out / "suspects.csv", order, scores, labels, splits.train, is_noisy)
+    summary: dict[str, Any] = {"checkpoint": str(checkpoint), "num_images": len(labels),
+                               "components": [c for c in COMPONENTS if c in scores],
+                               "suspects_csv": str(out / "suspects.csv")}
+    if top > 0:
+        summary["contact_sheet"] = str(_contact_sheet(out / "contact_sheet.png", order, scores["score"], labels,
+                                                      splits.train, top, is_noisy=is_noisy))
+    if is_noisy is not None:
+        from sklearn.metrics import precision_recall_curve
+
+        from reid_robust.analysis.plots import plot_precision_recall
+        summary["metrics"] = audit_metrics(scores["score"], is_noisy)
+        summary["component_metrics"] = {c: audit_metrics(scores[c], is_noisy) for c in COMPONENTS if c in scores}
+        precision, recall, _ = precision_recall_curve(is_noisy, scores["score"])
+        m = summary["metrics"]
+        summary["pr_plot"] = str(plot_precision_recall(
+            precision, recall, out / "precision_recall.png",
+            title=f"{m['num_noisy']} wrong labels of {m['num_images']}: AUROC {m['auroc']:.3f}, "
+                  f"P@{m['num_noisy']} {m['precision_at_num_noisy']:.3f}"))
+    tmp = out / "audit.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    os.replace(tmp, out / "audit.json")
+    return summary

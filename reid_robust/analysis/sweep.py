@@ -1,0 +1,318 @@
+"""A loss x noise-mode x noise-rate x seed sweep: one training run per cell, resumable, one results table.
+
+Fairness rule: every cell trains the base config unchanged (backbone, epochs, schedule, sampler, the
+``cross_entropy`` term(s)) except for three things: the seed, the label noise (rate, mode, noise seed = the
+cell's seed, so all losses of one seed see the same wrong labels) and the *metric term*, which is replaced by
+the cell's loss. The metric term keeps the weight and input of the config's active metric term (the first
+non-cross-entropy term with a non-zero weight). Its parameters come from a *preset*: any non-cross-entropy
+term of ``loss.terms`` with that loss's name (a preset with ``weight: 0`` trains nothing in a plain run, it
+only carries parameters for the sweep); without a preset the loss's defaults are used.
+
+A cell is finished when its ``metrics.json`` exists (the trainer writes it atomically at the very end);
+restarting the sweep skips finished cells and resumes an interrupted one from its ``checkpoints/last.pth``.
+Rate 0 is trained once per (loss, seed) (mode ``clean``) and shared by every noise mode.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import os
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger("reid_robust")
+
+KEPT_TERMS = ("cross_entropy",)
+CLEAN = "clean"
+REID_METRICS = ("mAP", "rank1")
+RETRIEVAL_METRICS = ("recall@1", "map_at_r")
+RESULT_COLUMNS = ("loss", "mode", "rate", "seed", "mAP", "rank1", "recall@1", "map_at_r", "train_time_s",
+                  "cpu_time_s", "realised_rate", "run_dir")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the sweep."""
+
+    loss: str
+    mode: str   # a noise mode, or "clean" for rate 0
+    rate: float
+    seed: int
+
+    @property
+    def relpath(self) -> str:
+        if self.mode == CLEAN:
+            return f"{self.loss}/{CLEAN}/seed{self.seed}"
+        return f"{self.loss}/{self.mode}_r{self.rate:g}/seed{self.seed}"
+
+
+def build_cells(losses: Sequence[str], rates: Sequence[float], modes: Sequence[str],
+                seeds: Sequence[int]) -> list[Cell]:
+    """All cells, clean ones first (the pattern mode needs a clean model); rate 0 appears once per (loss, seed)."""
+    if not losses or not rates or not modes or not seeds:
+        raise ValueError("a sweep needs at least one loss, rate, mode and seed")
+    for rate in rates:
+        if not 0.0 <= float(rate) <= 1.0:
+            raise ValueError(f"noise rate must be in [0, 1], got {rate}")
+    if len(set(losses)) != len(losses):
+        raise ValueError(f"losses listed twice: {list(losses)}")
+    cells = []
+    if any(float(r) == 0.0 for r in rates):
+        cells += [Cell(loss, CLEAN, 0.0, int(s)) for s in seeds for loss in losses]
+    for mode in modes:
+        for rate in sorted(float(r) for r in rates if float(r) > 0):
+            cells += [Cell(loss, mode, rate, int(s)) for s in seeds for loss in losses]
+    return cells
+
+
+def split_loss_terms(cfg: dict) -> tuple[list[dict], dict, dict[str, dict]]:
+    """``(kept cross-entropy terms, active metric term, presets by loss name)`` of ``cfg['loss']['terms']``."""
+    terms = cfg["loss"]["terms"]
+    kept = [t for t in terms if t["name"] in KEPT_TERMS]
+    others = [t for t in terms if t["name"] not in KEPT_TERMS]
+    active = [t for t in others if float(t.get("weight", 1.0)) != 0.0]
+    if not active:
+        raise ValueError("the sweep replaces the config's metric term, but loss.terms has no non-cross-entropy "
+                         f"term with a non-zero weight: {[t['name'] for t in terms]}")
+    presets: dict[str, dict] = {}
+    for t in others:
+        if t["name"] in presets:
+            raise ValueError(f"loss.terms lists '{t['name']}' twice; the sweep cannot tell which preset to use")
+        presets[t["name"]] = t
+    return kept, active[0], presets
+
+
+def cell_config(base: dict, cell: Cell, out_root: str | os.PathLike, confusable: str | None = None) -> dict:
+    """The resolved config of one cell (see the module docstring for what changes between cells)."""
+    from reid_robust.losses import LOSSES
+
+    if cell.loss not in LOSSES:
+        raise ValueError(f"unknown loss '{cell.loss}' in the sweep; valid names: {', '.join(sorted(LOSSES))}")
+    if cell.loss in KEPT_TERMS:
+        raise ValueError(f"'{cell.loss}' is the kept classification term, not a metric loss to sweep")
+    cfg = copy.deepcopy(base)
+    kept, active, presets = split_loss_terms(cfg)
+    metric = {k: v for k, v in presets.get(cell.loss, {"name": cell.loss}).items()}
+    metric["weight"] = float(active.get("weight", 1.0))
+    metric["input"] = active.get("input", "feat")
+    cfg["loss"]["terms"] = [metric] + kept
+    cfg["seed"] = int(cell.seed)
+    noise = cfg["data"]["noise"]
+    noise.update({"rate": float(cell.rate), "seed": int(cell.seed), "list": None})
+    noise["mode"] = "symmetric" if cell.mode == CLEAN else cell.mode
+    noise["confusable"] = confusable if cell.mode == "pattern" else None
+    if cell.mode == "pattern" and not confusable:
+        raise ValueError(f"cell {cell.relpath}: pattern noise needs the confusable identities of a clean model")
+    cfg["output_dir"] = str(Path(out_root) / cell.relpath)
+    cfg["train"]["progress"] = False
+    cfg["train"]["resume"] = None
+    last = Path(cfg["output_dir"]) / "checkpoints" / "last.pth"
+    if last.is_file():
+        cfg["train"]["resume"] = str(last)
+    return cfg
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its finished children: the cost on a shared machine."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def is_finished(out_root: str | os.PathLike, cell: Cell) -> bool:
+    return (Path(out_root) / cell.relpath / "metrics.json").is_file()
+
+
+def compute_confusable(checkpoint: str | os.PathLike, cfg: dict, path: str | os.PathLike) -> Path:
+    """Most confusable identity of each training identity from a clean-trained checkpoint, saved as ``.npy``."""
+    from reid_robust.data.noise import confusable_identities
+    from reid_robust.engine.builders import build_dataset_from_config, build_test_transform
+    from reid_robust.engine.checkpoint import load_model_from_checkpoint
+    from reid_robust.engine.inference import extract_features
+
+    model, _ = load_model_from_checkpoint(checkpoint)
+    splits = build_dataset_from_config(cfg)
+    feats, clean, _ = extract_features(model, splits.train, build_test_transform(cfg),
+                                       batch_size=cfg["data"]["test_batch_size"])
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, confusable_identities(feats, clean))
+    os.replace(tmp, path)
+    return path
+
+
+def run_sweep(base: dict, losses: Sequence[str], rates: Sequence[float], modes: Sequence[str],
+              seeds: Sequence[int], out_root: str | os.PathLike,
+              train_fn: Callable[[dict], dict] | None = None, progress: bool = True) -> list[dict]:
+    """Train every unfinished cell, then write ``results.csv``, ``results.md`` and ``noise_curves.png``.
+
+    Returns the result rows. ``train_fn`` defaults to ``reid_robust.engine.trainer.train``.
+    """
+    if train_fn is None:
+        from reid_robust.engine.trainer import train as train_fn
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    grid = build_cells(losses, rates, modes, seeds)
+    cells = list(grid)
+    for loss in losses:  # fail before any training on an unknown loss or a config without a metric term
+        cell_config(base, Cell(loss, CLEAN, 0.0, int(seeds[0])), out_root)
+    confusable_path = out_root / "confusable.npy"
+    reference = Cell(losses[0], CLEAN, 0.0, int(seeds[0]))
+    if "pattern" in modes and reference not in cells:
+        cells.insert(0, reference)  # a dedicated clean run for the confusable identities only
+    todo = [c for c in cells if not is_finished(out_root, c)]
+    log.info("sweep: %d cells, %d finished, %d to train, results in %s", len(cells), len(cells) - len(todo),
+             len(todo), out_root)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="cell", dynamic_ncols=True)
+    try:
+        for cell in todo:
+            confusable = None
+            if cell.mode == "pattern":
+                if not confusable_path.is_file():
+                    ref_cfg = cell_config(base, reference, out_root)
+                    compute_confusable(out_root / reference.relpath / "checkpoints" / "last.pth", ref_cfg,
+                                       confusable_path)
+                confusable = str(confusable_path)
+            if bar is not None:
+                bar.set_postfix_str(cell.relpath)
+            cpu0, wall0 = _cpu_seconds(), time.time()
+            train_fn(cell_config(base, cell, out_root, confusable))
+            cell_dir = out_root / cell.relpath
+            cell_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_text(cell_dir / "cell_time.json", json.dumps(
+                {"cpu_time_s": round(_cpu_seconds() - cpu0, 1), "wall_time_s": round(time.time() - wall0, 1)}))
+            if bar is not None:
+                bar.update(1)
+            write_results(collect_results(out_root, grid), out_root, plot=False)
+    finally:
+        if bar is not None:
+            bar.close()
+    rows = collect_results(out_root, grid)
+    write_results(rows, out_root, plot=True)
+    return rows
+
+
+def collect_results(out_root: str | os.PathLike, cells: Sequence[Cell]) -> list[dict]:
+    """One row per finished cell, read from its ``metrics.json`` (the last checkpoint's test metrics)."""
+    rows = []
+    for cell in cells:
+        path = Path(out_root) / cell.relpath / "metrics.json"
+        if not path.is_file():
+            continue
+        m = json.loads(path.read_text(encoding="utf-8"))
+        row: dict[str, Any] = {"loss": cell.loss, "mode": cell.mode, "rate": cell.rate, "seed": cell.seed}
+        for key in REID_METRICS + RETRIEVAL_METRICS:
+            row[key] = float(m[key]) if m.get(key) is not None else None
+        row["train_time_s"] = m.get("train_time_s")
+        timing = path.parent / "cell_time.json"
+        row["cpu_time_s"] = json.loads(timing.read_text(encoding="utf-8")).get("cpu_time_s") \
+            if timing.is_file() else None
+        row["realised_rate"] = (m.get("noise") or {}).get("realised_rate")
+        row["run_dir"] = cell.relpath
+        rows.append(row)
+    return rows
+
+
+def protocol_metrics(rows: Sequence[dict]) -> tuple[str, ...]:
+    """``(mAP, rank1)`` for ReID results, ``(recall@1, map_at_r)`` for retrieval results."""
+    if any(r.get("mAP") is not None for r in rows):
+        return REID_METRICS
+    return RETRIEVAL_METRICS
+
+
+def expand_clean(rows: Sequence[dict]) -> list[dict]:
+    """Rows with every ``clean`` row repeated as rate 0 of each noise mode present (for tables and curves)."""
+    modes = sorted({r["mode"] for r in rows if r["mode"] != CLEAN})
+    out = [r for r in rows if r["mode"] != CLEAN]
+    for r in rows:
+        if r["mode"] == CLEAN:
+            out += [{**r, "mode": mode} for mode in (modes or [CLEAN])]
+    return out
+
+
+def summarize(rows: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
+    """Mean and sample standard deviation (ddof=1; 0 for one seed) over seeds per (loss, mode, rate)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in expand_clean(rows):
+        groups.setdefault((r["mode"], r["loss"], r["rate"]), []).append(r)
+    out = []
+    for (mode, loss, rate), members in groups.items():
+        entry: dict[str, Any] = {"loss": loss, "mode": mode, "rate": rate, "n": len(members)}
+        for key in list(metrics) + ["train_time_s", "cpu_time_s"]:
+            values = np.array([m[key] for m in members if m.get(key) is not None], dtype=np.float64)
+            entry[f"{key}_mean"] = float(values.mean()) if values.size else float("nan")
+            entry[f"{key}_std"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
+        out.append(entry)
+    loss_order = list(dict.fromkeys(r["loss"] for r in rows))
+    out.sort(key=lambda e: (e["mode"], e["rate"], loss_order.index(e["loss"])))
+    return out
+
+
+def markdown_table(summary: Sequence[dict], metrics: Sequence[str]) -> str:
+    """A Markdown table: one row per (mode, rate, loss), metrics in percent as mean ± std over seeds."""
+    head = ["mode", "noise rate", "loss", "seeds"] + [f"{m} (%)" for m in metrics] + ["train time (s)", "CPU time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for e in summary:
+        cells = [e["mode"], f"{e['rate']:g}", e["loss"], str(e["n"])]
+        cells += [f"{100 * e[f'{m}_mean']:.2f} ± {100 * e[f'{m}_std']:.2f}" for m in metrics]
+        cells.append(f"{e['train_time_s_mean']:.0f}")
+        cpu = e.get("cpu_time_s_mean", float("nan"))
+        cells.append("" if np.isnan(cpu) else f"{cpu:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_results(rows: Sequence[dict], out_root: str | os.PathLike, plot: bool = True) -> dict[str, Path]:
+    """Write ``results.csv`` (one row per cell), ``results.md`` and, with ``plot``, ``noise_curves.png``."""
+    out_root = Path(out_root)
+    written = {"csv": out_root / "results.csv"}
+    tmp = out_root / "results.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if r.get(k) is None else r[k]) for k in RESULT_COLUMNS})
+    os.replace(tmp, written["csv"])
+    if not rows:
+        return written
+    metrics = protocol_metrics(rows)
+    summary = summarize(rows, metrics)
+    written["md"] = out_root / "results.md"
+    _atomic_text(written["md"], markdown_table(summary, metrics))
+    if plot:
+        from reid_robust.analysis.plots import plot_noise_curves
+        written["png"] = plot_noise_curves(summary, metrics[0], out_root / "noise_curves.png")
+    return written
+
+
+def read_results(path: str | os.PathLike) -> list[dict]:
+    """Rows of a ``results.csv`` with numbers parsed (empty fields become None)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for raw in csv.DictReader(fh):
+            row: dict[str, Any] = {}
+            for k, v in raw.items():
+                if k in ("loss", "mode", "run_dir"):
+                    row[k] = v
+                elif k == "seed":
+                    row[k] = int(v)
+                else:
+                    row[k] = float(v) if v != "" else None
+            rows.append(row)
+    return rows

@@ -1,0 +1,145 @@
+"""Noise sweep: cells, fair per-cell configs, resume without repeating finished cells, results files."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reid_robust.analysis.sweep import (
+    CLEAN,
+    Cell,
+    build_cells,
+    cell_config,
+    markdown_table,
+    read_results,
+    run_sweep,
+    split_loss_terms,
+    summarize,
+)
+from reid_robust.engine.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+TERMS = ("loss.terms=[{name: triplet, weight: 1.0, input: feat, margin: 0.3}, "
+         "{name: cross_entropy, weight: 0.5, input: bn_feat, epsilon: 0.1}, "
+         "{name: osm_caa, weight: 0, input: bn_feat, sigma_caa: 0.5}]")
+
+
+def _base(tmp_path: Path, extra=()) -> dict:
+    return load_config(REPO / "configs" / "quickstart.yaml", [f"output_dir={tmp_path}/x", TERMS, *extra])
+
+
+def test_cells_share_rate_zero_across_modes_and_come_first():
+    cells = build_cells(["triplet", "osm_caa"], [0.4, 0, 0.2], ["symmetric", "pattern"], [0, 1])
+    assert len(cells) == 2 * 2 + 2 * 2 * 2 * 2
+    assert all(c.mode == CLEAN for c in cells[:4]) and all(c.mode != CLEAN for c in cells[4:])
+    assert len({c.relpath for c in cells}) == len(cells)
+    with pytest.raises(ValueError, match="noise rate"):
+        build_cells(["triplet"], [1.5], ["symmetric"], [0])
+    with pytest.raises(ValueError, match="twice"):
+        build_cells(["triplet", "triplet"], [0], ["symmetric"], [0])
+
+
+def test_cell_config_changes_only_metric_term_seed_and_noise(tmp_path):
+    base = _base(tmp_path)
+    kept, active, _ = split_loss_terms(base)
+    assert [t["name"] for t in kept] == ["cross_entropy"] and active["name"] == "triplet"
+    a = cell_config(base, Cell("triplet", "symmetric", 0.4, 1), tmp_path)
+    b = cell_config(base, Cell("osm_caa", "symmetric", 0.4, 1), tmp_path)
+    assert a["loss"]["terms"][1:] == b["loss"]["terms"][1:] == kept        # same cross-entropy term
+    # the preset's parameters, with the active metric term's weight and input
+    assert b["loss"]["terms"][0] == {"name": "osm_caa", "weight": 1.0, "input": "feat", "sigma_caa": 0.5}
+    assert cell_config(base, Cell("ice", CLEAN, 0.0, 0), tmp_path)["loss"]["terms"][0] == \
+        {"name": "ice", "weight": 1.0, "input": "feat"}
+    for cfg in (a, b):
+        assert cfg["seed"] == 1 and cfg["data"]["noise"]["seed"] == 1 and cfg["data"]["noise"]["rate"] == 0.4
+        assert cfg["model"] == base["model"] and cfg["train"]["epochs"] == base["train"]["epochs"]
+        assert cfg["train"]["lr"] == base["train"]["lr"] and cfg["train"]["scheduler"] == base["train"]["scheduler"]
+    assert a["output_dir"] != b["output_dir"]
+    assert base["loss"]["terms"][0]["name"] == "triplet"                   # the base config is not modified
+    with pytest.raises(ValueError, match="confusable"):
+        cell_config(base, Cell("triplet", "pattern", 0.2, 0), tmp_path)
+    with pytest.raises(ValueError, match="unknown loss 'nope'"):
+        cell_config(base, Cell("nope", CLEAN, 0.0, 0), tmp_path)
+
+
+def test_config_without_metric_term_is_refused(tmp_path):
+    base = load_config(REPO / "configs" / "quickstart.yaml",
+                       ["loss.terms=[{name: cross_entropy, weight: 1.0, input: bn_feat}]"])
+    with pytest.raises(ValueError, match="no non-cross-entropy term"):
+        split_loss_terms(base)
+
+
+def _fake_train(calls: list):
+    """A stand-in for train(): a deterministic metric per cell, written like the trainer does."""
+    def train(cfg: dict) -> dict:
+        calls.append(cfg["output_dir"])
+        term = cfg["loss"]["terms"][0]["name"]
+        rate = cfg["data"]["noise"]["rate"]
+        metrics = {"mAP": 0.8 - (0.5 if term == "triplet" else 0.2) * rate + 0.01 * cfg["seed"],
+                   "rank1": 0.9 - rate / 2, "train_time_s": 1.5, "noise": {"realised_rate": rate}}
+        out = Path(cfg["output_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+    return train
+
+
+def test_resume_skips_finished_cells_and_writes_results(tmp_path):
+    base, out, calls = _base(tmp_path), tmp_path / "sweep", []
+    args = (["triplet", "osm_caa"], [0, 0.2, 0.4], ["symmetric"], [0, 1])
+    # "stop" the first run after 5 cells
+    def train_then_stop(cfg):
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return _fake_train(calls)(cfg)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(base, *args, out, train_fn=train_then_stop, progress=False)
+    assert len(calls) == 5 and len(read_results(out / "results.csv")) == 5
+    first = list(calls)
+    rows = run_sweep(base, *args, out, train_fn=_fake_train(calls), progress=False)
+    assert len(calls) == 12 and not set(first) & set(calls[5:])          # nothing trained twice
+    assert len(rows) == 12
+    n = len(calls)
+    run_sweep(base, *args, out, train_fn=_fake_train(calls), progress=False)
+    assert len(calls) == n                                                  # all finished: no training
+    saved = read_results(out / "results.csv")
+    assert {(r["loss"], r["mode"], r["rate"], r["seed"]) for r in saved} == \
+        {(r["loss"], r["mode"], r["rate"], r["seed"]) for r in rows}
+    assert (out / "noise_curves.png").stat().st_size > 1000
+    table = (out / "results.md").read_text()
+    # triplet at 0.4: mAP 0.6 + 0.01 seed -> mean 60.50, sample std 0.71
+    assert "| symmetric | 0.4 | triplet | 2 | 60.50 ± 0.71 |" in table
+    assert "| symmetric | 0 | osm_caa | 2 | 80.50 ± 0.71 |" in table
+
+
+def test_summarize_mean_and_sample_std():
+    rows = [{"loss": "a", "mode": "symmetric", "rate": 0.2, "seed": s, "mAP": v, "rank1": 0.5, "train_time_s": 2.0}
+            for s, v in enumerate([0.1, 0.2, 0.6])]
+    rows.append({"loss": "a", "mode": CLEAN, "rate": 0.0, "seed": 0, "mAP": 0.9, "rank1": 1.0, "train_time_s": 1.0})
+    summary = summarize(rows, ("mAP", "rank1"))
+    noisy = next(e for e in summary if e["rate"] == 0.2)
+    assert noisy["mAP_mean"] == pytest.approx(0.3) and noisy["mAP_std"] == pytest.approx(np.std([.1, .2, .6], ddof=1))
+    clean = next(e for e in summary if e["rate"] == 0.0)
+    assert clean["mode"] == "symmetric" and clean["n"] == 1 and clean["mAP_std"] == 0.0
+    assert "| symmetric | 0.2 | a | 3 | 30.00 ± 26.46 |" in markdown_table(summary, ("mAP", "rank1"))
+
+
+def test_real_sweep_with_pattern_noise(tiny_market_root, tmp_path):
+    """Two real 2-batch trainings: the clean cell, then pattern noise from its confusable identities."""
+    from tests.conftest import tiny_overrides
+
+    out = tmp_path / "sweep"
+    base = load_config(REPO / "configs" / "quickstart.yaml",
+                       tiny_overrides(tiny_market_root, tmp_path / "base") + ["train.epochs=1"])
+    rows = run_sweep(base, ["triplet"], [0, 0.5], ["pattern"], [0], out, progress=False)
+    assert [(r["mode"], r["rate"]) for r in rows] == [(CLEAN, 0.0), ("pattern", 0.5)]
+    confusable = np.load(out / "confusable.npy")
+    with open(out / "triplet/pattern_r0.5/seed0/noise_manifest.csv") as fh:
+        manifest = list(csv.DictReader(fh))
+    wrong = [r for r in manifest if r["is_noisy"] == "1"]
+    assert wrong and all(int(r["noisy_label"]) == confusable[int(r["clean_label"])] for r in wrong)
+    assert all(0.0 <= r["mAP"] <= 1.0 and r["train_time_s"] > 0 for r in rows)
+    assert (out / "results.md").exists() and (out / "noise_curves.png").exists()

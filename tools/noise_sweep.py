@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Loss x noise-rate sweep: train and evaluate every cell, then write results.csv, results.md, noise_curves.png.
+
+Each loss replaces the config's metric term; the cross-entropy term, backbone, epochs and schedule stay the
+same for every loss (see reid_robust/analysis/sweep.py). Finished cells (metrics.json present) are skipped, so
+a stopped sweep continues where it was. Examples:
+  python tools/noise_sweep.py --config configs/sweep_synthetic.yaml --losses triplet,osm_caa,ranked_list \\
+      --rates 0,0.2,0.4 --modes symmetric --seeds 0,1,2
+  python tools/noise_sweep.py --config configs/market1501/bot_r50.yaml --losses triplet,osm_caa \\
+      --rates 0,0.2,0.5 --modes symmetric,pattern --seeds 0 --out runs/sweep_market data.root=/data/market
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _list(kind):
+    def parse(text: str):
+        try:
+            return [kind(v.strip()) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a comma-separated list of {kind.__name__}: {text!r}") from None
+    return parse
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="base YAML config (its loss.terms may hold loss presets)")
+    parser.add_argument("--losses", type=_list(str), default="triplet,multi_similarity,osm_caa,ranked_list,ice")
+    parser.add_argument("--rates", type=_list(float), default="0,0.1,0.2,0.4")
+    parser.add_argument("--modes", type=_list(str), default="symmetric,pattern")
+    parser.add_argument("--seeds", type=_list(int), default="0,1,2")
+    parser.add_argument("--out", default=None, help="output folder (default: <output_dir of the config>/sweep)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar over the cells")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every cell")
+    args = parser.parse_args(argv)
+
+    from reid_robust.engine.config import ConfigError, load_config
+
+    try:
+        base = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from reid_robust.analysis.sweep import run_sweep
+
+    out = args.out or f"{base['output_dir']}/sweep"
+    try:
+        rows = run_sweep(base, args.losses, args.rates, args.modes, args.seeds, out, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted; run the same command again to continue (finished cells in {out} are kept)",
+              file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from pathlib import Path
+    print(Path(out, "results.md").read_text(encoding="utf-8") if rows else "no finished cells")
+    print(f"wrote {out}/results.csv, {out}/results.md and {out}/noise_curves.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
