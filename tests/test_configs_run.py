@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import REPO, tiny_overrides
+
 from reid_robust.engine.config import load_config
 from reid_robust.engine.trainer import train
 

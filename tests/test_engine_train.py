@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO, tiny_overrides
+
 from reid_robust.engine.checkpoint import load_checkpoint
 from reid_robust.engine.config import load_config
 from reid_robust.engine.trainer import train

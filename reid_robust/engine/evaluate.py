@@ -8,7 +8,7 @@ from tabulate import tabulate
 
 from reid_robust.data.records import DatasetSplits
 from reid_robust.engine.inference import extract_features
-from reid_robust.evaluation import evaluate_retrieval, evaluate_reid
+from reid_robust.evaluation import evaluate_reid, evaluate_retrieval
 
 REID_COLUMNS = ("mAP", "rank1", "rank5", "rank10", "mINP")
 RETRIEVAL_COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "map_at_r", "nmi")

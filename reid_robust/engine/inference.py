@@ -1,7 +1,7 @@
 """Feature extraction: the test-time embedding (``bn_feat``) of a list of image records."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

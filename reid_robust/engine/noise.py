@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from reid_robust.data.noise import (confusable_identities, inject_identity_noise, load_noisy_label_list,
-                                    write_noise_manifest)
+from reid_robust.data.noise import (
+    confusable_identities,
+    inject_identity_noise,
+    load_noisy_label_list,
+    write_noise_manifest,
+)
 from reid_robust.data.records import ImageRecord
 
 log = logging.getLogger("reid_robust")

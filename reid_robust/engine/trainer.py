@@ -26,9 +26,15 @@ from reid_robust.data.dataset import ImageDataset
 from reid_robust.data.samplers import DistributedPKSampler, PKSampler
 from reid_robust.data.summary import summarize
 from reid_robust.engine import checkpoint as ckpt_io
-from reid_robust.engine.builders import (build_dataset_from_config, build_loss_terms, build_model_from_config,
-                                         build_optimizer, build_scheduler, build_test_transform,
-                                         build_train_transform)
+from reid_robust.engine.builders import (
+    build_dataset_from_config,
+    build_loss_terms,
+    build_model_from_config,
+    build_optimizer,
+    build_scheduler,
+    build_test_transform,
+    build_train_transform,
+)
 from reid_robust.engine.config import save_config
 from reid_robust.engine.distributed import DistInfo, barrier, cleanup, gather_with_grad, init_distributed
 from reid_robust.engine.evaluate import evaluate_model, metrics_table
