@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid_robust.evaluation import ApproximateSearch, evaluate_reid, evaluate_reid_distances
+from reid_robust.evaluation import ApproximateSearch, evaluate_reid, evaluate_reid_distances, ranking
 
 
 def reference_reid(qf, gf, q_pids, g_pids, q_cams, g_cams, metric="cosine", ap_mode="standard", max_rank=50):
@@ -81,7 +81,10 @@ def _assert_same(result, expected):
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 @pytest.mark.parametrize("ap_mode", ["standard", "official"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_matches_dense_reference(metric, ap_mode, seed):
+@pytest.mark.parametrize("path", ["compare", "search"])
+def test_matches_dense_reference(metric, ap_mode, seed, path, monkeypatch):
+    # both counting paths: vectorised comparisons, and the per-row binary search used for many candidates
+    monkeypatch.setattr(ranking, "COMPARE_BUDGET", 10**9 if path == "compare" else 0)
     data = random_protocol(seed, metric)
     expected = reference_reid(*data, metric=metric, ap_mode=ap_mode, max_rank=12)
     for block_size in (1, 7, None):

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+COMPARE_BUDGET = 2  # vectorised comparisons allowed per score of the block (else per-row binary search)
+CHUNK_ELEMENTS = 1 << 22  # candidate x member comparisons held at once
+
 
 @dataclass
 class MemberGroups:
@@ -80,6 +83,29 @@ def _ranks_of_row(candidates: np.ndarray, values: np.ndarray, thresholds: np.nda
     return (before - junk_before + 1)[~excluded]
 
 
+def _ranks_by_comparison(rows, cols, values, thresholds, members, excluded, valid):
+    """Vectorised over the block: each candidate is compared with every member of its row."""
+    num_rows, width = members.shape
+    # rank order of the members: score descending, ties by gallery index (members arrive ascending)
+    thresholds, perm = torch.sort(thresholds, dim=1, descending=True, stable=True)
+    members, excluded, valid = members.gather(1, perm), excluded.gather(1, perm), valid.gather(1, perm)
+    before = torch.zeros((num_rows, width), dtype=torch.int64)
+    step = max(1, CHUNK_ELEMENTS // width)
+    for lo in range(0, rows.numel(), step):
+        r, c, v = rows[lo:lo + step], cols[lo:lo + step], values[lo:lo + step].unsqueeze(1)
+        t = thresholds[r]
+        earlier = (v > t) | ((v == t) & (c.unsqueeze(1) < members[r]))
+        before.index_add_(0, r, earlier.to(torch.int64))
+    junk = excluded & valid
+    junk_before = junk.cumsum(1) - junk.to(torch.int64)
+    good = valid & ~excluded
+    ranks = torch.where(good, before - junk_before + 1, torch.full_like(before, torch.iinfo(torch.int64).max))
+    ranks = ranks.sort(dim=1).values
+    num_matches = good.sum(1)
+    ranks = ranks.masked_fill(torch.arange(width).unsqueeze(0) >= num_matches.unsqueeze(1), 0)
+    return ranks, num_matches
+
+
 def match_ranks(scores, members: torch.Tensor, excluded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranks of the true matches of a block of queries.
 
@@ -91,20 +117,25 @@ def match_ranks(scores, members: torch.Tensor, excluded: torch.Tensor) -> tuple[
         ranks [B, P] int64: 1-based ranks of the true matches in the junk-free list, ascending, 0 = padding;
         num_matches [B] int64.
     Cost: one pass over the block to find, per row, the items scoring at least the row's lowest member
-    (the candidates), then O(candidates x log P) per row; no sort of any row.
+    (the candidates: few for a good embedding); then either every candidate is compared with the P members
+    of its row, vectorised over the block (when candidates x P <= COMPARE_BUDGET x block size), or, for
+    many candidates, a binary search per candidate, row by row: O(candidates x log P). No row is sorted.
     """
     scores = scores if isinstance(scores, torch.Tensor) else torch.from_numpy(np.asarray(scores))
     num_rows, width = members.shape
-    ranks = np.zeros((num_rows, width), dtype=np.int64)
-    num_matches = np.zeros(num_rows, dtype=np.int64)
     if width == 0:
-        return torch.from_numpy(ranks), torch.from_numpy(num_matches)
+        return torch.zeros((num_rows, 0), dtype=torch.int64), torch.zeros(num_rows, dtype=torch.int64)
     valid = members >= 0
-    thresholds = scores.gather(1, members.clamp(min=0))
+    thresholds = scores.gather(1, members.clamp(min=0)).masked_fill(~valid, float("-inf"))
     lowest = thresholds.masked_fill(~valid, float("inf")).min(dim=1).values
     rows, cols = (scores >= lowest.unsqueeze(1)).nonzero(as_tuple=True)  # row-major: grouped by row
-    values = scores[rows, cols].numpy()
-    cols = cols.numpy()
+    values = scores[rows, cols]
+    if rows.numel() * width <= COMPARE_BUDGET * scores.numel():
+        return _ranks_by_comparison(rows, cols, values, thresholds, members, excluded, valid)
+
+    ranks = np.zeros((num_rows, width), dtype=np.int64)
+    num_matches = np.zeros(num_rows, dtype=np.int64)
+    values, cols = values.numpy(), cols.numpy()
     bounds = np.searchsorted(rows.numpy(), np.arange(num_rows + 1))
     members_np, excluded_np, valid_np = members.numpy(), excluded.numpy().astype(bool), valid.numpy()
     thresholds_np = thresholds.numpy()
