@@ -54,6 +54,8 @@ class OSMCAALoss(ClassifierLoss):
         sigma_osm: width of the positive soft-mining Gaussian (0.8; code uses 1.0 on MARS, 0.6 on LPW).
         sigma_caa: width of the class-aware attention Gaussian (0.68).
         id_weight: weight of the classifier's cross entropy in the returned loss (1.0, as in the code).
+            This term is what trains the classifier; with 0 the attention stays uniform unless the
+            classifier's weights are trained or set elsewhere.
         confidence_weighted_id: weight the ID loss by a Gaussian of p (mean 0.5, std 0.18) as the
             official prototxts do; off by default.
         soft_mining / class_attention: switch either weighting off (uniform weights) for ablations.
