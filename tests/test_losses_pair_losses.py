@@ -47,7 +47,7 @@ def test_multi_similarity_equals_pytorch_metric_learning_float64():
     from pytorch_metric_learning.miners import MultiSimilarityMiner
 
     torch.manual_seed(1)
-    for trial in range(5):
+    for _trial in range(5):
         x = torch.randn(32, 16, dtype=torch.float64)
         y = torch.randint(0, 6, (32,))
         miner = MultiSimilarityMiner(epsilon=0.1)
@@ -121,7 +121,8 @@ def test_hardness_weights_favour_the_hard_pair():
     # sample 3 sits on top of class 0 although labelled 1: it is the hardest sample of the batch
     x = torch.tensor([[1.0, 0.0], [0.95, 0.1], [0.0, 1.0], [0.99, 0.05], [0.1, 0.95], [-1.0, 0.0]])
     y = torch.tensor([0, 0, 1, 1, 1, 2])
-    for loss in [MultiSimilarityLoss(mining=False), CircleLoss(gamma=32)]:
+    for loss in [MultiSimilarityLoss(mining=False), CircleLoss(gamma=32), build_loss("ice"),
+                 build_loss("ranked_list")]:
         loss(x, y)
         w = loss.last_sample_weights
         assert int(w.argmax()) in (0, 1, 3), (type(loss).__name__, w)
@@ -153,3 +154,16 @@ def test_circle_gradient_treats_alpha_as_constant():
     g_ref, = torch.autograd.grad(frozen(x), x)
     g, = torch.autograd.grad(CircleLoss(m=m, gamma=gamma)(x, y), x)
     assert torch.allclose(g, g_ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("name,params", [
+    ("contrastive", {}), ("triplet", {"normalize": True}), ("multi_similarity", {}), ("circle", {}),
+    ("ranked_list", {}), ("ice", {}),
+])
+def test_normalised_losses_are_scale_invariant(name, params):
+    torch.manual_seed(7)
+    x = torch.randn(12, 8)
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    loss = build_loss(name, **params)
+    assert loss(x * 1e4, y).item() == pytest.approx(loss(x, y).item(), rel=1e-4, abs=1e-6)
+    assert loss(x * 1e-4, y).item() == pytest.approx(loss(x, y).item(), rel=1e-4, abs=1e-6)
