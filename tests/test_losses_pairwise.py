@@ -102,3 +102,11 @@ def test_gram_matrix_gradient_and_double_backward():
     assert torch.autograd.gradcheck(pw.gram_matrix, (x,))
     assert torch.autograd.gradgradcheck(pw.gram_matrix, (x,))
     assert torch.allclose(pw.gram_matrix(x), x @ x.t())
+
+
+def test_gram_matrix_under_autocast_backpropagates_in_input_dtype():
+    x = torch.randn(4, 3, requires_grad=True)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        g = pw.gram_matrix(x)
+    g.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()

@@ -32,7 +32,7 @@ class _Gram(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return (grad + grad.t()) @ x
+        return (grad + grad.t()).to(x.dtype) @ x  # grad may be half precision under autocast
 
 
 def gram_matrix(x: Tensor) -> Tensor:
