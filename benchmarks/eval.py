@@ -7,7 +7,8 @@ identities, cameras and distractors), all in the same run with the same thread c
      numpy's BLAS, the one the evaluator uses (torch's MKL is about half as fast on AMD CPUs);
   2. evaluate_reid (exact, blocked, no sort);
   3. the dense-distance-matrix + argsort + per-query-loop approach (torchreid's eval_market1501);
-  4. evaluate_reid in approximate mode (FAISS IVF and HNSW), mAP difference from exact.
+  4. evaluate_reid on unclustered random features (the worst case of the counting step);
+  5. evaluate_reid in approximate mode (FAISS IVF and HNSW), mAP difference from exact.
 MSMT17 scale (11,659 x 82,161), in a subprocess: peak RSS minus RSS after the features are in memory.
 
   python benchmarks/eval.py                 # everything (the MSMT17 part takes minutes on 2 cores)
@@ -122,6 +123,14 @@ def market_benchmark(args) -> dict:
     assert abs(dense_map - exact["mAP"]) < 1e-4 and abs(dense_r1 - exact["rank1"]) < 1e-4, "exact != dense"
     out = {"matmul_s": t_matmul, "evaluate_reid_s": t_eval, "dense_argsort_loop_s": t_dense,
            "ratio_vs_matmul": t_eval / t_matmul, "ratio_vs_dense": t_eval / t_dense, "mAP": exact["mAP"]}
+    # worst case for the counting: unclustered features, about half the gallery outscores a query's lowest match
+    rng = np.random.default_rng(1)
+    noise_q = rng.standard_normal(qf.shape, dtype=np.float32)
+    noise_g = rng.standard_normal(gf.shape, dtype=np.float32)
+    t_random, random_result = timed(lambda: evaluate_reid(noise_q, noise_g, q_pids, g_pids, q_cams, g_cams))
+    print(f"  evaluate_reid, random feats  {t_random:8.2f} s   = {t_random / t_matmul:.2f} x matmul "
+          f"(worst case, no target; mAP {random_result['mAP']:.4f})", flush=True)
+    out["random_features_s"] = t_random
     for approx in (ApproximateSearch(kind="ivf", nprobe=args.nprobe, topk=args.topk),
                    ApproximateSearch(kind="hnsw", ef_search=args.ef_search, topk=args.topk)):
         t_approx, result = timed(lambda a=approx: evaluate_reid(*data, approximate=a))
@@ -162,7 +171,7 @@ def main() -> None:
     parser.add_argument("--msmt-dim", type=int, default=2048)
     parser.add_argument("--noise", type=float, default=1.0, help="per-dimension noise of an image around its id")
     parser.add_argument("--spread", type=float, default=0.3, help="per-dimension spread of ids around their group")
-    parser.add_argument("--repeats", type=int, default=2, help="best of this many timings (matmul, exact)")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many timings (matmul, exact)")
     parser.add_argument("--topk", type=int, default=1000, help="approximate mode: list length")
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--ef-search", type=int, default=256)

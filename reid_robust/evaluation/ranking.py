@@ -68,12 +68,12 @@ def _ranks_of_row(candidates: np.ndarray, values: np.ndarray, thresholds: np.nda
     members, excluded, thresholds = members[order], excluded[order], thresholds[order]
     ascending = thresholds[::-1]
     below = np.searchsorted(ascending, values, side="left")  # thresholds strictly below each value
-    below_or_equal = np.searchsorted(ascending, values, side="right")
     hist = np.bincount(below, minlength=thresholds.size + 1)
     # items strictly above the a-th ascending threshold have ``below`` >= a + 1
     greater_ascending = hist[::-1].cumsum()[::-1][1:]
     before = greater_ascending[::-1].copy()
-    tied = np.flatnonzero(below_or_equal > below)  # equal to some member's score (the members included)
+    # equal to some member's score (the members themselves included): the first threshold >= the value
+    tied = np.flatnonzero(values == ascending[np.minimum(below, thresholds.size - 1)])
     if tied.size:
         equal = values[tied, None] == thresholds[None, :]
         earlier = candidates[tied, None] < members[None, :]
