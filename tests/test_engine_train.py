@@ -106,3 +106,34 @@ def test_torchrun_two_cpu_processes(tiny_market_root, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["mAP"] <= 1.0
     assert load_checkpoint(out / "checkpoints" / "last.pth")["epoch"] == 1
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_market_root, tmp_path, monkeypatch):
+    import signal
+
+    from reid_robust.engine import trainer as trainer_module
+
+    real_build = trainer_module.build_model_from_config
+    calls = {"n": 0}
+
+    def build_with_interrupt(cfg):
+        model = real_build(cfg)
+
+        def hook(module, inputs, output):
+            calls["n"] += 1
+            if calls["n"] == 1 and module.training:
+                os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C during the first step
+
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(trainer_module, "build_model_from_config", build_with_interrupt)
+    out = tmp_path / "int"
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny_market_root, out, "train.epochs=2"))
+    saved = load_checkpoint(out / "checkpoints" / "last.pth")
+    assert (saved["epoch"], saved["iteration"]) == (0, 1)  # interrupted after the first step of epoch 1
+    monkeypatch.setattr(trainer_module, "build_model_from_config", real_build)
+    metrics = train(_cfg(tiny_market_root, out, "train.epochs=2", f"train.resume={out}/checkpoints/last.pth"))
+    assert load_checkpoint(out / "checkpoints" / "last.pth")["epoch"] == 2
+    assert 0.0 <= metrics["mAP"] <= 1.0

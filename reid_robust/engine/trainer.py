@@ -275,7 +275,9 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v
                 if hasattr(bar, "set_postfix"):
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items() if not k.endswith("_w_std")})
+                    shown = {k: f"{v:.3f}" for k, v in parts.items()}
+                    shown["img/s"] = f"{n_images * info.world_size / max(time.time() - t0, 1e-9):.1f}"
+                    bar.set_postfix(shown)
                 if interrupted["flag"]:
                     break
             if interrupted["flag"]:
