@@ -14,11 +14,9 @@ from torch import Tensor
 
 from .base import MetricLoss
 from .pairwise import (
-    euclidean_distance_matrix,
-    l2_normalize,
+    batch_distance_matrix,
     negative_mask,
     positive_mask,
-    unit_euclidean_distance_matrix,
 )
 
 
@@ -62,10 +60,7 @@ class ContrastiveLoss(MetricLoss):
         self.normalize = bool(normalize)
 
     def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        if self.normalize:
-            dist = unit_euclidean_distance_matrix(l2_normalize(embeddings))
-        else:
-            dist = euclidean_distance_matrix(embeddings)
+        dist = batch_distance_matrix(embeddings, self.normalize)
         return contrastive_from_distances(dist, positive_mask(labels), negative_mask(labels),
                                           self.pos_margin, self.neg_margin)
 

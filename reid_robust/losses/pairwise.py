@@ -78,6 +78,13 @@ def unit_euclidean_distance_matrix(xn: Tensor, eps: float = DISTANCE_EPS) -> Ten
     return (2.0 - 2.0 * gram_matrix(xn)).clamp_min(eps).sqrt()
 
 
+def batch_distance_matrix(embeddings: Tensor, normalize: bool) -> Tensor:
+    """[N, N] Euclidean distances of the batch, of L2-normalised embeddings when ``normalize``."""
+    if normalize:
+        return unit_euclidean_distance_matrix(l2_normalize(embeddings))
+    return euclidean_distance_matrix(embeddings)
+
+
 def same_label_matrix(labels: Tensor, ref_labels: Tensor | None = None) -> Tensor:
     """Boolean [N, M]: ``labels[i] == ref_labels[j]``."""
     ref = labels if ref_labels is None else ref_labels

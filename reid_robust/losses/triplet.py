@@ -13,13 +13,11 @@ from torch import Tensor
 
 from .base import MetricLoss
 from .pairwise import (
-    euclidean_distance_matrix,
-    l2_normalize,
+    batch_distance_matrix,
     masked_max,
     masked_min,
     negative_mask,
     positive_mask,
-    unit_euclidean_distance_matrix,
     zero_loss,
 )
 
@@ -119,10 +117,7 @@ class TripletLoss(MetricLoss):
         self.normalize = bool(normalize)
 
     def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        if self.normalize:
-            dist = unit_euclidean_distance_matrix(l2_normalize(embeddings))
-        else:
-            dist = euclidean_distance_matrix(embeddings)
+        dist = batch_distance_matrix(embeddings, self.normalize)
         loss = _MINERS[self.mining](dist, positive_mask(labels), negative_mask(labels), self.margin, self.soft)
         return zero_loss(embeddings) if loss is None else loss
 
