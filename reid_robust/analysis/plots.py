@@ -97,9 +97,10 @@ def contact_sheet(rows: Sequence[tuple[np.ndarray, str, Sequence[np.ndarray]]], 
                 ax.imshow(typical[j - 1])
             else:
                 ax.axis("off")
+    height = fig.get_size_inches()[1]
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / height) if title else None)
     out = _save(fig, Path(path))
     plt.close(fig)
     return out
