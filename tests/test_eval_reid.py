@@ -81,10 +81,10 @@ def _assert_same(result, expected):
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 @pytest.mark.parametrize("ap_mode", ["standard", "official"])
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("path", ["compare", "search"])
+@pytest.mark.parametrize("path", ["candidates", "whole_block"])
 def test_matches_dense_reference(metric, ap_mode, seed, path, monkeypatch):
-    # both counting paths: vectorised comparisons, and the per-row binary search used for many candidates
-    monkeypatch.setattr(ranking, "COMPARE_BUDGET", 10**9 if path == "compare" else 0)
+    # both counting paths: binary search of the candidates only, and bucketing of the whole block
+    monkeypatch.setattr(ranking, "DENSE_FRACTION", 1.0 if path == "candidates" else 0.0)
     data = random_protocol(seed, metric)
     expected = reference_reid(*data, metric=metric, ap_mode=ap_mode, max_rank=12)
     for block_size in (1, 7, None):

@@ -51,9 +51,9 @@ def test_recall_at_k_matches_sklearn_nearest_neighbors():
 
 
 @pytest.mark.parametrize("block_size", [1, 5, None])
-@pytest.mark.parametrize("path", ["compare", "search"])
+@pytest.mark.parametrize("path", ["candidates", "whole_block"])
 def test_matches_loop_reference_with_ties_and_duplicates(block_size, path, monkeypatch):
-    monkeypatch.setattr(ranking, "COMPARE_BUDGET", 10**9 if path == "compare" else 0)
+    monkeypatch.setattr(ranking, "DENSE_FRACTION", 1.0 if path == "candidates" else 0.0)
     rng = np.random.default_rng(1)
     feats = rng.integers(-1, 2, size=(60, 3)).astype(np.float32)  # many duplicates and tied distances
     labels = rng.integers(0, 6, size=60)

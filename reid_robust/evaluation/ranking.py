@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-COMPARE_BUDGET = 2  # vectorised comparisons allowed per score of the block (else per-row binary search)
-CHUNK_ELEMENTS = 1 << 22  # candidate x member comparisons held at once
+DENSE_FRACTION = 0.125  # above this share of candidates in a block, bucket the whole block instead
 
 
 @dataclass
@@ -30,15 +29,15 @@ class MemberGroups:
     start: np.ndarray  # [Q] first position of the query's label in ``order``
     count: np.ndarray  # [Q] number of members (0: label absent or the query is not eligible)
 
-    def block(self, start: int, end: int) -> torch.Tensor:
-        """Members of queries ``start:end`` as a padded [B, P] int64 tensor of gallery indices (-1 = pad)."""
+    def block(self, start: int, end: int) -> np.ndarray:
+        """Members of queries ``start:end`` as a padded [B, P] int64 array of gallery indices (-1 = pad)."""
         count = self.count[start:end]
         width = int(count.max()) if count.size else 0
         offsets = np.arange(width)
         present = offsets[None, :] < count[:, None]
         positions = np.where(present, self.start[start:end, None] + offsets[None, :], 0)
         members = np.where(present, self.order[positions] if self.order.size else 0, -1)
-        return torch.from_numpy(members.astype(np.int64))
+        return members.astype(np.int64)
 
 
 def group_members(query_labels: np.ndarray, gallery_labels: np.ndarray,
@@ -56,94 +55,82 @@ def group_members(query_labels: np.ndarray, gallery_labels: np.ndarray,
     return MemberGroups(order, first[pos].astype(np.int64), np.where(found, counts[pos], 0).astype(np.int64))
 
 
-def _ranks_of_row(candidates: np.ndarray, values: np.ndarray, thresholds: np.ndarray, members: np.ndarray,
-                  excluded: np.ndarray) -> np.ndarray:
-    """Junk-free 1-based ranks (ascending) of the true matches of one query row.
-
-    ``candidates`` [C] gallery indices scoring at least the lowest member, ``values`` [C] their scores;
-    ``thresholds`` [P] the members' scores, ``members`` [P] their gallery indices (ascending), ``excluded``
-    [P] bool. Items scoring below every member cannot rank before any member, so they are not needed.
-    """
-    order = np.lexsort((members, -thresholds))  # rank order of the members: score desc, then index
-    members, excluded, thresholds = members[order], excluded[order], thresholds[order]
-    ascending = thresholds[::-1]
-    below = np.searchsorted(ascending, values, side="left")  # thresholds strictly below each value
-    hist = np.bincount(below, minlength=thresholds.size + 1)
-    # items strictly above the a-th ascending threshold have ``below`` >= a + 1
-    greater_ascending = hist[::-1].cumsum()[::-1][1:]
-    before = greater_ascending[::-1].copy()
-    # equal to some member's score (the members themselves included): the first threshold >= the value
-    tied = np.flatnonzero(values == ascending[np.minimum(below, thresholds.size - 1)])
-    if tied.size:
-        equal = values[tied, None] == thresholds[None, :]
-        earlier = candidates[tied, None] < members[None, :]
-        before += (equal & earlier).sum(0)
-    junk = excluded.astype(np.int64)
-    junk_before = np.cumsum(junk) - junk
-    return (before - junk_before + 1)[~excluded]
+def _sortable_keys(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """uint64 keys ordered as (row, value): the row in the high 32 bits, the float32 value mapped to an
+    order-preserving uint32 below it (negative floats have all bits flipped, others the sign bit set).
+    Exact: equal keys mean the same row and equal values (-0.0 is first made +0.0)."""
+    bits = (values.astype(np.float32) + np.float32(0.0)).view(np.uint32)
+    key = np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000))
+    return (rows.astype(np.uint64) << np.uint64(32)) | key.astype(np.uint64)
 
 
-def _ranks_by_comparison(rows, cols, values, thresholds, members, excluded, valid):
-    """Vectorised over the block: each candidate is compared with every member of its row."""
-    num_rows, width = members.shape
-    # rank order of the members: score descending, ties by gallery index (members arrive ascending)
-    thresholds, perm = torch.sort(thresholds, dim=1, descending=True, stable=True)
-    members, excluded, valid = members.gather(1, perm), excluded.gather(1, perm), valid.gather(1, perm)
-    before = torch.zeros((num_rows, width), dtype=torch.int64)
-    step = max(1, CHUNK_ELEMENTS // width)
-    for lo in range(0, rows.numel(), step):
-        r, c, v = rows[lo:lo + step], cols[lo:lo + step], values[lo:lo + step].unsqueeze(1)
-        t = thresholds[r]
-        earlier = (v > t) | ((v == t) & (c.unsqueeze(1) < members[r]))
-        before.index_add_(0, r, earlier.to(torch.int64))
-    junk = excluded & valid
-    junk_before = junk.cumsum(1) - junk.to(torch.int64)
-    good = valid & ~excluded
-    ranks = torch.where(good, before - junk_before + 1, torch.full_like(before, torch.iinfo(torch.int64).max))
-    ranks = ranks.sort(dim=1).values
-    num_matches = good.sum(1)
-    ranks = ranks.masked_fill(torch.arange(width).unsqueeze(0) >= num_matches.unsqueeze(1), 0)
-    return ranks, num_matches
-
-
-def match_ranks(scores, members: torch.Tensor, excluded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def match_ranks(scores, members: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ranks of the true matches of a block of queries.
 
     Args:
-        scores: [B, G] float32 (torch or numpy), higher = closer; must be finite.
+        scores: [B, G] float32 (numpy or torch), higher = closer; must be finite.
         members: [B, P] int64 gallery indices of each row's members, ascending, -1 = padding.
         excluded: [B, P] bool, members deleted from the rank list (junk); the rest are true matches.
     Returns:
         ranks [B, P] int64: 1-based ranks of the true matches in the junk-free list, ascending, 0 = padding;
         num_matches [B] int64.
     Cost: one pass over the block to find, per row, the items scoring at least the row's lowest member
-    (the candidates: few for a good embedding); then either every candidate is compared with the P members
-    of its row, vectorised over the block (when candidates x P <= COMPARE_BUDGET x block size), or, for
-    many candidates, a binary search per candidate, row by row: O(candidates x log P). No row is sorted.
+    (the candidates: a few dozen per row for a useful embedding); then one binary search per candidate
+    among all rows' member scores, keyed by (row, score): O(candidates x log(B P)); when candidates are
+    more than ``DENSE_FRACTION`` of the block, every score is bucketed among its own row's member scores
+    instead (O(B G log P)). Members' equal scores are then settled by gallery index. No row is sorted.
     """
-    scores = scores if isinstance(scores, torch.Tensor) else torch.from_numpy(np.asarray(scores))
+    scores = scores.numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    members = members.numpy() if isinstance(members, torch.Tensor) else np.asarray(members)
+    excluded = excluded.numpy() if isinstance(excluded, torch.Tensor) else np.asarray(excluded)
     num_rows, width = members.shape
     if width == 0:
-        return torch.zeros((num_rows, 0), dtype=torch.int64), torch.zeros(num_rows, dtype=torch.int64)
+        return np.zeros((num_rows, 0), dtype=np.int64), np.zeros(num_rows, dtype=np.int64)
     valid = members >= 0
-    thresholds = scores.gather(1, members.clamp(min=0)).masked_fill(~valid, float("-inf"))
-    lowest = thresholds.masked_fill(~valid, float("inf")).min(dim=1).values
-    rows, cols = (scores >= lowest.unsqueeze(1)).nonzero(as_tuple=True)  # row-major: grouped by row
-    values = scores[rows, cols]
-    if rows.numel() * width <= COMPARE_BUDGET * scores.numel():
-        return _ranks_by_comparison(rows, cols, values, thresholds, members, excluded, valid)
+    thresholds = np.where(valid, np.take_along_axis(scores, np.maximum(members, 0), axis=1), -np.inf)
+    thresholds = thresholds.astype(np.float32)
+    # rank order of the members: score descending, ties by gallery index (members arrive ascending); pads last
+    order = np.argsort(-thresholds, axis=1, kind="stable")
+    thresholds, members, excluded, valid = (np.take_along_axis(a, order, axis=1)
+                                            for a in (thresholds, members, excluded.astype(bool), valid))
+    lowest = np.where(valid, thresholds, np.inf).min(axis=1).astype(np.float32)
 
-    ranks = np.zeros((num_rows, width), dtype=np.int64)
-    num_matches = np.zeros(num_rows, dtype=np.int64)
-    values, cols = values.numpy(), cols.numpy()
-    bounds = np.searchsorted(rows.numpy(), np.arange(num_rows + 1))
-    members_np, excluded_np, valid_np = members.numpy(), excluded.numpy().astype(bool), valid.numpy()
-    thresholds_np = thresholds.numpy()
-    for i in np.flatnonzero(valid_np.any(axis=1)):
-        v = valid_np[i]
-        lo, hi = bounds[i], bounds[i + 1]
-        row_ranks = _ranks_of_row(cols[lo:hi], values[lo:hi], thresholds_np[i][v], members_np[i][v],
-                                  excluded_np[i][v])
-        ranks[i, :row_ranks.size] = row_ranks
-        num_matches[i] = row_ranks.size
-    return torch.from_numpy(ranks), torch.from_numpy(num_matches)
+    # candidates: only items scoring at least the lowest member can rank before a member
+    is_candidate = scores >= lowest[:, None]
+    ascending = thresholds[:, ::-1].copy()  # padding thresholds (-inf) first
+    if np.count_nonzero(is_candidate) <= DENSE_FRACTION * scores.size:
+        rows, cols = np.nonzero(is_candidate)
+        values = scores[rows, cols]
+        # one binary search per candidate among all rows' thresholds, keyed by (row, score)
+        ascending_keys = _sortable_keys(ascending, np.arange(num_rows)[:, None]).reshape(-1)
+        keys = _sortable_keys(values, rows)
+        position = np.searchsorted(ascending_keys, keys, side="left")
+        bucket = position - rows * width  # thresholds of the row strictly below the value
+        flat = rows * (width + 1) + bucket
+        tied = np.flatnonzero(ascending_keys[np.minimum(position, ascending_keys.size - 1)] == keys)
+    else:  # most of the block: bucket every score, row by row against its own thresholds (torch, batched)
+        dense = scores if min(scores.strides) >= 0 and scores.flags.c_contiguous else scores.copy()
+        bucket = torch.searchsorted(torch.from_numpy(ascending), torch.from_numpy(dense)).numpy()
+        flat = (bucket + (np.arange(num_rows) * (width + 1))[:, None]).reshape(-1)
+        nearest = np.take_along_axis(ascending, np.minimum(bucket, width - 1), axis=1)
+        rows, cols = np.nonzero(scores == nearest)
+        values = scores[rows, cols]
+        tied = np.arange(rows.size)
+    hist = np.bincount(flat, minlength=num_rows * (width + 1)).reshape(num_rows, width + 1)
+    # values strictly above the a-th ascending threshold fall in buckets a+1 .. width; back to rank order
+    before = hist[:, ::-1].cumsum(axis=1)[:, ::-1][:, 1:][:, ::-1].copy()
+    # equal scores (the members themselves included) are settled by gallery index
+    if tied.size:
+        r = rows[tied]
+        earlier = (values[tied, None] == thresholds[r]) & (cols[tied, None] < members[r])
+        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+        before[r[starts]] += np.add.reduceat(earlier.astype(np.int64), starts, axis=0)
+
+    junk = (excluded & valid).astype(np.int64)
+    junk_before = junk.cumsum(axis=1) - junk
+    good = valid & ~excluded
+    ranks = np.where(good, before - junk_before + 1, np.iinfo(np.int64).max)
+    ranks.sort(axis=1)
+    num_matches = good.sum(axis=1)
+    ranks[np.arange(width)[None, :] >= num_matches[:, None]] = 0
+    return ranks, num_matches

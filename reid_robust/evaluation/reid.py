@@ -42,7 +42,7 @@ from .search import (
 AP_MODES = ("standard", "official")
 
 
-def average_precision(ranks: torch.Tensor, num_matches: torch.Tensor, ap_mode: str = "standard") -> torch.Tensor:
+def average_precision(ranks: np.ndarray, num_matches: np.ndarray, ap_mode: str = "standard") -> np.ndarray:
     """AP per query from the ascending 1-based ranks of its true matches [B, P] (0 = padding or missed).
 
     Matches not retrieved (rank 0 inside the first ``num_matches`` slots, approximate mode) add nothing.
@@ -50,22 +50,25 @@ def average_precision(ranks: torch.Tensor, num_matches: torch.Tensor, ap_mode: s
     """
     if ap_mode not in AP_MODES:
         raise ValueError(f"ap_mode must be one of {AP_MODES}, got {ap_mode!r}")
-    r = ranks.to(torch.float64)
-    found = ranks > 0
-    hits = found.cumsum(1).to(torch.float64)
-    precision_at = torch.where(found, hits / r.clamp(min=1), torch.zeros_like(r))
+    r = np.asarray(ranks, dtype=np.float64)
+    found = r > 0
+    hits = found.cumsum(axis=1).astype(np.float64)
+    precision_at = np.where(found, hits / np.maximum(r, 1), 0.0)
     if ap_mode == "standard":
         terms = precision_at
     else:
-        precision_before = torch.where(r > 1, (hits - 1) / (r - 1).clamp(min=1), torch.ones_like(r))
-        terms = torch.where(found, (precision_before + precision_at) / 2, torch.zeros_like(r))
-    return terms.sum(1) / num_matches.clamp(min=1).to(torch.float64)
+        precision_before = np.where(r > 1, (hits - 1) / np.maximum(r - 1, 1), 1.0)
+        terms = np.where(found, (precision_before + precision_at) / 2, 0.0)
+    return terms.sum(axis=1) / np.maximum(num_matches, 1)
 
 
-def inverse_negative_penalty(ranks: torch.Tensor, num_matches: torch.Tensor) -> torch.Tensor:
+def inverse_negative_penalty(ranks: np.ndarray, num_matches: np.ndarray) -> np.ndarray:
     """INP = G / rank of the last true match [B] float64 (0 when that match was not retrieved)."""
-    last = ranks.gather(1, (num_matches - 1).clamp(min=0).unsqueeze(1)).squeeze(1).to(torch.float64)
-    return torch.where(last > 0, num_matches.to(torch.float64) / last.clamp(min=1), torch.zeros_like(last))
+    ranks, num_matches = np.asarray(ranks), np.asarray(num_matches)
+    if ranks.shape[1] == 0:
+        return np.zeros(len(ranks))
+    last = np.take_along_axis(ranks, np.maximum(num_matches - 1, 0)[:, None], axis=1)[:, 0].astype(np.float64)
+    return np.where(last > 0, num_matches / np.maximum(last, 1), 0.0)
 
 
 def _check_options(ap_mode: str, max_rank: int) -> None:
@@ -123,12 +126,10 @@ def _summarize(ap, inp, first_rank, has_match, max_rank: int, num_queries: int, 
 
 def _reid_members(q_pids, q_cams, g_pids, g_cams):
     groups = group_members(q_pids, g_pids, eligible=q_pids > 0)
-    g_cams_t = torch.from_numpy(g_cams)
-    q_cams_t = torch.from_numpy(q_cams)
 
     def members_of(start: int, end: int):
         members = groups.block(start, end)
-        same_cam = g_cams_t[members.clamp(min=0)] == q_cams_t[start:end].unsqueeze(1)
+        same_cam = g_cams[np.maximum(members, 0)] == q_cams[start:end, None]
         return members, same_cam & (members >= 0)
 
     return groups, members_of
@@ -145,12 +146,12 @@ def _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, 
     for start, end, scores in blocks:
         members, excluded = members_of(start, end)
         ranks, n = match_ranks(scores, members, excluded)
-        num_matches[start:end] = n.numpy()
+        num_matches[start:end] = n
         if ranks.shape[1] == 0:
             continue
-        ap[start:end] = average_precision(ranks, n, ap_mode).numpy()
-        inp[start:end] = inverse_negative_penalty(ranks, n).numpy()
-        first[start:end] = ranks[:, 0].numpy()
+        ap[start:end] = average_precision(ranks, n, ap_mode)
+        inp[start:end] = inverse_negative_penalty(ranks, n)
+        first[start:end] = ranks[:, 0]
     has_match = _check_queries(q_pids, num_matches, g_pids)
     return _summarize(ap, inp, first, has_match, max_rank, num_q, per_query)
 
@@ -242,8 +243,7 @@ def _evaluate_approximate(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, ap_mod
     ranks = np.zeros((len(q_pids), width), dtype=np.int64)
     for i, r in enumerate(ranks_all):
         ranks[i, :len(r)] = r
-    ranks_t, n_t = torch.from_numpy(ranks), torch.from_numpy(num_matches)
-    ap = average_precision(ranks_t, n_t, ap_mode).numpy()
+    ap = average_precision(ranks, num_matches, ap_mode)
     # INP needs the last match; it is known only when every match was retrieved
     all_found = np.array([len(r) for r in ranks_all]) == num_matches
     last = np.array([r[-1] if len(r) else 0 for r in ranks_all])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import torch
 
 from .ranking import group_members, match_ranks
 from .search import as_feature_matrix, as_label_vector, check_metric, iter_score_blocks, prepare
@@ -52,7 +51,7 @@ def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", c
     x = prepare(x, metric)
 
     groups = group_members(y, y)
-    self_index = torch.arange(x.shape[0])
+    self_index = np.arange(x.shape[0])
 
     num = x.shape[0]
     first = np.zeros(num, dtype=np.int64)
@@ -60,17 +59,16 @@ def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", c
     num_matches = np.zeros(num, dtype=np.int64)
     for start, end, scores in iter_score_blocks(x, x, metric, block_size):
         members = groups.block(start, end)
-        is_self = members == self_index[start:end].unsqueeze(1)
+        is_self = members == self_index[start:end, None]
         ranks, n = match_ranks(scores, members, is_self)
-        num_matches[start:end] = n.numpy()
+        num_matches[start:end] = n
         if ranks.shape[1] == 0:
             continue
-        first[start:end] = ranks[:, 0].numpy()
-        r = ranks.to(torch.float64)
-        hits = torch.arange(1, ranks.shape[1] + 1, dtype=torch.float64).unsqueeze(0)
-        within = (ranks > 0) & (ranks <= n.unsqueeze(1))
-        terms = torch.where(within, hits / r.clamp(min=1), torch.zeros_like(r))
-        map_r[start:end] = (terms.sum(1) / n.clamp(min=1)).numpy()
+        first[start:end] = ranks[:, 0]
+        hits = np.arange(1, ranks.shape[1] + 1)[None, :]
+        within = (ranks > 0) & (ranks <= n[:, None])
+        terms = np.where(within, hits / np.maximum(ranks, 1), 0.0)
+        map_r[start:end] = terms.sum(axis=1) / np.maximum(n, 1)
 
     valid = num_matches > 0
     if not valid.any():

@@ -87,12 +87,12 @@ def default_block_size(num_gallery: int, block_elements: int = DEFAULT_BLOCK_ELE
 
 
 def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str,
-                      block_size: int | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+                      block_size: int | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, end, scores[end - start, G])`` for consecutive query blocks (float32, higher = closer).
 
     ``query`` and ``gallery`` must already be prepared with :func:`prepare` (normalised for cosine). The
     products go through numpy's BLAS (OpenBLAS in the numpy wheels: about twice as fast as torch's MKL on
-    AMD CPUs); the blocks are returned as torch tensors sharing that memory.
+    AMD CPUs).
     """
     check_metric(metric)
     g_t = gallery.T  # a view: BLAS reads it transposed, no copy
@@ -104,7 +104,7 @@ def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str,
         if metric == "euclidean":
             scores *= 2.0
             scores -= g_sq
-        yield start, end, torch.from_numpy(scores)
+        yield start, end, scores
 
 
 def iter_matrix_blocks(scores: np.ndarray, block_size: int | None = None):
@@ -112,7 +112,7 @@ def iter_matrix_blocks(scores: np.ndarray, block_size: int | None = None):
     block = block_size or default_block_size(scores.shape[1])
     for start in range(0, scores.shape[0], block):
         end = min(start + block, scores.shape[0])
-        yield start, end, torch.from_numpy(np.ascontiguousarray(scores[start:end], dtype=np.float32))
+        yield start, end, np.ascontiguousarray(scores[start:end], dtype=np.float32)
 
 
 @dataclass(frozen=True)
