@@ -143,3 +143,26 @@ def test_real_sweep_with_pattern_noise(tiny_market_root, tmp_path):
     assert wrong and all(int(r["noisy_label"]) == confusable[int(r["clean_label"])] for r in wrong)
     assert all(0.0 <= r["mAP"] <= 1.0 and r["train_time_s"] > 0 for r in rows)
     assert (out / "results.md").exists() and (out / "noise_curves.png").exists()
+
+
+def test_tool_collect_only_trains_nothing(tmp_path, monkeypatch):
+    import importlib.util
+
+    import reid_robust.engine.trainer as trainer
+
+    out, calls = tmp_path / "sweep", []
+    run_sweep(_base(tmp_path), ["triplet", "osm_caa"], [0, 0.4], ["symmetric"], [0], out,
+              train_fn=_fake_train(calls), progress=False)
+    (out / "results.csv").unlink()
+    monkeypatch.setattr(trainer, "train", lambda cfg: pytest.fail("collect-only must not train"))
+    spec = importlib.util.spec_from_file_location("sweep_tool", REPO / "tools" / "noise_sweep.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    # ranked_list and seed 1 were never trained: they are simply absent from the results
+    assert tool.main(["--config", str(REPO / "configs" / "sweep_synthetic.yaml"), "--collect-only", "--out", str(out),
+                      "--losses", "osm_caa,triplet,ranked_list", "--rates", "0,0.4", "--modes", "symmetric",
+                      "--seeds", "0,1"]) == 0
+    rows = read_results(out / "results.csv")
+    assert len(rows) == 4 and {r["seed"] for r in rows} == {0}
+    table = (out / "results.md").read_text().splitlines()
+    assert [line.split(" | ")[2] for line in table[2:4]] == ["osm_caa", "triplet"]   # the order asked for

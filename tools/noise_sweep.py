@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", type=_list(str), default="symmetric,pattern")
     parser.add_argument("--seeds", type=_list(int), default="0,1,2")
     parser.add_argument("--out", default=None, help="output folder (default: <output_dir of the config>/sweep)")
+    parser.add_argument("--collect-only", action="store_true",
+                        help="train nothing: write the results files from the cells finished so far")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar over the cells")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every cell")
     args = parser.parse_args(argv)
@@ -43,11 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from reid_robust.analysis.sweep import run_sweep
+    from pathlib import Path
 
-    out = args.out or f"{base['output_dir']}/sweep"
+    from reid_robust.analysis.sweep import build_cells, collect_results, run_sweep, write_results
+
+    out = Path(args.out or f"{base['output_dir']}/sweep")
     try:
-        rows = run_sweep(base, args.losses, args.rates, args.modes, args.seeds, out, progress=not args.no_progress)
+        if args.collect_only:
+            rows = collect_results(out, build_cells(args.losses, args.rates, args.modes, args.seeds))
+            out.mkdir(parents=True, exist_ok=True)
+            write_results(rows, out, plot=bool(rows), loss_order=args.losses)
+        else:
+            rows = run_sweep(base, args.losses, args.rates, args.modes, args.seeds, out,
+                             progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to continue (finished cells in {out} are kept)",
               file=sys.stderr)
@@ -55,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from pathlib import Path
-    print(Path(out, "results.md").read_text(encoding="utf-8") if rows else "no finished cells")
-    print(f"wrote {out}/results.csv, {out}/results.md and {out}/noise_curves.png")
+    if not rows:
+        print(f"no finished cells in {out}")
+        return 0
+    print((out / "results.md").read_text(encoding="utf-8"))
+    print(f"{len(rows)} finished cells; wrote {out / 'results.csv'}, {out / 'results.md'} and "
+          f"{out / 'noise_curves.png'}")
     return 0
 
 

@@ -193,12 +193,12 @@ def run_sweep(base: dict, losses: Sequence[str], rates: Sequence[float], modes: 
                 {"cpu_time_s": round(_cpu_seconds() - cpu0, 1), "wall_time_s": round(time.time() - wall0, 1)}))
             if bar is not None:
                 bar.update(1)
-            write_results(collect_results(out_root, grid), out_root, plot=False)
+            write_results(collect_results(out_root, grid), out_root, plot=False, loss_order=losses)
     finally:
         if bar is not None:
             bar.close()
     rows = collect_results(out_root, grid)
-    write_results(rows, out_root, plot=True)
+    write_results(rows, out_root, plot=True, loss_order=losses)
     return rows
 
 
@@ -240,8 +240,10 @@ def expand_clean(rows: Sequence[dict]) -> list[dict]:
     return out
 
 
-def summarize(rows: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
-    """Mean and sample standard deviation (ddof=1; 0 for one seed) over seeds per (loss, mode, rate)."""
+def summarize(rows: Sequence[dict], metrics: Sequence[str], loss_order: Sequence[str] = ()) -> list[dict]:
+    """Mean and sample standard deviation (ddof=1; 0 for one seed) over seeds per (loss, mode, rate).
+
+    Entries are sorted by mode, rate, then ``loss_order`` (losses not in it follow in order of appearance)."""
     groups: dict[tuple, list[dict]] = {}
     for r in expand_clean(rows):
         groups.setdefault((r["mode"], r["loss"], r["rate"]), []).append(r)
@@ -253,7 +255,7 @@ def summarize(rows: Sequence[dict], metrics: Sequence[str]) -> list[dict]:
             entry[f"{key}_mean"] = float(values.mean()) if values.size else float("nan")
             entry[f"{key}_std"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
         out.append(entry)
-    loss_order = list(dict.fromkeys(r["loss"] for r in rows))
+    loss_order = list(dict.fromkeys(list(loss_order) + [r["loss"] for r in rows]))
     out.sort(key=lambda e: (e["mode"], e["rate"], loss_order.index(e["loss"])))
     return out
 
@@ -278,7 +280,8 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_results(rows: Sequence[dict], out_root: str | os.PathLike, plot: bool = True) -> dict[str, Path]:
+def write_results(rows: Sequence[dict], out_root: str | os.PathLike, plot: bool = True,
+                  loss_order: Sequence[str] = ()) -> dict[str, Path]:
     """Write ``results.csv`` (one row per cell), ``results.md`` and, with ``plot``, ``noise_curves.png``."""
     out_root = Path(out_root)
     written = {"csv": out_root / "results.csv"}
@@ -292,7 +295,7 @@ def write_results(rows: Sequence[dict], out_root: str | os.PathLike, plot: bool 
     if not rows:
         return written
     metrics = protocol_metrics(rows)
-    summary = summarize(rows, metrics)
+    summary = summarize(rows, metrics, loss_order)
     written["md"] = out_root / "results.md"
     _atomic_text(written["md"], markdown_table(summary, metrics))
     if plot:
