@@ -212,6 +212,5 @@ def test_approximate_mode_equals_exact_when_it_searches_everything_and_is_close_
     np.testing.assert_allclose(full["cmc"], exact["cmc"], atol=1e-6)
     for approx in (ApproximateSearch(kind="hnsw", topk=60), ApproximateSearch(kind="ivf", nlist=8, nprobe=4)):
         result = evaluate_reid(*data, approximate=approx)
-        assert result["mAP"] <= exact["mAP"] + 1e-6
         assert abs(result["mAP"] - exact["mAP"]) < 0.05
         assert abs(result["rank1"] - exact["rank1"]) < 0.05

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--lambda-value", type=float, default=0.3)
     ap = p.add_argument_group("approximate search (FAISS)")
     ap.add_argument("--approximate", choices=("ivf", "hnsw"), help="approximate index instead of exact scores; "
-                    "matches ranked beyond --topk count as missed (mAP, mINP are then lower bounds)")
+                    "matches ranked beyond --topk count as missed")
     ap.add_argument("--topk", type=int, default=1000)
     ap.add_argument("--nlist", type=int, help="IVF lists (default ~4 sqrt(gallery))")
     ap.add_argument("--nprobe", type=int, default=32, help="IVF lists visited per query")
@@ -87,8 +87,9 @@ def _check_arguments(args) -> None:
         raise UsageError("--query and --gallery go together (or use --protocol cub with --query alone)")
     if args.config and args.query is not None:
         raise UsageError("--config picks a dataset; it cannot be combined with --query/--gallery")
-    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--max-rank", args.max_rank, 1),
-                             ("--topk", args.topk, 1), ("--visualize", args.visualize, 0), ("--threads", args.threads, 0)):
+    bounds = (("--batch-size", args.batch_size, 1), ("--max-rank", args.max_rank, 1), ("--topk", args.topk, 1),
+              ("--visualize", args.visualize, 0), ("--threads", args.threads, 0))
+    for flag, value, low in bounds:
         if value < low:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
     if args.rerank and args.approximate:

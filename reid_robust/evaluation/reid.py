@@ -165,10 +165,10 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     numpy arrays or torch tensors; ids and cameras are integer vectors of matching lengths.
     Returns ``mAP``, ``rank1``, ``rank5``, ``rank10``, ``mINP`` (fractions in [0, 1]), ``cmc`` (list of
     ``max_rank`` fractions, ``cmc[k-1]`` = rank-k rate), ``num_valid_queries`` and ``num_skipped_queries``.
-    Exact by default (scores in blocks of ``block_size`` queries, no gallery sort); with ``approximate``
+    Exact by default (scores in blocks of ``block_size`` queries, no gallery sort). With ``approximate``
     a FAISS IVF/HNSW index retrieves ``approximate.topk`` items per query and matches ranked beyond them
-    count as missed, so mAP and mINP are then lower bounds of the exact values (when the index itself
-    finds the true top-k). ``rerank=True`` evaluates k-reciprocal re-ranked distances instead
+    count as missed (negatives the index misses move matches up, so the result is no bound either way).
+    ``rerank=True`` evaluates k-reciprocal re-ranked distances instead
     (:func:`reid_robust.evaluation.rerank.k_reciprocal_rerank` on the features as searched: normalised for
     cosine; ``rerank_params`` = k1, k2, lambda_value). ``per_query=True`` adds ``per_query``: arrays
     ``ap``, ``inp``, ``first_rank`` (0 = no match retrieved) and ``valid`` over all queries.
