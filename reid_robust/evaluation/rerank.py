@@ -50,15 +50,20 @@ def _encode(squared_row_fn, neighbours: np.ndarray, k1: int) -> sp.csr_matrix:
     recip = _reciprocal(neighbours, k1)
     half = int(np.around(k1 / 2.0))
     recip_half = _reciprocal(neighbours, half)
+    half_len = np.array([len(r) for r in recip_half])
+    in_base = np.zeros(num, dtype=bool)  # membership of R(p, k1), set and cleared for each p
     rows, cols, vals = [], [], []
     for p in range(num):
         base = recip[p]
-        expansion = [base]
-        for q in base:
-            candidate = recip_half[q]
-            if np.isin(candidate, base).sum() > 2.0 / 3.0 * len(candidate):
-                expansion.append(candidate)
-        members = np.unique(np.concatenate(expansion))
+        in_base[base] = True
+        candidates = [recip_half[q] for q in base]
+        lengths = half_len[base]
+        inside = np.concatenate([[0], np.cumsum(in_base[np.concatenate(candidates)])])
+        ends = np.cumsum(lengths)
+        overlap = inside[ends] - inside[ends - lengths]
+        in_base[base] = False
+        added = [candidates[i] for i in np.flatnonzero(overlap > 2.0 / 3.0 * lengths)]  # strict, as the reference
+        members = np.unique(np.concatenate([base, *added]))
         weights = np.exp(-squared_row_fn(p, members))
         rows.append(np.full(len(members), p))
         cols.append(members)
@@ -93,27 +98,26 @@ def k_reciprocal_rerank(query_feats, gallery_feats, k1: int = 20, k2: int = 6, l
     qf = as_feature_matrix(query_feats, "query_feats")
     gf = as_feature_matrix(gallery_feats, "gallery_feats")
     check_same_dim(qf, gf)
-    x = torch.from_numpy(np.concatenate([qf, gf]))
+    x = np.concatenate([qf, gf])
     num, num_query = x.shape[0], qf.shape[0]
     k = min(k1 + 1, num)
-    sq = (x * x).sum(1)
+    sq = np.einsum("ij,ij->i", x, x)
 
-    def squared(rows: torch.Tensor, cols: torch.Tensor | slice = slice(None)) -> torch.Tensor:
-        return (sq[rows].unsqueeze(1) + sq[cols].unsqueeze(0) - 2.0 * x[rows] @ x[cols].T).clamp_(min=0)
+    def squared(rows, cols=slice(None)) -> np.ndarray:
+        """Squared Euclidean distances [len(rows), len(cols)] (numpy's BLAS for the product)."""
+        return np.maximum(sq[rows][:, None] + sq[cols][None, :] - 2.0 * (x[rows] @ x[cols].T), 0)
 
-    row_max = torch.empty(num)
-    neighbours = torch.empty((num, k), dtype=torch.int64)
+    row_max = np.empty(num, dtype=np.float32)
+    neighbours_np = np.empty((num, k), dtype=np.int64)
     block = block_size or default_block_size(num)
     for start in range(0, num, block):
-        rows = torch.arange(start, min(start + block, num))
+        rows = slice(start, min(start + block, num))
         d = squared(rows)
-        row_max[rows] = d.max(dim=1).values.clamp(min=1e-12)
-        neighbours[rows] = _top_neighbours(d / row_max[rows].unsqueeze(1), k)
-    neighbours_np = neighbours.numpy()
+        row_max[rows] = np.maximum(d.max(axis=1), 1e-12)
+        neighbours_np[rows] = _top_neighbours(torch.from_numpy(d / row_max[rows, None]), k).numpy()
 
     def normalised_row(p: int, cols: np.ndarray) -> np.ndarray:
-        p_t = torch.tensor([p])
-        return (squared(p_t, torch.from_numpy(cols)) / row_max[p]).squeeze(0).numpy()
+        return (np.maximum(sq[p] + sq[cols] - 2.0 * (x[cols] @ x[p]), 0) / row_max[p]).astype(np.float32)
 
     v = _encode(normalised_row, neighbours_np, k1)
     if k2 != 1:
@@ -122,6 +126,5 @@ def k_reciprocal_rerank(query_feats, gallery_feats, k1: int = 20, k2: int = 6, l
                                shape=(num, num))
         v = (expand @ v).tocsr()
     jaccard = _jaccard(v, num_query)
-    q_rows = torch.arange(num_query)
-    original = (squared(q_rows, torch.arange(num_query, num)) / row_max[:num_query].unsqueeze(1)).numpy()
+    original = squared(slice(0, num_query), slice(num_query, num)) / row_max[:num_query, None]
     return (1.0 - lambda_value) * jaccard + lambda_value * original
