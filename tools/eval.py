@@ -157,8 +157,30 @@ def save_features(directory, query, gallery) -> None:
             print(f"saved {len(fs.pids)} {name} features to {path}")
 
 
-def evaluate(args, protocol, query, gallery) -> dict:
-    from reid_robust.evaluation import ApproximateSearch, evaluate_reid, evaluate_retrieval
+def without_junk(features):
+    """The items whose identity is not -1 (junk is dropped before re-ranking, as evaluate_reid does)."""
+    import numpy as np
+
+    from reid_robust.evaluation.report import FeatureSet
+
+    keep = np.asarray(features.pids) != -1
+    paths = None if features.paths is None else [p for p, k in zip(features.paths, keep) if k]
+    return FeatureSet(np.asarray(features.feats)[keep], np.asarray(features.pids)[keep],
+                      np.asarray(features.camids)[keep], paths)
+
+
+def rerank_distances(args, query, gallery):
+    """k-reciprocal re-ranked distances [Q, G] of the features as searched (normalised for cosine)."""
+    from reid_robust.evaluation import k_reciprocal_rerank
+    from reid_robust.evaluation.search import as_feature_matrix, prepare
+
+    return k_reciprocal_rerank(prepare(as_feature_matrix(query.feats, "query_feats"), args.metric),
+                               prepare(as_feature_matrix(gallery.feats, "gallery_feats"), args.metric),
+                               k1=args.k1, k2=args.k2, lambda_value=args.lambda_value)
+
+
+def evaluate(args, protocol, query, gallery, distances=None) -> dict:
+    from reid_robust.evaluation import ApproximateSearch, evaluate_reid, evaluate_reid_distances, evaluate_retrieval
 
     if protocol == "cub":
         if gallery is not None:
@@ -168,19 +190,18 @@ def evaluate(args, protocol, query, gallery) -> dict:
         return evaluate_retrieval(query.feats, query.pids, metric=args.metric)
     if gallery is None:
         raise UsageError("protocol market needs a gallery (--gallery)")
+    if distances is not None:
+        return evaluate_reid_distances(distances, query.pids, gallery.pids, query.camids, gallery.camids,
+                                       max_rank=args.max_rank, ap_mode=args.ap_mode)
     approximate = None
     if args.approximate:
         approximate = ApproximateSearch(kind=args.approximate, topk=args.topk, nlist=args.nlist, nprobe=args.nprobe,
                                         hnsw_m=args.hnsw_m, ef_search=args.ef_search)
     return evaluate_reid(query.feats, gallery.feats, query.pids, gallery.pids, query.camids, gallery.camids,
-                         metric=args.metric, max_rank=args.max_rank, ap_mode=args.ap_mode, approximate=approximate,
-                         rerank=args.rerank,
-                         rerank_params={"k1": args.k1, "k2": args.k2, "lambda_value": args.lambda_value})
+                         metric=args.metric, max_rank=args.max_rank, ap_mode=args.ap_mode, approximate=approximate)
 
 
-def visualize(args, query, gallery) -> list[Path]:
-    from reid_robust.evaluation.rerank import k_reciprocal_rerank
-    from reid_robust.evaluation.search import as_feature_matrix, prepare
+def visualize(args, query, gallery, distances=None) -> list[Path]:
     from reid_robust.evaluation.visualize import save_ranked_lists
 
     if gallery is None:
@@ -188,11 +209,6 @@ def visualize(args, query, gallery) -> list[Path]:
     if not query.paths or not gallery.paths or not all(query.paths) or not all(gallery.paths):
         raise UsageError("--visualize needs image paths: extract features with --checkpoint, or store an array "
                          "'paths' in the .npz files")
-    distances = None
-    if args.rerank:
-        distances = k_reciprocal_rerank(prepare(as_feature_matrix(query.feats, "query_feats"), args.metric),
-                                        prepare(as_feature_matrix(gallery.feats, "gallery_feats"), args.metric),
-                                        k1=args.k1, k2=args.k2, lambda_value=args.lambda_value)
     return save_ranked_lists(args.visualize_dir, query.paths, gallery.paths, query.feats, gallery.feats,
                              query.pids, gallery.pids, query.camids, gallery.camids, args.visualize,
                              metric=args.metric, distances=distances)
@@ -208,7 +224,11 @@ def run(args) -> dict:
     protocol, query, gallery = load_inputs(args)
     if args.save_features:
         save_features(args.save_features, query, gallery)
-    metrics = evaluate(args, protocol, query, gallery)
+    distances = None
+    if args.rerank and protocol == "market" and gallery is not None:
+        gallery = without_junk(gallery)  # computed once, for the metrics and the pictures
+        distances = rerank_distances(args, query, gallery)
+    metrics = evaluate(args, protocol, query, gallery, distances)
     sizes = f"{len(query.pids)} queries" + (f" x {len(gallery.pids)} gallery" if gallery is not None else "")
     print(f"protocol {protocol}, {sizes}, metric {args.metric}" + (", re-ranked" if args.rerank else "")
           + (f", approximate {args.approximate}" if args.approximate else ""))
@@ -219,7 +239,7 @@ def run(args) -> dict:
                 "num_gallery": None if gallery is None else len(gallery.pids)}
         print(f"wrote {write_json(args.json, json_summary(metrics, **info))}")
     if args.visualize:
-        written = visualize(args, query, gallery)
+        written = visualize(args, query, gallery, distances)
         print(f"wrote {len(written)} ranked lists to {args.visualize_dir}")
     return metrics
 
