@@ -60,7 +60,8 @@ def metrics_table(metrics: dict, protocol: str) -> str:
     keys = [k for k in (REID_KEYS if protocol == "market" else RETRIEVAL_KEYS) if k in metrics]
     header = [f"{k} (%)" for k in keys] + ["queries"]
     row = [_percent(metrics[k]) for k in keys] + [metrics.get("num_valid_queries", "")]
-    return tabulate([row], headers=header, tablefmt="github", disable_numparse=True)
+    return tabulate([row], headers=header, tablefmt="github", disable_numparse=True,
+                    colalign=("right",) * len(header))
 
 
 def json_summary(metrics: dict, **info) -> dict:
