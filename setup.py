@@ -15,6 +15,7 @@ setup(
         "scikit-learn",
         "albumentations",
         "numpy",
+        "threadpoolctl",  # thread limits of BLAS in the evaluator (already a scikit-learn dependency)
         "pyyaml",       # configs
         "tqdm",         # progress bars
         "tabulate",     # result tables
