@@ -41,3 +41,18 @@ def test_synthetic_cub_goes_through_cub_loader(tmp_path):
     assert splits.protocol == "cub" and splits.query is splits.gallery
     assert splits.num_train_classes == 2 and {r.pid for r in splits.gallery} == {3, 4}
     assert all(r.bbox is not None and len(r.bbox) == 4 for r in splits.train)
+
+
+def test_concurrent_synthetic_generation_is_serialised(tmp_path):
+    """Two processes asking for the same synthetic tree at once: one writes it, the other reuses it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from reid_robust.data import build_dataset; "
+            "s = build_dataset('synthetic_market', sys.argv[1], num_identities=6, height=32, width=16); "
+            "print(len(s.train), len(s.query), len(s.gallery))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "syn")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+    assert outs[0][0] == outs[1][0]

@@ -84,9 +84,20 @@ def _folder(root, camera_pattern: str | None = None, train_fraction: float = 0.5
 
 def _generate(root: str | os.PathLike, layout: str, options: dict) -> Path:
     """Generate (or reuse, when its marker matches `options`) the synthetic tree; see `generate_synthetic`."""
+    import fcntl
+
     from .synthetic import generate_synthetic
 
-    return Path(generate_synthetic(root, layout=layout, **options))
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # several processes (a sweep, DDP ranks, parallel tests) may ask for the same tree at once: one writes it,
+    # the others wait and then reuse it
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return Path(generate_synthetic(root, layout=layout, **options))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @register_dataset("synthetic_market")
