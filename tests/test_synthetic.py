@@ -52,7 +52,7 @@ def test_market_tree_names_and_image_size(market):
     for split in ("bounding_box_train", "query", "bounding_box_test"):
         files = _market_files(market, split)
         assert files, f"{split} is empty"
-        for _, cam, name in files:
+        for _, cam, _name in files:
             assert 1 <= cam <= TINY["num_cameras"]
         with Image.open(market / split / files[0][2]) as img:
             assert img.size == (TINY["width"], TINY["height"]) and img.mode == "RGB"
