@@ -354,8 +354,8 @@ def _best_key(cfg: dict, splits) -> str:
 
 
 def _progress(loader, epoch: int, t_cfg: dict, info: DistInfo, skip: int, total: int):
-    if not (t_cfg["progress"] and info.is_main):
-        return loader
+    if not (t_cfg["progress"] and info.is_main and sys.stderr.isatty()):
+        return loader  # no bar in files and CI logs: the per-epoch log line says the same
     from tqdm import tqdm
     return tqdm(loader, desc=f"epoch {epoch + 1}/{t_cfg['epochs']}", initial=skip, total=total,
                 unit="it", leave=False, dynamic_ncols=True, mininterval=1.0)
