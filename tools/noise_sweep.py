@@ -27,10 +27,14 @@ def _list(kind):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="base YAML config (its loss.terms may hold loss presets)")
-    parser.add_argument("--losses", type=_list(str), default="triplet,multi_similarity,osm_caa,ranked_list,ice")
-    parser.add_argument("--rates", type=_list(float), default="0,0.1,0.2,0.4")
-    parser.add_argument("--modes", type=_list(str), default="symmetric,pattern")
-    parser.add_argument("--seeds", type=_list(int), default="0,1,2")
+    parser.add_argument("--losses", type=_list(str), default="triplet,multi_similarity,osm_caa,ranked_list,ice",
+                        help="comma-separated loss names; each replaces the config's metric term (default: %(default)s)")
+    parser.add_argument("--rates", type=_list(float), default="0,0.1,0.2,0.4",
+                        help="comma-separated noise rates, share of wrong labels per identity (default: %(default)s)")
+    parser.add_argument("--modes", type=_list(str), default="symmetric,pattern",
+                        help="comma-separated noise modes: symmetric, pair, pattern, open_set (default: %(default)s)")
+    parser.add_argument("--seeds", type=_list(int), default="0,1,2",
+                        help="comma-separated seeds; each sets the training seed and the noise seed (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output folder (default: <output_dir of the config>/sweep)")
     parser.add_argument("--collect-only", action="store_true",
                         help="train nothing: write the results files from the cells finished so far")
