@@ -262,6 +262,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                                              f"terms: {parts}. The last good checkpoint is untouched.")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                average_loss_gradients(terms, info)  # DDP syncs the model; loss parameters are synced here
                 if t_cfg["grad_clip"] > 0:
                     scaler.unscale_(optimizer)
                     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -339,6 +340,17 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
         log.info("wrote %s, %s and %s", out / "metrics.json", out / "config.yaml", out / "checkpoints")
     barrier(info)
     return summary
+
+
+def average_loss_gradients(terms, info: DistInfo) -> None:
+    """Average the gradients of loss parameters (class weights) over ranks so every rank keeps the same ones."""
+    if not info.enabled:
+        return
+    for term in terms:
+        for p in term.module.parameters():
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= info.world_size
 
 
 def threading_main() -> bool:
