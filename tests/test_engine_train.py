@@ -135,5 +135,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_market_root, tmp_path, monk
     assert (saved["epoch"], saved["iteration"]) == (0, 1)  # interrupted after the first step of epoch 1
     monkeypatch.setattr(trainer_module, "build_model_from_config", real_build)
     metrics = train(_cfg(tiny_market_root, out, "train.epochs=2", f"train.resume={out}/checkpoints/last.pth"))
-    assert load_checkpoint(out / "checkpoints" / "last.pth")["epoch"] == 2
+    final = load_checkpoint(out / "checkpoints" / "last.pth")
+    assert final["epoch"] == 2
+    assert final["scheduler"]["last_epoch"] == 4  # 2 epochs x 2 batches: the batch done before Ctrl-C is not repeated
     assert 0.0 <= metrics["mAP"] <= 1.0

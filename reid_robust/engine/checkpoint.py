@@ -2,7 +2,7 @@
 
 A checkpoint is a dict with ``model`` (state dict), ``config`` (the resolved config), ``epoch`` (epochs
 completed) and, for resuming, ``optimizer``, ``scheduler``, ``scaler``, ``losses`` (loss-module states),
-``sampler``, ``rng`` and ``iteration``.
+``rng`` and ``iteration`` (batches of the epoch already trained; PK sampling is a function of seed and epoch).
 """
 from __future__ import annotations
 

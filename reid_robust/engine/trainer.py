@@ -88,21 +88,6 @@ def _worker_init(worker_id: int) -> None:
     np.random.seed(s)
 
 
-class _SkipBatches:
-    """Wrap a batch sampler to drop its first ``skip`` batches (resuming mid-epoch after Ctrl-C)."""
-
-    def __init__(self, sampler, skip: int = 0):
-        self.sampler, self.skip = sampler, skip
-
-    def __iter__(self):
-        for i, batch in enumerate(self.sampler):
-            if i >= self.skip:
-                yield batch
-
-    def __len__(self) -> int:
-        return max(len(self.sampler) - self.skip, 0)
-
-
 def _autocast(device: torch.device, enabled: bool):
     if not enabled:
         return nullcontext()
@@ -207,7 +192,6 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
         return {"model": model.state_dict(), "config": cfg, "epoch": epoch, "iteration": iteration,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "losses": [t.module.state_dict() for t in terms],
-                "sampler": sampler.state_dict() if hasattr(sampler, "state_dict") else None,
                 "rng": ckpt_io.rng_state(), "history": history, "best": best,
                 "untrained": results.get("untrained")}
 
@@ -230,7 +214,9 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
             seed_everything(epoch_seed(cfg["seed"], epoch, info.rank))
             loader_gen.manual_seed(epoch_seed(cfg["seed"], epoch, info.rank))
             sampler.set_epoch(epoch)
-            loader = DataLoader(dataset, batch_sampler=_SkipBatches(sampler, skip_iters),
+            if skip_iters:  # resuming mid-epoch (after Ctrl-C): the sampler skips the batches already trained
+                sampler.load_state_dict({"seed": cfg["seed"], "epoch": epoch, "batches_done": skip_iters})
+            loader = DataLoader(dataset, batch_sampler=sampler,
                                 num_workers=d_cfg["num_workers"], worker_init_fn=_worker_init,
                                 generator=loader_gen, pin_memory=device.type == "cuda")
             model.train()
