@@ -118,7 +118,7 @@ def tiny_run(tiny_market_root, tmp_path_factory):
     """A 2-batch OSM+CAA training run with 30 % symmetric noise on the tiny synthetic tree."""
     from reid_robust.engine.config import load_config
     from reid_robust.engine.trainer import train
-    from tests.conftest import tiny_overrides
+    from conftest import tiny_overrides
 
     out = tmp_path_factory.mktemp("audit_run")
     cfg = load_config(REPO / "configs" / "quickstart.yaml", tiny_overrides(tiny_market_root, out) + [

@@ -129,7 +129,7 @@ def test_summarize_mean_and_sample_std():
 
 def test_real_sweep_with_pattern_noise(tiny_market_root, tmp_path):
     """Two real 2-batch trainings: the clean cell, then pattern noise from its confusable identities."""
-    from tests.conftest import tiny_overrides
+    from conftest import tiny_overrides
 
     out = tmp_path / "sweep"
     base = load_config(REPO / "configs" / "quickstart.yaml",
