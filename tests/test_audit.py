@@ -116,9 +116,10 @@ def test_audit_metrics_by_hand():
 @pytest.fixture(scope="module")
 def tiny_run(tiny_market_root, tmp_path_factory):
     """A 2-batch OSM+CAA training run with 30 % symmetric noise on the tiny synthetic tree."""
+    from conftest import tiny_overrides
+
     from reid_robust.engine.config import load_config
     from reid_robust.engine.trainer import train
-    from conftest import tiny_overrides
 
     out = tmp_path_factory.mktemp("audit_run")
     cfg = load_config(REPO / "configs" / "quickstart.yaml", tiny_overrides(tiny_market_root, out) + [

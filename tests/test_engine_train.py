@@ -106,6 +106,9 @@ def test_torchrun_two_cpu_processes(tiny_market_root, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["mAP"] <= 1.0
     assert load_checkpoint(out / "checkpoints" / "last.pth")["epoch"] == 1
+    # the model and the loss's class weights are the same on both ranks after the epoch
+    drift = [line for line in (out / "train.log").read_text().splitlines() if "replicas differ" in line]
+    assert drift and drift[-1].endswith("differ by at most 0"), drift
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_market_root, tmp_path, monkeypatch):

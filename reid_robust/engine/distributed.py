@@ -64,3 +64,23 @@ def broadcast_object(obj, info: DistInfo, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def replica_divergence(modules, info: DistInfo) -> float:
+    """Largest absolute difference between this run's parameters and rank 0's, over all ranks.
+
+    DDP keeps the model's parameters identical by averaging gradients; loss parameters (class weights) are
+    averaged by the trainer. This checks the result: 0.0 when every replica holds rank 0's parameters.
+    Buffers (BatchNorm running statistics) are local by design and are not compared.
+    """
+    if not info.enabled:
+        return 0.0
+    params = [p.detach().reshape(-1) for m in modules for p in m.parameters()]
+    if not params:
+        return 0.0
+    flat = torch.cat(params).double()
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    diff = (flat - reference).abs().max().reshape(1)
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    return float(diff)

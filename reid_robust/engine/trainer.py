@@ -36,7 +36,14 @@ from reid_robust.engine.builders import (
     build_train_transform,
 )
 from reid_robust.engine.config import save_config
-from reid_robust.engine.distributed import DistInfo, barrier, cleanup, gather_with_grad, init_distributed
+from reid_robust.engine.distributed import (
+    DistInfo,
+    barrier,
+    cleanup,
+    gather_with_grad,
+    init_distributed,
+    replica_divergence,
+)
 from reid_robust.engine.evaluate import evaluate_model, metrics_table
 from reid_robust.engine.noise import apply_label_noise
 
@@ -276,6 +283,13 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                 raise KeyboardInterrupt
             n_steps = max(it + 1 - skip_iters, 1)
             skip_iters = 0
+            if info.enabled:
+                drift = replica_divergence([model, *(t.module for t in terms)], info)
+                log.info("epoch %d: parameters of the %d replicas differ by at most %.3g", epoch + 1,
+                         info.world_size, drift)
+                if drift > 1e-5:
+                    raise RuntimeError(f"DDP replicas diverged by {drift:.3g} after epoch {epoch + 1}: a parameter "
+                                       "was updated on some ranks only (a loss parameter without a gradient?)")
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                    "images_per_s": n_images * info.world_size / max(time.time() - t0, 1e-9)}
             row.update({k: v / n_steps for k, v in sums.items()})
@@ -329,14 +343,25 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
 
 
 def average_loss_gradients(terms, info: DistInfo) -> None:
-    """Average the gradients of loss parameters (class weights) over ranks so every rank keeps the same ones."""
+    """Average the gradients of loss parameters (class weights) over ranks so every rank keeps the same ones.
+
+    A parameter that received a gradient on some ranks only (a class absent from their batches, say) is
+    averaged with zeros from the others, so that every rank takes the same optimiser step.
+    """
     if not info.enabled:
         return
-    for term in terms:
-        for p in term.module.parameters():
-            if p.grad is not None:
-                torch.distributed.all_reduce(p.grad)
-                p.grad /= info.world_size
+    params = [p for term in terms for p in term.module.parameters() if p.requires_grad]
+    if not params:
+        return
+    has_grad = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+    torch.distributed.all_reduce(has_grad)
+    for p, count in zip(params, has_grad.tolist()):
+        if count == 0:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad /= info.world_size
 
 
 def threading_main() -> bool:
