@@ -243,3 +243,18 @@ def test_prism_threshold_window():
     assert t.values == pytest.approx([0.2, 0.95])
     keep = t.select(torch.tensor([0.1, 0.05, 0.1, 0.1]))         # nobody above the mean
     assert keep.tolist() == [True, False, True, True] and len(t.values) == 1
+
+
+def test_prism_state_dict_carries_the_window_so_a_restored_copy_selects_the_same():
+    x, y = planted_batch()
+    trained = build_loss("prism", num_classes=4, embedding_dim=8, noise_rate=0.1, memory_size=64, window_size=3)
+    for _ in range(3):
+        trained(x, y)
+    assert trained.threshold.values  # the window has boundary values
+    restored = build_loss("prism", num_classes=4, embedding_dim=8, noise_rate=0.1, memory_size=64, window_size=3)
+    restored.load_state_dict(trained.state_dict())
+    assert restored.threshold.values == trained.threshold.values and restored.iteration == trained.iteration
+    x2 = x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(restored(x2, y), trained(x2, y))
+    assert torch.equal(restored.last_kept_mask, trained.last_kept_mask)
+    assert restored.threshold.values == trained.threshold.values

@@ -164,6 +164,14 @@ class PRISMLoss(MetricLoss):
         self.memory_labels[idx] = labels
         self.memory_ptr.fill_((int(self.memory_ptr) + n) % self.memory_size)
 
+    def get_extra_state(self) -> dict:
+        """The sliding window travels with ``state_dict()`` so that a resumed run selects as before."""
+        return {"window": list(self.threshold.values), "iteration": self.iteration}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.threshold.values = [float(v) for v in state.get("window", [])][-self.threshold.window_size:]
+        self.iteration = int(state.get("iteration", 0))
+
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, noise_rate={self.noise_rate}, "
                 f"memory_size={self.memory_size}, pair_loss={self.pair_loss!r}")
