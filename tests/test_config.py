@@ -72,3 +72,12 @@ def test_saved_config_round_trips(tmp_path):
     cfg = load_config(ROOT / "configs/market1501/osm_caa_r50.yaml")
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_dotted_override_reaches_inside_a_free_form_mapping():
+    cfg = load_config(None, ["data.options={num_identities: 20, seed: 3}", "data.options.num_identities=50"])
+    assert cfg["data"]["options"] == {"num_identities": 50, "seed": 3}
+    cfg = load_config(None, ["sweep.presets.osm_caa.margin=1.0", "sweep.presets.osm_caa.sigma_caa=0.5"])
+    assert cfg["sweep"]["presets"] == {"osm_caa": {"margin": 1.0, "sigma_caa": 0.5}}
+    with pytest.raises(ConfigError, match="unknown config key 'data.optionz.x'"):
+        load_config(None, ["data.optionz.x=1"])

@@ -19,16 +19,16 @@ from reid_robust.analysis.sweep import (
     split_loss_terms,
     summarize,
 )
-from reid_robust.engine.config import load_config
+from reid_robust.engine.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TERMS = ("loss.terms=[{name: triplet, weight: 1.0, input: feat, margin: 0.3}, "
-         "{name: cross_entropy, weight: 0.5, input: bn_feat, epsilon: 0.1}, "
-         "{name: osm_caa, weight: 0, input: bn_feat, sigma_caa: 0.5}]")
+         "{name: cross_entropy, weight: 0.5, input: bn_feat, epsilon: 0.1}]")
+PRESETS = "sweep.presets={osm_caa: {sigma_caa: 0.5}}"
 
 
 def _base(tmp_path: Path, extra=()) -> dict:
-    return load_config(REPO / "configs" / "quickstart.yaml", [f"output_dir={tmp_path}/x", TERMS, *extra])
+    return load_config(REPO / "configs" / "quickstart.yaml", [f"output_dir={tmp_path}/x", TERMS, PRESETS, *extra])
 
 
 def test_cells_share_rate_zero_across_modes_and_come_first():
@@ -53,6 +53,11 @@ def test_cell_config_changes_only_metric_term_seed_and_noise(tmp_path):
     assert b["loss"]["terms"][0] == {"name": "osm_caa", "weight": 1.0, "input": "feat", "sigma_caa": 0.5}
     assert cell_config(base, Cell("ice", CLEAN, 0.0, 0), tmp_path)["loss"]["terms"][0] == \
         {"name": "ice", "weight": 1.0, "input": "feat"}
+    # the active term is its own loss's preset, and sweep.presets can override part of it
+    assert a["loss"]["terms"][0] == {"name": "triplet", "weight": 1.0, "input": "feat", "margin": 0.3}
+    tuned = _base(tmp_path, ["sweep.presets.triplet.mining=semi_hard"])
+    assert cell_config(tuned, Cell("triplet", CLEAN, 0.0, 0), tmp_path)["loss"]["terms"][0] == \
+        {"name": "triplet", "weight": 1.0, "input": "feat", "margin": 0.3, "mining": "semi_hard"}
     for cfg in (a, b):
         assert cfg["seed"] == 1 and cfg["data"]["noise"]["seed"] == 1 and cfg["data"]["noise"]["rate"] == 0.4
         assert cfg["model"] == base["model"] and cfg["train"]["epochs"] == base["train"]["epochs"]
@@ -63,6 +68,18 @@ def test_cell_config_changes_only_metric_term_seed_and_noise(tmp_path):
         cell_config(base, Cell("triplet", "pattern", 0.2, 0), tmp_path)
     with pytest.raises(ValueError, match="unknown loss 'nope'"):
         cell_config(base, Cell("nope", CLEAN, 0.0, 0), tmp_path)
+
+
+def test_presets_are_checked_when_the_config_loads(tmp_path):
+    with pytest.raises(ConfigError, match=r"sweep.presets.osm_ca: unknown loss 'osm_ca' \(did you mean 'osm_caa'"):
+        _base(tmp_path, ["sweep.presets={osm_ca: {}}"])
+    with pytest.raises(ConfigError, match="sweep.presets.osm_caa: unknown parameter.*margn; accepted: .*margin"):
+        _base(tmp_path, ["sweep.presets.osm_caa.margn=1.0"])
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        _base(tmp_path, ["sweep.presets={ice: 3}"])
+    shipped = load_config(REPO / "configs" / "sweep_synthetic.yaml")
+    assert [t["name"] for t in shipped["loss"]["terms"]] == ["triplet", "cross_entropy"]  # no idle terms
+    assert set(split_loss_terms(shipped)[2]) == {"triplet", "osm_caa", "ranked_list", "multi_similarity", "ice"}
 
 
 def test_config_without_metric_term_is_refused(tmp_path):

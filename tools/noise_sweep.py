@@ -26,7 +26,8 @@ def _list(kind):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="base YAML config (its loss.terms may hold loss presets)")
+    parser.add_argument("--config", required=True,
+                        help="base YAML config; its sweep.presets section holds each swept loss's parameters")
     parser.add_argument("--losses", type=_list(str), default="triplet,multi_similarity,osm_caa,ranked_list,ice",
                         help="comma-separated loss names; each replaces the config's metric term (default: %(default)s)")
     parser.add_argument("--rates", type=_list(float), default="0,0.1,0.2,0.4",

@@ -4,9 +4,9 @@ Fairness rule: every cell trains the base config unchanged (backbone, epochs, sc
 ``cross_entropy`` term(s)) except for three things: the seed, the label noise (rate, mode, noise seed = the
 cell's seed, so all losses of one seed see the same wrong labels) and the *metric term*, which is replaced by
 the cell's loss. The metric term keeps the weight and input of the config's active metric term (the first
-non-cross-entropy term with a non-zero weight). Its parameters come from a *preset*: any non-cross-entropy
-term of ``loss.terms`` with that loss's name (a preset with ``weight: 0`` trains nothing in a plain run, it
-only carries parameters for the sweep); without a preset the loss's defaults are used.
+non-cross-entropy term with a non-zero weight). Its parameters come from the config's ``sweep.presets``
+section (``{loss name: {parameter: value}}``); the active term's own parameters are the preset of its loss
+(``sweep.presets`` can override some of them); any other loss gets its defaults.
 
 A cell is finished when its ``metrics.json`` exists (the trainer writes it atomically at the very end);
 restarting the sweep skips finished cells and resumes an interrupted one from its ``checkpoints/last.pth``.
@@ -74,19 +74,20 @@ def build_cells(losses: Sequence[str], rates: Sequence[float], modes: Sequence[s
 
 
 def split_loss_terms(cfg: dict) -> tuple[list[dict], dict, dict[str, dict]]:
-    """``(kept cross-entropy terms, active metric term, presets by loss name)`` of ``cfg['loss']['terms']``."""
+    """``(kept cross-entropy terms, active metric term, presets by loss name)`` of a config.
+
+    Each preset is a term ``{"name": ..., **parameters}`` without weight or input.
+    """
     terms = cfg["loss"]["terms"]
     kept = [t for t in terms if t["name"] in KEPT_TERMS]
-    others = [t for t in terms if t["name"] not in KEPT_TERMS]
-    active = [t for t in others if float(t.get("weight", 1.0)) != 0.0]
+    active = [t for t in terms if t["name"] not in KEPT_TERMS and float(t.get("weight", 1.0)) != 0.0]
     if not active:
         raise ValueError("the sweep replaces the config's metric term, but loss.terms has no non-cross-entropy "
                          f"term with a non-zero weight: {[t['name'] for t in terms]}")
-    presets: dict[str, dict] = {}
-    for t in others:
-        if t["name"] in presets:
-            raise ValueError(f"loss.terms lists '{t['name']}' twice; the sweep cannot tell which preset to use")
-        presets[t["name"]] = t
+    own = {k: v for k, v in active[0].items() if k not in ("weight", "input")}
+    presets: dict[str, dict] = {active[0]["name"]: own}
+    for name, params in (cfg.get("sweep", {}).get("presets") or {}).items():
+        presets[name] = {**presets.get(name, {"name": name}), **params}
     return kept, active[0], presets
 
 

@@ -77,6 +77,11 @@ DEFAULTS: dict[str, Any] = {
         "metric": "cosine",
         "rerank": False,
     },
+    "sweep": {
+        # parameters tools/noise_sweep.py gives each loss it sweeps, by loss name, e.g.
+        # {osm_caa: {margin: 1.2}, ranked_list: {margin: 0.4}}; a plain training run ignores them
+        "presets": {},
+    },
 }
 
 CHOICES: dict[str, tuple] = {
@@ -90,7 +95,7 @@ CHOICES: dict[str, tuple] = {
 }
 # keys whose value is a free-form list or mapping (not validated key by key)
 OPEN_KEYS = {"loss.terms", "data.options", "data.transforms.size", "data.transforms.mean", "data.transforms.std",
-             "data.transforms.erasing_scale", "data.transforms.erasing_ratio", "train.milestones"}
+             "data.transforms.erasing_scale", "data.transforms.erasing_ratio", "train.milestones", "sweep.presets"}
 
 
 class ConfigError(ValueError):
@@ -154,9 +159,21 @@ def _set(tree: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _open_mapping_prefix(key: str, defaults: dict[str, Any]) -> str | None:
+    """The free-form mapping key (``data.options``, ``sweep.presets``) that ``key`` reaches inside, if any."""
+    for prefix in OPEN_KEYS:
+        if isinstance(defaults.get(prefix), dict) and key.startswith(prefix + ".") and len(key) > len(prefix) + 1:
+            return prefix
+    return None
+
+
 def _merge_flat(cfg: dict, flat: dict[str, Any], where: str) -> None:
     defaults = _flatten(DEFAULTS)
     for key, value in flat.items():
+        mapping = _open_mapping_prefix(key, defaults)
+        if mapping is not None:  # e.g. data.options.num_identities=50: one entry inside a free-form mapping
+            _set(cfg, key, value)
+            continue
         if key not in defaults:
             raise ConfigError(f"{where}: unknown config key '{key}'{_suggest(key)}")
         _set(cfg, key, _check_value(key, value, defaults[key], where))
@@ -204,6 +221,7 @@ def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -
         _merge_flat(cfg, _read_yaml(Path(path)), str(path))
     _merge_flat(cfg, parse_overrides(overrides), "command line")
     validate_loss_terms(cfg["loss"]["terms"])
+    validate_sweep_presets(cfg["sweep"]["presets"])
     return cfg
 
 
@@ -219,6 +237,26 @@ def validate_loss_terms(terms: Any) -> None:
         if term.get("input", "feat") not in ("feat", "bn_feat"):
             raise ConfigError(f"loss.terms[{i}] ({term['name']}): 'input' must be feat or bn_feat, "
                               f"got {term.get('input')!r}")
+
+
+def validate_sweep_presets(presets: Any) -> None:
+    """Each preset names a known loss and only parameters that loss accepts (checked before any training)."""
+    from reid_robust.losses import LOSSES, loss_parameters
+
+    for name, params in (presets or {}).items():
+        where = f"sweep.presets.{name}"
+        if name not in LOSSES:
+            close = difflib.get_close_matches(str(name), sorted(LOSSES), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; valid names: {', '.join(sorted(LOSSES))}"
+            raise ConfigError(f"{where}: unknown loss '{name}'{hint}")
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: must be a mapping of the loss's parameters, got {params!r}")
+        accepted = set(loss_parameters(name)) - {"num_classes", "embedding_dim"}
+        unknown = sorted(set(params) - accepted)
+        if unknown:
+            raise ConfigError(f"{where}: unknown parameter(s) {', '.join(unknown)}; "
+                              f"accepted: {', '.join(sorted(accepted)) or '(none)'} (weight and input come from "
+                              "the config's active metric term)")
 
 
 def get(cfg: dict, dotted: str) -> Any:
