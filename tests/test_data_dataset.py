@@ -84,3 +84,29 @@ def test_main_process_augmentation_follows_torch_seed(tmp_path):
         return torch.stack([dataset[i]["image"] for i in range(3)])
 
     assert torch.equal(run(5), run(5)) and not torch.equal(run(5), run(6))
+
+
+def test_per_image_seeds_make_augmentation_independent_of_workers_and_order(tmp_path):
+    from reid_robust.data import PKSampler
+
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"noise{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (24, 12, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    cfg = {"size": [24, 12], "pad": 4, "flip": 0.5, "random_erasing": 0.5, "color_jitter": 0.3}
+    dataset = ImageDataset([ImageRecord(str(p), i // 2, 0) for i, p in enumerate(paths)],
+                           build_transforms(cfg, train=True))
+    sampler = PKSampler([0, 0, 1, 1], num_identities=2, num_instances=2, seed=3, num_batches=3, augment_seeds=True)
+
+    def run(workers):
+        sampler.set_epoch(1)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers)
+        return [b["image"] for b in loader]
+
+    single, pooled = run(0), run(2)
+    assert all(torch.equal(a, b) for a, b in zip(single, pooled))
+    # one (index, seed) pair gives one image whatever came before it; another seed gives another image
+    pair = next(iter(sampler))[0]
+    assert torch.equal(dataset[pair]["image"], dataset[pair]["image"])
+    assert not torch.equal(dataset[pair]["image"], dataset[(pair[0], pair[1] + 1)]["image"])

@@ -130,15 +130,21 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_market_root, tmp_path, monk
         model.register_forward_hook(hook)
         return model
 
+    augment = ["train.epochs=2", "data.transforms.random_erasing=0.5", "data.transforms.color_jitter=0.2"]
+    train(_cfg(tiny_market_root, tmp_path / "uninterrupted", *augment))
     monkeypatch.setattr(trainer_module, "build_model_from_config", build_with_interrupt)
     out = tmp_path / "int"
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tiny_market_root, out, "train.epochs=2"))
+        train(_cfg(tiny_market_root, out, *augment))
     saved = load_checkpoint(out / "checkpoints" / "last.pth")
     assert (saved["epoch"], saved["iteration"]) == (0, 1)  # interrupted after the first step of epoch 1
     monkeypatch.setattr(trainer_module, "build_model_from_config", real_build)
-    metrics = train(_cfg(tiny_market_root, out, "train.epochs=2", f"train.resume={out}/checkpoints/last.pth"))
+    metrics = train(_cfg(tiny_market_root, out, *augment, f"train.resume={out}/checkpoints/last.pth"))
     final = load_checkpoint(out / "checkpoints" / "last.pth")
     assert final["epoch"] == 2
     assert final["scheduler"]["last_epoch"] == 4  # 2 epochs x 2 batches: the batch done before Ctrl-C is not repeated
     assert 0.0 <= metrics["mAP"] <= 1.0
+    # resumed mid-epoch, the run sees the same images augmented alike and ends with the uninterrupted weights
+    a, b = _weights(tmp_path / "uninterrupted" / "checkpoints" / "last.pth"), final["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

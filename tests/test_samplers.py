@@ -96,3 +96,17 @@ def test_distributed_requires_divisible_p():
         DistributedPKSampler(LABELS, 6, 2, rank=0, world_size=4)
     with pytest.raises(ValueError, match="rank=2"):
         DistributedPKSampler(LABELS, 6, 2, rank=2, world_size=2)
+
+
+def test_augmentation_seeds_belong_to_the_global_batch_not_to_the_rank():
+    single = PKSampler(LABELS, num_identities=2, num_instances=4, seed=5, num_batches=4, augment_seeds=True)
+    ranks = [DistributedPKSampler(LABELS, num_identities=2, num_instances=4, seed=5, num_batches=4, rank=r,
+                                  world_size=2, augment_seeds=True) for r in (0, 1)]
+    whole = batches(single, epoch=2)
+    parts = [batches(r, epoch=2) for r in ranks]
+    for b, (p0, p1) in zip(whole, zip(*parts)):
+        assert sorted(b) == sorted(p0 + p1)  # same (index, seed) pairs, split over the ranks
+        assert len({seed for _, seed in b}) == len(b)  # a seed per image of the batch
+    plain = PKSampler(LABELS, num_identities=2, num_instances=4, seed=5, num_batches=4)
+    assert [[i for i, _ in b] for b in whole] == batches(plain, epoch=2)  # same batches as without seeds
+    assert batches(single, epoch=3) != whole

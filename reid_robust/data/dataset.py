@@ -1,6 +1,7 @@
 """`ImageDataset`: records -> {"image": FloatTensor[3, H, W], "label", "pid", "camid", "index"}."""
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Callable
 
@@ -35,6 +36,15 @@ def load_image(record: ImageRecord) -> np.ndarray:
     return np.asarray(img)
 
 
+def _seed_pipeline_for_one_image(transform: Callable, seed: int) -> None:
+    """Give the whole albumentations pipeline one fresh generator pair (10x cheaper than ``set_random_seed``,
+    which builds a pair per transform)."""
+    if hasattr(transform, "set_random_state"):
+        transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    elif hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed % 2**32)
+
+
 class ImageDataset(Dataset):
     """Map-style dataset over `records`.
 
@@ -47,6 +57,8 @@ class ImageDataset(Dataset):
     random state, which forked workers would otherwise share, repeating the same augmentations in every
     worker and every epoch); in the main process it is seeded once from `torch.initial_seed()`. A seeded
     DataLoader `generator` (or `torch.manual_seed` with num_workers=0) makes augmentation reproducible.
+    An index given as ``(index, seed)`` (``PKSampler(augment_seeds=True)``) seeds the pipeline for that one
+    image instead, so its augmentation no longer depends on workers, ranks or the images drawn before it.
     """
 
     def __init__(self, records: Sequence[ImageRecord], transform: Callable | None, labels: Sequence[int] | None = None):
@@ -72,13 +84,20 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        sample_seed = None
+        if isinstance(index, tuple):
+            index, sample_seed = index
         record = self.records[index]
         array = load_image(record)
         if self.transform is None:
             image = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
         else:
-            self._seed_transform()
+            if sample_seed is None:
+                self._seed_transform()
+            else:
+                _seed_pipeline_for_one_image(self.transform, int(sample_seed))
+                self._seeded_for = None  # the next unseeded index reseeds from torch's seed
             image = self.transform(image=array)["image"]
         label = record.pid if self.labels is None else int(self.labels[index])
         return {"image": image, "label": int(label), "pid": int(record.pid), "camid": int(record.camid), "index": index}

@@ -4,7 +4,10 @@ Each batch holds P distinct identities with K images each. Identities are visite
 (a fresh permutation each pass), and each identity's images in a seeded shuffled cycle; an identity with fewer
 than K images contributes all of them plus draws with replacement to fill K. The whole epoch is a function of
 (seed, epoch), so `set_epoch` plus `state_dict()/load_state_dict()` let a resumed run continue with exactly the
-batches it would have seen.
+batches it would have seen. With ``augment_seeds=True`` every index comes with its own augmentation seed, a
+function of (seed, epoch, batch, position in the global batch), which `ImageDataset` uses to seed its
+pipeline: augmentation then depends neither on the number of DataLoader workers nor on the number of DDP
+ranks, and a run resumed mid-epoch sees the very images (augmented alike) that it would have seen.
 """
 from __future__ import annotations
 
@@ -18,10 +21,11 @@ class PKSampler:
 
     labels: [N] identity label of each dataset index (the possibly noisy training labels).
     num_batches: batches per epoch; default N // (P*K) (at least 1), so an epoch sees about N images.
+    augment_seeds: yield ``(index, seed)`` pairs instead of indices (see the module docstring).
     """
 
     def __init__(self, labels: Sequence[int], num_identities: int, num_instances: int, seed: int = 0,
-                 num_batches: int | None = None):
+                 num_batches: int | None = None, augment_seeds: bool = False):
         labels = np.asarray(labels)
         if labels.ndim != 1 or labels.size == 0:
             raise ValueError(f"PKSampler: labels must be a non-empty 1-D sequence, got shape {labels.shape}")
@@ -44,6 +48,7 @@ class PKSampler:
         order = np.argsort(inverse, kind="stable")
         bounds = np.cumsum(np.bincount(inverse))[:-1]
         self._members = np.split(order, bounds)  # dataset indices of each identity, ascending
+        self.augment_seeds = bool(augment_seeds)
         self.epoch = 0
         self._batches_done = 0  # batches already yielded in `self.epoch`
         self._skip = 0  # batches to skip on the next iteration (set by load_state_dict)
@@ -88,17 +93,22 @@ class PKSampler:
                 pools[ident] = pools[ident][self.num_instances:]
             yield batch
 
-    def _select(self, batch: list[list[int]]) -> list[int]:
+    def _select(self, batch: list[list]) -> list:
         return [index for group in batch for index in group]
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _with_seeds(self, batch: list[list[int]], position: int) -> list[list[tuple[int, int]]]:
+        """Pair each index of the global batch with a seed drawn from (seed, epoch, batch position)."""
+        seeds = iter(np.random.SeedSequence([self.seed, self.epoch, position]).generate_state(self.batch_size))
+        return [[(index, int(next(seeds))) for index in group] for group in batch]
+
+    def __iter__(self) -> Iterator[list]:
         skip, self._skip = self._skip, 0
         self._batches_done = skip
         for position, batch in enumerate(self.global_batches()):
             if position < skip:
                 continue
             self._batches_done = position + 1
-            yield self._select(batch)
+            yield self._select(self._with_seeds(batch, position) if self.augment_seeds else batch)
 
     def state_dict(self) -> dict:
         """{"seed", "epoch", "batches_done"}: enough to resume mid-epoch.
@@ -125,8 +135,8 @@ class DistributedPKSampler(PKSampler):
     rank r keeps identities r, r + world, r + 2*world, ... of it, i.e. P/world identities x K images."""
 
     def __init__(self, labels: Sequence[int], num_identities: int, num_instances: int, seed: int = 0,
-                 num_batches: int | None = None, rank: int = 0, world_size: int = 1):
-        super().__init__(labels, num_identities, num_instances, seed, num_batches)
+                 num_batches: int | None = None, rank: int = 0, world_size: int = 1, augment_seeds: bool = False):
+        super().__init__(labels, num_identities, num_instances, seed, num_batches, augment_seeds)
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"DistributedPKSampler: need 0 <= rank < world_size, got rank={rank}, world={world_size}")
         if num_identities % world_size:
@@ -136,5 +146,5 @@ class DistributedPKSampler(PKSampler):
         self.rank = int(rank)
         self.world_size = int(world_size)
 
-    def _select(self, batch: list[list[int]]) -> list[int]:
+    def _select(self, batch: list[list]) -> list:
         return [index for group in batch[self.rank:: self.world_size] for index in group]

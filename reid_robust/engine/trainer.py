@@ -161,10 +161,11 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     if info.enabled:
         sampler = DistributedPKSampler(labels, s_cfg["num_identities"], s_cfg["num_instances"], seed=cfg["seed"],
-                                       num_batches=steps_per_epoch, rank=info.rank, world_size=info.world_size)
+                                       num_batches=steps_per_epoch, rank=info.rank, world_size=info.world_size,
+                                       augment_seeds=True)
     else:
         sampler = PKSampler(labels, s_cfg["num_identities"], s_cfg["num_instances"], seed=cfg["seed"],
-                            num_batches=steps_per_epoch)
+                            num_batches=steps_per_epoch, augment_seeds=True)
     total_steps = steps_per_epoch * t_cfg["epochs"]
 
     start_epoch, skip_iters, history, best = 0, 0, [], None
