@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -148,3 +149,31 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_market_root, tmp_path, monk
     a, b = _weights(tmp_path / "uninterrupted" / "checkpoints" / "last.pth"), final["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_best_metric_is_checked_before_training(tiny_market_root, tmp_path):
+    from reid_robust.engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.best_metric.*must be one of"):
+        _cfg(tiny_market_root, tmp_path / "a", "train.best_metric=map")
+    with pytest.raises(ValueError, match="best_metric=recall@1 is not reported by the market protocol"):
+        train(_cfg(tiny_market_root, tmp_path / "b", "train.best_metric=recall@1"))
+    assert not (tmp_path / "b" / "checkpoints" / "last.pth").exists()
+
+
+def test_pattern_noise_without_confusable_names_the_key(tiny_market_root, tmp_path):
+    with pytest.raises(ValueError, match="data.noise.confusable"):
+        train(_cfg(tiny_market_root, tmp_path / "p", "data.noise.rate=0.2", "data.noise.mode=pattern"))
+
+
+def test_corrupt_training_image_is_a_one_line_error(tiny_market_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_market_root, root)
+    for victim in (root / "bounding_box_train").iterdir():  # whichever image the first batch draws is corrupt
+        victim.write_bytes(b"not a jpeg")
+    out = tmp_path / "c"
+    res = _run_tool("tools/train_reid.py", "--config", str(QUICKSTART), *tiny_overrides(root, out), "train.epochs=1")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert re.search(r"bounding_box_train/\d{4}_c\d+s\d+_\d{6}_\d{2}\.jpg", res.stderr), res.stderr[-2000:]

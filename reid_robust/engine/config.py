@@ -92,6 +92,9 @@ CHOICES: dict[str, tuple] = {
     "train.optimizer": ("sgd", "adam", "adamw"),
     "train.scheduler": ("cosine", "multistep", "constant"),
     "eval.metric": ("cosine", "euclidean"),
+    # reid protocol metrics, then retrieval protocol metrics (reid_robust/engine/evaluate.py)
+    "train.best_metric": ("mAP", "rank1", "rank5", "rank10", "mINP",
+                          "recall@1", "recall@2", "recall@4", "recall@8", "map_at_r", "precision_at_1", "nmi"),
 }
 # keys whose value is a free-form list or mapping (not validated key by key)
 OPEN_KEYS = {"loss.terms", "data.options", "data.transforms.size", "data.transforms.mean", "data.transforms.std",

@@ -43,7 +43,11 @@ def apply_label_noise(cfg: dict, records: Sequence[ImageRecord], clean: np.ndarr
         is_noisy = noisy != clean
     elif n_cfg["rate"] > 0:
         confusable = None
-        if n_cfg["mode"] == "pattern" and n_cfg["confusable"]:
+        if n_cfg["mode"] == "pattern":
+            if not n_cfg["confusable"]:
+                raise ValueError("data.noise.mode=pattern needs data.noise.confusable: a .npy array with each "
+                                 "identity's most confusable other identity, or a checkpoint trained on clean "
+                                 "labels to compute it from (tools/noise_sweep.py does this for you)")
             confusable = _load_confusable(n_cfg["confusable"], cfg, records, clean)
         noisy, is_noisy = inject_identity_noise(clean, n_cfg["rate"], mode=n_cfg["mode"], seed=n_cfg["seed"],
                                                 confusable=confusable)

@@ -44,7 +44,7 @@ from reid_robust.engine.distributed import (
     init_distributed,
     replica_divergence,
 )
-from reid_robust.engine.evaluate import evaluate_model, metrics_table
+from reid_robust.engine.evaluate import REID_COLUMNS, evaluate_model, metrics_table
 from reid_robust.engine.noise import apply_label_noise
 
 log = logging.getLogger("reid_robust")
@@ -142,6 +142,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
     if not info.is_main:
         splits = build_dataset_from_config(cfg)
     log.info("dataset %s at %s\n%s", d_cfg["dataset"], d_cfg["root"], summarize(splits))
+    _best_key(cfg, splits)  # a metric the protocol does not report fails now, not after the first epoch
     clean = np.array([r.pid for r in splits.train], dtype=np.int64)
     labels = apply_label_noise(cfg, splits.train, clean, out if info.is_main else None)
     num_classes = int(splits.num_train_classes)
@@ -178,6 +179,8 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
         scaler.load_state_dict(state["scaler"])
         for term, sd in zip(terms, state["losses"]):
             term.module.load_state_dict(sd)
+        if state.get("rng"):
+            ckpt_io.set_rng_state(state["rng"])
         start_epoch, skip_iters = state["epoch"], state.get("iteration", 0)
         history, best = state.get("history", []), state.get("best")
         results["untrained"] = state.get("untrained")
@@ -370,10 +373,18 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+RETRIEVAL_KEYS = ("recall@1", "recall@2", "recall@4", "recall@8", "map_at_r", "precision_at_1", "nmi")
+
+
 def _best_key(cfg: dict, splits) -> str:
+    """The metric that selects best.pth; refused before training when the dataset's protocol lacks it."""
     key = cfg["train"]["best_metric"]
     if splits.protocol == "cub" and key == "mAP":
         return "map_at_r"
+    if key not in (RETRIEVAL_KEYS if splits.protocol == "cub" else REID_COLUMNS):
+        raise ValueError(f"train.best_metric={key} is not reported by the {splits.protocol} protocol of "
+                         f"dataset {cfg['data']['dataset']}; choose one of "
+                         f"{', '.join(RETRIEVAL_KEYS if splits.protocol == 'cub' else REID_COLUMNS)}")
     return key
 
 
