@@ -132,6 +132,11 @@ def test_resume_skips_finished_cells_and_writes_results(tmp_path):
     assert "| symmetric | 0 | osm_caa | 2 | 80.50 ± 0.71 |" in table
 
 
+def test_jobs_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        run_sweep(_base(tmp_path), ["triplet"], [0], ["symmetric"], [0], tmp_path / "s", progress=False, jobs=0)
+
+
 def test_summarize_mean_and_sample_std():
     rows = [{"loss": "a", "mode": "symmetric", "rate": 0.2, "seed": s, "mAP": v, "rank1": 0.5, "train_time_s": 2.0}
             for s, v in enumerate([0.1, 0.2, 0.6])]
@@ -145,14 +150,16 @@ def test_summarize_mean_and_sample_std():
 
 
 def test_real_sweep_with_pattern_noise(tiny_market_root, tmp_path):
-    """Two real 2-batch trainings: the clean cell, then pattern noise from its confusable identities."""
+    """Two real 2-batch trainings in worker processes (--jobs 2): the clean cell, then pattern noise from its
+    confusable identities (the second phase starts once the clean reference model exists)."""
     from conftest import tiny_overrides
 
     out = tmp_path / "sweep"
     base = load_config(REPO / "configs" / "quickstart.yaml",
                        tiny_overrides(tiny_market_root, tmp_path / "base") + ["train.epochs=1"])
-    rows = run_sweep(base, ["triplet"], [0, 0.5], ["pattern"], [0], out, progress=False)
+    rows = run_sweep(base, ["triplet"], [0, 0.5], ["pattern"], [0], out, progress=False, jobs=2)
     assert [(r["mode"], r["rate"]) for r in rows] == [(CLEAN, 0.0), ("pattern", 0.5)]
+    assert all(r["cpu_time_s"] > 0 for r in rows)  # measured inside the worker that trained the cell
     confusable = np.load(out / "confusable.npy")
     with open(out / "triplet/pattern_r0.5/seed0/noise_manifest.csv") as fh:
         manifest = list(csv.DictReader(fh))

@@ -149,15 +149,38 @@ def compute_confusable(checkpoint: str | os.PathLike, cfg: dict, path: str | os.
     return path
 
 
-def run_sweep(base: dict, losses: Sequence[str], rates: Sequence[float], modes: Sequence[str],
-              seeds: Sequence[int], out_root: str | os.PathLike,
-              train_fn: Callable[[dict], dict] | None = None, progress: bool = True) -> list[dict]:
-    """Train every unfinished cell, then write ``results.csv``, ``results.md`` and ``noise_curves.png``.
+def _train_cell(cfg: dict, train_fn: Callable[[dict], dict] | None, num_threads: int, quiet: bool) -> str:
+    """Train one cell (in this process or a worker) and record its CPU and wall time next to its metrics."""
+    import contextlib
 
-    Returns the result rows. ``train_fn`` defaults to ``reid_robust.engine.trainer.train``.
-    """
+    import torch
+
     if train_fn is None:
         from reid_robust.engine.trainer import train as train_fn
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    cpu0, wall0 = _cpu_seconds(), time.time()
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
+        train_fn(cfg)  # a worker's per-epoch log still goes to the cell's train.log
+    cell_dir = Path(cfg["output_dir"])
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_text(cell_dir / "cell_time.json", json.dumps(
+        {"cpu_time_s": round(_cpu_seconds() - cpu0, 1), "wall_time_s": round(time.time() - wall0, 1)}))
+    return str(cell_dir)
+
+
+def run_sweep(base: dict, losses: Sequence[str], rates: Sequence[float], modes: Sequence[str],
+              seeds: Sequence[int], out_root: str | os.PathLike,
+              train_fn: Callable[[dict], dict] | None = None, progress: bool = True, jobs: int = 1) -> list[dict]:
+    """Train every unfinished cell, then write ``results.csv``, ``results.md`` and ``noise_curves.png``.
+
+    Returns the result rows. ``train_fn`` defaults to ``reid_robust.engine.trainer.train``. ``jobs > 1``
+    trains that many cells at once in worker processes, each with ``cores // jobs`` threads (unless the
+    config sets ``train.num_threads``): small CPU models use many cores far better as parallel runs than as
+    threads of one run. Pattern-noise cells start once the clean reference cell is done.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     grid = build_cells(losses, rates, modes, seeds)
@@ -169,32 +192,53 @@ def run_sweep(base: dict, losses: Sequence[str], rates: Sequence[float], modes: 
     if "pattern" in modes and reference not in cells:
         cells.insert(0, reference)  # a dedicated clean run for the confusable identities only
     todo = [c for c in cells if not is_finished(out_root, c)]
-    log.info("sweep: %d cells, %d finished, %d to train, results in %s", len(cells), len(cells) - len(todo),
-             len(todo), out_root)
+    log.info("sweep: %d cells, %d finished, %d to train (%d at a time), results in %s", len(cells),
+             len(cells) - len(todo), len(todo), jobs, out_root)
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="cell", dynamic_ncols=True)
+    threads = base["train"]["num_threads"] or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0)
+
+    def config_of(cell: Cell) -> dict:
+        confusable = None
+        if cell.mode == "pattern":
+            if not confusable_path.is_file():
+                compute_confusable(out_root / reference.relpath / "checkpoints" / "last.pth",
+                                   cell_config(base, reference, out_root), confusable_path)
+            confusable = str(confusable_path)
+        return cell_config(base, cell, out_root, confusable)
+
+    def finished(cell: Cell) -> None:
+        if bar is not None:
+            bar.set_postfix_str(cell.relpath)
+            bar.update(1)
+        write_results(collect_results(out_root, grid), out_root, plot=False, loss_order=losses)
+
+    # two phases: everything but pattern noise, then pattern noise (it needs the clean reference model)
+    phases = [[c for c in todo if c.mode != "pattern"], [c for c in todo if c.mode == "pattern"]]
     try:
-        for cell in todo:
-            confusable = None
-            if cell.mode == "pattern":
-                if not confusable_path.is_file():
-                    ref_cfg = cell_config(base, reference, out_root)
-                    compute_confusable(out_root / reference.relpath / "checkpoints" / "last.pth", ref_cfg,
-                                       confusable_path)
-                confusable = str(confusable_path)
-            if bar is not None:
-                bar.set_postfix_str(cell.relpath)
-            cpu0, wall0 = _cpu_seconds(), time.time()
-            train_fn(cell_config(base, cell, out_root, confusable))
-            cell_dir = out_root / cell.relpath
-            cell_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_text(cell_dir / "cell_time.json", json.dumps(
-                {"cpu_time_s": round(_cpu_seconds() - cpu0, 1), "wall_time_s": round(time.time() - wall0, 1)}))
-            if bar is not None:
-                bar.update(1)
-            write_results(collect_results(out_root, grid), out_root, plot=False, loss_order=losses)
+        if jobs == 1:
+            for cell in phases[0] + phases[1]:
+                if bar is not None:
+                    bar.set_postfix_str(cell.relpath)
+                _train_cell(config_of(cell), train_fn, threads, quiet=False)
+                finished(cell)
+        else:
+            import multiprocessing
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+            context = multiprocessing.get_context("spawn")  # no fork of a process holding OpenMP/torch threads
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+                for phase in phases:
+                    running = {pool.submit(_train_cell, config_of(c), train_fn, threads, True): c for c in phase}
+                    while running:
+                        done, _ = wait(running, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            cell = running.pop(future)
+                            future.result()  # a failed cell stops the sweep with its error
+                            log.info("sweep: finished %s", cell.relpath)
+                            finished(cell)
     finally:
         if bar is not None:
             bar.close()
