@@ -1,4 +1,5 @@
 """Market-1501 loader on a tiny fake tree with the official naming, junk/distractor files and stray files."""
+import re
 from pathlib import Path
 
 import pytest
@@ -35,10 +36,20 @@ def test_parse_market_filename():
     assert parse_market_filename("1501_c12s1_000010_01.png") == (1501, 11)
 
 
-@pytest.mark.parametrize("name", ["abc_c1s1_000451_03.jpg", "0002-c1s1.jpg", "0002_s1_000451.jpg", "0002_c0s1_0.jpg"])
+@pytest.mark.parametrize("name", ["abc_c1s1_000451_03.jpg", "0002-c1s1.jpg", "0002_s1_000451.jpg", "0002_c0s1_0.jpg",
+                                  "0002_c1_whatever copy.jpg", "0002_c1s1_000451_03 (1).jpg", "2_c1s1_000451_03.jpg",
+                                  "0002_c1s1_451_03.jpg", "0002_c1s1_000451_03.jpg.txt"])
 def test_parse_market_filename_rejects_and_names_file(name):
-    with pytest.raises(ValueError, match=name.split(".")[0]):
+    with pytest.raises(ValueError, match=re.escape(name.split(".")[0])):
         parse_market_filename(name)
+
+
+def test_loose_parsing_for_a_users_own_camera_network():
+    assert parse_market_filename("0002_c1_whatever.jpg", strict=False) == (2, 0)
+    assert parse_market_filename("17_c12_frame9.png", strict=False) == (17, 11)
+    for name in ("0002_c.jpg", "0002_c0_a.jpg", "x_c1_a.jpg"):
+        with pytest.raises(ValueError, match=name):
+            parse_market_filename(name, strict=False)
 
 
 def test_market_protocol_counts(tmp_path):

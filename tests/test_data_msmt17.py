@@ -42,7 +42,7 @@ def test_v1_v2_layouts(tmp_path, version, dirs):
     assert splits.protocol == "market"
     assert [r.pid for r in splits.train] == [0, 0, 2, 1] and splits.num_train_classes == 3
     assert [r.camid for r in splits.train] == [0, 4, 14, 2]
-    assert [r.pid for r in splits.query] == [0, 5] and len(splits.gallery) == 3
+    assert [r.pid for r in splits.query] == [1, 6] and len(splits.gallery) == 3  # list pid + 1 (0 is a person)
     assert dirs[1] in splits.gallery[0].path
     without_val = build_dataset("msmt17", tmp_path, version=version, include_val=False)
     assert len(without_val.train) == 3 and without_val.num_train_classes == 2
@@ -60,3 +60,20 @@ def test_errors(tmp_path):
     (tmp_path / "list_query.txt").write_text("0000/0000_000_02_0303morning_0100_0.jpg\n")
     with pytest.raises(ValueError, match="list_query.txt:1"):
         build_dataset("msmt17", tmp_path)
+
+
+def test_list_pid_zero_is_an_evaluated_person_not_a_distractor(tmp_path):
+    import numpy as np
+
+    from reid_robust.evaluation import evaluate_reid
+
+    write_msmt_tree(tmp_path)
+    splits = build_dataset("msmt17", tmp_path)
+    qp = np.array([r.pid for r in splits.query])
+    gp = np.array([r.pid for r in splits.gallery])
+    qc = np.array([r.camid for r in splits.query])
+    gc = np.array([r.camid for r in splits.gallery])
+    # each query's own gallery image is its nearest: list pid 0 must count as a valid, perfectly ranked query
+    feats = {1: [1.0, 0.0, 0.0], 6: [0.0, 1.0, 0.0], 10: [0.0, 0.0, 1.0]}
+    res = evaluate_reid(np.array([feats[p] for p in qp]), np.array([feats[p] for p in gp]), qp, gp, qc, gc)
+    assert res["num_valid_queries"] == 2 and res["mAP"] == 1.0

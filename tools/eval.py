@@ -135,7 +135,7 @@ def load_inputs(args):
             if source is None:
                 sets.append(None)
             elif Path(source).is_dir():
-                sets.append(_from_records(model, load_market_folder(source), transform, args, what))
+                sets.append(_from_records(model, load_market_folder(source, strict=False), transform, args, what))
             else:
                 sets.append(load_features_npz(source, f"{what} features"))
         return protocol or "market", sets[0], sets[1]

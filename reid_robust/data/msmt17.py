@@ -4,17 +4,20 @@ Layout: `list_train.txt`, `list_val.txt`, `list_query.txt`, `list_gallery.txt` w
 "<relative path> <pid>", images under `train/` and `test/` (MSMT17_V1) or `mask_train_v2/` and `mask_test_v2/`
 (MSMT17_V2, faces blurred). File names `<pid>_<index>_<camera 01-15>_<date+time>_<frame>_<n>.jpg`. The
 official training set is list_train + list_val (32,621 images, 1,041 identities); query 11,659 and gallery
-82,161 images of 3,060 identities, 15 cameras. Test pids keep their list values (0 is an ordinary identity
-here, not a distractor).
+82,161 images of 3,060 identities, 15 cameras. The lists number identities from 0, and 0 is an ordinary
+person, whereas the Market-1501 protocol reads pid 0 as a distractor: query and gallery pids are therefore
+the list values plus 1 (``TEST_PID_OFFSET``), so that every MSMT17 query is evaluated.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from .files import check_files_exist, require_dir, require_file
 from .records import DatasetSplits, ImageRecord, relabel, require_nonempty
 
+TEST_PID_OFFSET = 1
 VERSIONS = {"v1": ("MSMT17_V1", "train", "test"), "v2": ("MSMT17_V2", "mask_train_v2", "mask_test_v2")}
 
 
@@ -38,6 +41,13 @@ def _read_list(list_path: Path, image_dir: Path) -> list[ImageRecord]:
                 raise ValueError(f"{list_path}:{line_no}: expected '<relative path> <pid>', got {line.strip()!r}")
             records.append(ImageRecord(str(image_dir / fields[0]), int(fields[1]), parse_msmt_camera(fields[0])))
     return records
+
+
+def _shift_pids(records: list[ImageRecord]) -> list[ImageRecord]:
+    """Test pids + TEST_PID_OFFSET: list pid 0 is a person, not the protocol's distractor id."""
+    if any(r.pid < 0 for r in records):
+        raise ValueError("MSMT17: negative pids in a test list; MSMT17 has no junk images")
+    return [replace(r, pid=r.pid + TEST_PID_OFFSET) for r in records]
 
 
 def _locate(root: Path, version: str) -> tuple[Path, str]:
@@ -65,8 +75,8 @@ def load_msmt17(root: str | os.PathLike, version: str = "auto", include_val: boo
     lists = {key: require_file(base / f"list_{key}.txt", f"the MSMT17 list 'list_{key}.txt'")
              for key in ("train", "val", "query", "gallery") if key != "val" or include_val}
     train = _read_list(lists["train"], train_dir) + (_read_list(lists["val"], train_dir) if include_val else [])
-    query = _read_list(lists["query"], test_dir)
-    gallery = _read_list(lists["gallery"], test_dir)
+    query = _shift_pids(_read_list(lists["query"], test_dir))
+    gallery = _shift_pids(_read_list(lists["gallery"], test_dir))
     for split, records, where in (("train", train, lists["train"]), ("query", query, lists["query"]),
                                   ("gallery", gallery, lists["gallery"])):
         require_nonempty(records, split, name, str(where))
