@@ -57,7 +57,8 @@ def test_nested_folder(tmp_path):
 
 
 @pytest.mark.parametrize("drop, message", [("images.txt", "images.txt"),
-                                           ("image_class_labels.txt", "image_class_labels.txt")])
+                                           ("image_class_labels.txt", "image_class_labels.txt"),
+                                           ("classes.txt", "classes.txt")])
 def test_missing_files_are_named(tmp_path, drop, message):
     write_cub_tree(tmp_path, drop=drop)
     with pytest.raises(FileNotFoundError, match=message):
@@ -79,4 +80,12 @@ def test_missing_image_and_bad_line_are_named(tmp_path):
         build_dataset("cub200", tmp_path)
     (tmp_path / "image_class_labels.txt").write_text("1 1\nseven 2\n")
     with pytest.raises(ValueError, match=r"image_class_labels.txt:2"):
+        build_dataset("cub200", tmp_path)
+
+
+def test_class_id_without_a_name_is_named(tmp_path):
+    write_cub_tree(tmp_path)
+    lines = (tmp_path / "classes.txt").read_text().splitlines()
+    (tmp_path / "classes.txt").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(ValueError, match=r"class id \d+ has no entry in .*classes.txt"):
         build_dataset("cub200", tmp_path)

@@ -58,8 +58,10 @@ def load_cub200(
     image_dir = require_dir(base / "images", "the CUB-200-2011 image folder 'images/'")
     images_txt = require_file(base / "images.txt", "the CUB-200-2011 image list 'images.txt'")
     labels_txt = require_file(base / "image_class_labels.txt", "the CUB-200-2011 labels 'image_class_labels.txt'")
+    classes_txt = require_file(base / "classes.txt", "the CUB-200-2011 class names 'classes.txt'")
     paths = _read_table(images_txt, 1, "<relative path>")
     labels = _read_table(labels_txt, 1, "<class id>")
+    class_names = _read_table(classes_txt, 1, "<class name>")
     missing = sorted(set(paths) - set(labels))
     if missing:
         raise ValueError(f"{labels_txt}: no class label for image id {missing[0]} listed in {images_txt}")
@@ -77,6 +79,9 @@ def load_cub200(
         is_train = {i: _int_field(split_txt, i, v[0]) == 1 for i, v in flags.items()}
 
     class_of = {i: _int_field(labels_txt, i, labels[i][0]) for i in paths}
+    unnamed = sorted(set(class_of.values()) - set(class_names))
+    if unnamed:
+        raise ValueError(f"{labels_txt}: class id {unnamed[0]} has no entry in {classes_txt}")
     if num_train_classes is None:
         num_train_classes = max(class_of.values()) // 2
     train, test = [], []
