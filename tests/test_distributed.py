@@ -10,13 +10,26 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from reid_robust.engine.distributed import DistInfo, gather_with_grad, replica_divergence
+from reid_robust.engine.distributed import DistInfo, gather_with_grad, gathered_loss_factor, replica_divergence
 from reid_robust.engine.trainer import average_loss_gradients
 
 
 class _Term:
     def __init__(self, module: torch.nn.Module):
         self.module = module
+
+
+def _gather_problem():
+    torch.manual_seed(3)
+    model, classifier = torch.nn.Linear(5, 4), torch.nn.Linear(4, 3, bias=False)
+    return model, classifier, torch.randn(8, 5), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+
+
+def _gather_loss(feats, labels, classifier):
+    from reid_robust.losses import build_loss
+
+    triplet = build_loss("triplet", margin=0.3)
+    return triplet(feats, labels) + torch.nn.functional.cross_entropy(classifier(feats), labels)
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
@@ -51,6 +64,17 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         g.sum().backward()
         results["gathered"] = g.detach().reshape(-1).tolist()
         results["x_grad"] = x.grad.reshape(-1).tolist()
+
+        # DDP + a loss on gathered embeddings (a pair loss and a classifier) = one process on the global batch
+        model, classifier, images, labels = _gather_problem()
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        local = slice(4 * rank, 4 * rank + 4)
+        feats = gather_with_grad(ddp(images[local]), info)
+        factor = gathered_loss_factor(info, gathered=True)
+        (_gather_loss(feats, labels, classifier) * factor).backward()
+        average_loss_gradients([_Term(classifier)], info, factor)
+        results["model_grad"] = model.weight.grad.clone()
+        results["classifier_grad"] = classifier.weight.grad.clone()
     finally:
         dist.destroy_process_group()
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
@@ -67,6 +91,11 @@ def test_two_gloo_processes(tmp_path):
         assert r["b_grad"] is None  # nobody had a gradient: left alone, no optimiser step
         assert r["gathered"] == [1.0, 1.0, 2.0, 2.0]
         assert r["x_grad"] == [1.0, 1.0]
+    model, classifier, images, labels = _gather_problem()
+    _gather_loss(model(images), labels, classifier).backward()  # one process, the global batch of 8
+    for r in (r0, r1):
+        torch.testing.assert_close(r["model_grad"], model.weight.grad, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r["classifier_grad"], classifier.weight.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_single_process_is_a_no_op():

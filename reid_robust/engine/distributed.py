@@ -58,6 +58,16 @@ def gather_with_grad(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def gathered_loss_factor(info: DistInfo, gathered: bool) -> float:
+    """Factor for a loss computed on embeddings gathered from every rank (``gather_with_grad``).
+
+    Each rank then holds the loss of the global batch, but its backward reaches only its own images, so the
+    DDP mean over ranks of the model gradients is ``1/world`` of the single-process gradient of that batch;
+    multiplying the loss by ``world`` restores it. 1 without gathering or without DDP.
+    """
+    return float(info.world_size) if gathered and info.enabled else 1.0
+
+
 def broadcast_object(obj, info: DistInfo, src: int = 0):
     if not info.enabled:
         return obj

@@ -41,6 +41,7 @@ from reid_robust.engine.distributed import (
     barrier,
     cleanup,
     gather_with_grad,
+    gathered_loss_factor,
     init_distributed,
     replica_divergence,
 )
@@ -258,8 +259,12 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                     raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}, iteration {it + 1}; "
                                              f"terms: {parts}. The last good checkpoint is untouched.")
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                average_loss_gradients(terms, info)  # DDP syncs the model; loss parameters are synced here
+                # with gathered embeddings every rank computes the loss of the global batch, and rank r's model
+                # gradient is that loss's gradient through its own images only: DDP's mean over ranks would
+                # be 1/world of the single-process gradient, hence the factor (undone for loss parameters)
+                factor = gathered_loss_factor(info, t_cfg["gather_embeddings"])
+                scaler.scale(loss * factor if factor != 1 else loss).backward()
+                average_loss_gradients(terms, info, factor)  # DDP syncs the model; loss parameters here
                 if t_cfg["grad_clip"] > 0:
                     scaler.unscale_(optimizer)
                     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -346,11 +351,12 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
     return summary
 
 
-def average_loss_gradients(terms, info: DistInfo) -> None:
+def average_loss_gradients(terms, info: DistInfo, loss_factor: float = 1.0) -> None:
     """Average the gradients of loss parameters (class weights) over ranks so every rank keeps the same ones.
 
     A parameter that received a gradient on some ranks only (a class absent from their batches, say) is
-    averaged with zeros from the others, so that every rank takes the same optimiser step.
+    averaged with zeros from the others, so that every rank takes the same optimiser step. ``loss_factor``:
+    the factor the loss was multiplied by before backward (``gathered_loss_factor``), divided out here.
     """
     if not info.enabled:
         return
@@ -365,7 +371,7 @@ def average_loss_gradients(terms, info: DistInfo) -> None:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         torch.distributed.all_reduce(p.grad)
-        p.grad /= info.world_size
+        p.grad /= info.world_size * loss_factor
 
 
 def threading_main() -> bool:
