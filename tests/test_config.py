@@ -1,4 +1,5 @@
 """Config loading: defaults, _BASE_ inheritance, overrides, refusal of unknown keys with a suggestion."""
+import re
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,31 @@ def test_dotted_override_reaches_inside_a_free_form_mapping():
     assert cfg["sweep"]["presets"] == {"osm_caa": {"margin": 1.0, "sigma_caa": 0.5}}
     with pytest.raises(ConfigError, match="unknown config key 'data.optionz.x'"):
         load_config(None, ["data.optionz.x=1"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.noise.rate=-0.2", "'data.noise.rate' must be in [0, 1], got -0.2"),
+    ("data.noise.rate=1.5", "'data.noise.rate' must be in [0, 1], got 1.5"),
+    ("train.epochs=-1", "'train.epochs' must be >= 0, got -1"),
+    ("train.lr=-1", "'train.lr' must be > 0, got -1"),
+    ("train.loss_lr=0", "'train.loss_lr' must be > 0"),
+    ("eval.every=-2", "'eval.every' must be >= 0"),
+    ("data.sampler.num_instances=0", "'data.sampler.num_instances' must be >= 1"),
+    ("model.last_stride=3", "'model.last_stride' must be 1 or 2"),
+    ("train.momentum=1.0", "'train.momentum' must be in [0, 1)"),
+])
+def test_values_outside_their_range_are_refused_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [override])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("loss.terms=[{name: tripplet}]", "loss.terms[0] (tripplet): unknown loss 'tripplet' (did you mean 'triplet'?)"),
+    ("loss.terms=[{name: triplet, margn: 0.3}]",
+     "loss.terms[0] (triplet): unknown parameter(s) margn (did you mean 'margin'?)"),
+    ("model.backbone=resnet19", "model.backbone: unknown backbone 'resnet19' (did you mean"),
+    ("model.pretrained=/nowhere/r50.pth", "model.pretrained: file not found: /nowhere/r50.pth"),
+])
+def test_losses_backbone_and_weights_are_checked_when_the_config_loads(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [override])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,32 @@ CHOICES: dict[str, tuple] = {
     "train.best_metric": ("mAP", "rank1", "rank5", "rank10", "mINP",
                           "recall@1", "recall@2", "recall@4", "recall@8", "map_at_r", "precision_at_1", "nmi"),
 }
+# numeric keys with a valid range: (description, test); checked when the config loads, naming the key
+RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "seed": (">= 0", lambda v: v >= 0),
+    "data.num_workers": (">= 0", lambda v: v >= 0),
+    "data.test_batch_size": (">= 1", lambda v: v >= 1),
+    "data.noise.rate": ("in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+    "data.noise.seed": (">= 0", lambda v: v >= 0),
+    "data.sampler.num_identities": (">= 2 (pairs need two identities)", lambda v: v >= 2),
+    "data.sampler.num_instances": (">= 1", lambda v: v >= 1),
+    "data.sampler.batches_per_epoch": (">= 0 (0: one pass over the data)", lambda v: v >= 0),
+    "model.embedding_dim": (">= 0 (0: the backbone's width)", lambda v: v >= 0),
+    "model.last_stride": ("1 or 2", lambda v: v in (1, 2)),
+    "model.freeze_stages": (">= 0", lambda v: v >= 0),
+    "train.epochs": (">= 0", lambda v: v >= 0),
+    "train.lr": ("> 0", lambda v: v > 0),
+    "train.loss_lr": ("> 0 (or null: train.lr)", lambda v: v > 0),
+    "train.weight_decay": (">= 0", lambda v: v >= 0),
+    "train.momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "train.gamma": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "train.warmup_epochs": (">= 0", lambda v: v >= 0),
+    "train.warmup_factor": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "train.grad_clip": (">= 0 (0: off)", lambda v: v >= 0),
+    "train.checkpoint_every": (">= 1", lambda v: v >= 1),
+    "train.num_threads": (">= 0 (0: torch's default)", lambda v: v >= 0),
+    "eval.every": (">= 0 (0: only after the last epoch)", lambda v: v >= 0),
+}
 # keys whose value is a free-form list or mapping (not validated key by key)
 OPEN_KEYS = {"loss.terms", "data.options", "data.transforms.size", "data.transforms.mean", "data.transforms.std",
              "data.transforms.erasing_scale", "data.transforms.erasing_ratio", "train.milestones", "sweep.presets"}
@@ -134,7 +160,7 @@ def _check_value(key: str, value: Any, default: Any, where: str) -> Any:
         kind = dict if isinstance(default, dict) else (list, tuple)
         if key in OPEN_KEYS and value is not None and not isinstance(value, kind):
             raise ConfigError(f"{where}: '{key}' must be a {'mapping' if kind is dict else 'list'}, got {value!r}")
-        return value
+        return _check_range(key, value, where)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: '{key}' must be true or false, got {value!r}")
@@ -151,6 +177,16 @@ def _check_value(key: str, value: Any, default: Any, where: str) -> Any:
     choices = CHOICES.get(key)
     if choices and value not in choices:
         raise ConfigError(f"{where}: '{key}' must be one of {', '.join(choices)}; got {value!r}")
+    return _check_range(key, value, where)
+
+
+def _check_range(key: str, value: Any, where: str) -> Any:
+    rule = RANGES.get(key)
+    if rule is not None and value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
+        if not rule[1](value):
+            raise ConfigError(f"{where}: '{key}' must be {rule[0]}, got {value!r}")
     return value
 
 
@@ -225,7 +261,24 @@ def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -
     _merge_flat(cfg, parse_overrides(overrides), "command line")
     validate_loss_terms(cfg["loss"]["terms"])
     validate_sweep_presets(cfg["sweep"]["presets"])
+    validate_model(cfg["model"])
     return cfg
+
+
+def _closest(name: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(name), sorted(valid), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f"; valid names: {', '.join(sorted(valid))}"
+
+
+def validate_model(model: dict) -> None:
+    """The backbone is registered and a pretrained weights file exists (before any data is generated)."""
+    from reid_robust.models import BACKBONES
+
+    if model["backbone"] not in BACKBONES:
+        raise ConfigError(f"model.backbone: unknown backbone '{model['backbone']}'{_closest(model['backbone'], BACKBONES)}")
+    if model["pretrained"] is not None and not Path(model["pretrained"]).is_file():
+        raise ConfigError(f"model.pretrained: file not found: {model['pretrained']} (a torchvision state-dict file "
+                          "you downloaded yourself; nothing is downloaded)")
 
 
 def validate_loss_terms(terms: Any) -> None:
@@ -240,26 +293,32 @@ def validate_loss_terms(terms: Any) -> None:
         if term.get("input", "feat") not in ("feat", "bn_feat"):
             raise ConfigError(f"loss.terms[{i}] ({term['name']}): 'input' must be feat or bn_feat, "
                               f"got {term.get('input')!r}")
+        _check_loss_parameters(f"loss.terms[{i}] ({term['name']})", term["name"],
+                               set(term) - {"name", "weight", "input"})
+
+
+def _check_loss_parameters(where: str, name: str, given: set) -> None:
+    """``name`` is a registered loss and accepts every parameter in ``given``."""
+    from reid_robust.losses import LOSSES, loss_parameters
+
+    if name not in LOSSES:
+        raise ConfigError(f"{where}: unknown loss '{name}'{_closest(name, LOSSES)}")
+    accepted = set(loss_parameters(name)) - {"num_classes", "embedding_dim"}
+    unknown = sorted(given - accepted)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(accepted), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{where}: unknown parameter(s) {', '.join(unknown)}{hint}; "
+                          f"accepted: {', '.join(sorted(accepted)) or '(none)'}")
 
 
 def validate_sweep_presets(presets: Any) -> None:
     """Each preset names a known loss and only parameters that loss accepts (checked before any training)."""
-    from reid_robust.losses import LOSSES, loss_parameters
-
     for name, params in (presets or {}).items():
         where = f"sweep.presets.{name}"
-        if name not in LOSSES:
-            close = difflib.get_close_matches(str(name), sorted(LOSSES), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f"; valid names: {', '.join(sorted(LOSSES))}"
-            raise ConfigError(f"{where}: unknown loss '{name}'{hint}")
         if not isinstance(params, dict):
             raise ConfigError(f"{where}: must be a mapping of the loss's parameters, got {params!r}")
-        accepted = set(loss_parameters(name)) - {"num_classes", "embedding_dim"}
-        unknown = sorted(set(params) - accepted)
-        if unknown:
-            raise ConfigError(f"{where}: unknown parameter(s) {', '.join(unknown)}; "
-                              f"accepted: {', '.join(sorted(accepted)) or '(none)'} (weight and input come from "
-                              "the config's active metric term)")
+        _check_loss_parameters(where, name, set(params))
 
 
 def get(cfg: dict, dotted: str) -> Any:
