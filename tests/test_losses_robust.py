@@ -258,3 +258,66 @@ def test_prism_state_dict_carries_the_window_so_a_restored_copy_selects_the_same
     assert torch.equal(restored(x2, y), trained(x2, y))
     assert torch.equal(restored.last_kept_mask, trained.last_kept_mask)
     assert restored.threshold.values == trained.threshold.values
+
+
+def _freeze_weighting(monkeypatch, module):
+    """Make every weighting function of ``reid_robust.losses.weighting`` used by ``module`` replay the values it
+    returned on the first forward. The losses treat those weights as constants (detached, as in the papers),
+    so the loss with replayed weights is the smooth function whose gradient autograd must give."""
+    import inspect
+
+    from reid_robust.losses import weighting
+
+    recorded: dict[str, list] = {}
+    state = {"replay": False, "position": {}}
+    for name, fn in vars(weighting).items():
+        if not (inspect.isfunction(fn) and fn.__module__ == weighting.__name__ and hasattr(module, name)):
+            continue
+
+        def frozen(*args, _fn=fn, _name=name, **kwargs):
+            if not state["replay"]:
+                out = _fn(*args, **kwargs)
+                recorded.setdefault(_name, []).append(out)
+                return out
+            i = state["position"].get(_name, 0)
+            state["position"][_name] = i + 1
+            return recorded[_name][i]
+        monkeypatch.setattr(module, name, frozen)
+
+    def replaying(call):
+        def wrapped(*args):
+            state["replay"], state["position"] = True, {}
+            return call(*args)
+        return wrapped
+    return recorded, replaying
+
+
+@pytest.mark.parametrize("name, params", [
+    ("osm_caa", {"num_classes": 4, "embedding_dim": 5}),
+    ("ranked_list", {}),
+    ("dm", {"num_classes": 4, "embedding_dim": 5, "lam": 1.0, "beta": 2.0}),
+    ("imae", {"num_classes": 4, "embedding_dim": 5}),
+    ("proselflc", {"num_classes": 4, "embedding_dim": 5}),
+])
+def test_gradcheck_with_the_detached_weights_frozen(monkeypatch, name, params):
+    import importlib
+
+    torch.manual_seed(11)
+    loss = build_loss(name, **params).double()
+    for p in loss.parameters():  # classifier weights large enough that the weights differ between samples
+        torch.nn.init.normal_(p, std=1.0)
+    loss.set_progress(60, 100)  # ProSelfLC: a non-zero global trust
+    module = importlib.import_module(type(loss).__module__)
+    recorded, replaying = _freeze_weighting(monkeypatch, module)
+    x0 = torch.randn(10, 5, dtype=torch.float64)
+    loss(x0, PK)  # records the weights at x0
+    assert recorded, f"{name} uses no function of reid_robust.losses.weighting"
+    x = x0.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(replaying(lambda e: loss(e, PK)), (x,), eps=1e-6, atol=1e-6)
+    # and the replayed loss is the real one at x0 (same value, same autograd gradient)
+    monkeypatch.undo()
+    real = value_and_grad(lambda e: loss(e, PK), x0)
+    recorded2, replaying2 = _freeze_weighting(monkeypatch, module)
+    loss(x0, PK)
+    replayed = value_and_grad(replaying2(lambda e: loss(e, PK)), x0)
+    assert real[0] == pytest.approx(replayed[0], abs=1e-12) and torch.allclose(real[1], replayed[1], atol=1e-12)

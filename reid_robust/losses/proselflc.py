@@ -9,11 +9,10 @@ Deep Neural Networks", CVPR 2021. Target ``q~ = (1 - eps) q + eps p`` with ``eps
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ClassifierLoss
-from .weighting import proselflc_global_trust, proselflc_local_trust
+from .weighting import proselflc_corrected_target, proselflc_global_trust, proselflc_local_trust
 
 
 class ProSelfLCLoss(ClassifierLoss):
@@ -47,12 +46,9 @@ class ProSelfLCLoss(ClassifierLoss):
     def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         logits = self.logits(embeddings, labels)
         log_probs = torch.log_softmax(logits, dim=1)
-        with torch.no_grad():
-            probs = log_probs.exp()
-            eps = self.trust(probs).unsqueeze(1)
-            onehot = F.one_hot(labels, self.num_classes).to(probs.dtype)
-            target = (1.0 - eps) * onehot + eps * probs
-            self._record_weights(target.gather(1, labels.view(-1, 1)).squeeze(1))
+        g = proselflc_global_trust(self.progress, self.exp_base, self.transit_time_ratio)
+        target = proselflc_corrected_target(log_probs.detach().exp(), labels, g)
+        self._record_weights(target.gather(1, labels.view(-1, 1)).squeeze(1))
         return -(target * log_probs).sum(dim=1).mean()
 
     def extra_repr(self) -> str:

@@ -109,6 +109,15 @@ def proselflc_local_trust(probs: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def proselflc_corrected_target(probs: Tensor, labels: Tensor, global_trust: float) -> Tensor:
+    """ProSelfLC's corrected target ``(1 - eps) y + eps p`` [N, C], ``eps = g(t) l(p)`` per example (constant)."""
+    p = probs.detach()
+    eps = (global_trust * proselflc_local_trust(p)).unsqueeze(1)
+    onehot = torch.nn.functional.one_hot(labels, p.shape[1]).to(p.dtype)
+    return (1.0 - eps) * onehot + eps * p
+
+
+@torch.no_grad()
 def temperature_softmax_weights(values: Tensor, mask: Tensor, temperature: float) -> Tensor:
     """Ranked-list pair weights: ``softmax_{mask}(T * values)`` along rows [N, M] (uniform when T = 0)."""
     return masked_softmax(temperature * values.detach(), mask, dim=1)
