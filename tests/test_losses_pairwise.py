@@ -110,3 +110,16 @@ def test_gram_matrix_under_autocast_backpropagates_in_input_dtype():
         g = pw.gram_matrix(x)
     g.float().sum().backward()
     assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()
+
+
+def test_euclidean_rescaling_is_exact_and_keeps_huge_embeddings_finite():
+    torch.manual_seed(4)
+    x, y = torch.randn(7, 5) * 3.0, torch.randn(4, 5) * 3.0
+    plain = pw.squared_euclidean_distance_matrix(x, y).clamp_min(pw.DISTANCE_EPS).sqrt()
+    assert torch.equal(pw.euclidean_distance_matrix(x, y), plain)  # power-of-two scaling: bit for bit
+    big = (x * 1e20).requires_grad_(True)
+    d = pw.euclidean_distance_matrix(big)
+    assert torch.isfinite(d).all()
+    torch.testing.assert_close(d / 1e20, pw.euclidean_distance_matrix(x), rtol=1e-5, atol=1e-5)
+    d.sum().backward()
+    assert torch.isfinite(big.grad).all()

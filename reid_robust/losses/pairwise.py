@@ -65,9 +65,27 @@ def squared_euclidean_distance_matrix(x: Tensor, y: Tensor | None = None) -> Ten
     return d2
 
 
+def _power_of_two_scale(*tensors: Tensor) -> Tensor:
+    """The smallest power of two >= the largest |entry| (1 for all-zero input), detached, no host sync.
+
+    Dividing by it is exact in floating point, so distances of the scaled rows are the scaled distances
+    bit for bit, while squares of huge embeddings (|x| ~ 1e20 in float32) no longer overflow."""
+    peak = torch.stack([t.detach().abs().amax() for t in tensors]).amax()
+    _, exponent = torch.frexp(peak)
+    return torch.ldexp(torch.ones_like(peak), exponent)
+
+
 def euclidean_distance_matrix(x: Tensor, y: Tensor | None = None, eps: float = DISTANCE_EPS) -> Tensor:
-    """Euclidean distances [N, M] as ``sqrt(clamp(d2, eps))``: finite gradient (zero) at zero distance."""
-    return squared_euclidean_distance_matrix(x, y).clamp_min(eps).sqrt()
+    """Euclidean distances [N, M] as ``sqrt(clamp(d2, eps))``: finite gradient (zero) at zero distance.
+
+    Rows are divided by a power of two first (exact), so embeddings of any finite size give finite distances.
+    """
+    if x.numel() == 0 or (y is not None and y.numel() == 0):
+        return squared_euclidean_distance_matrix(x, y)
+    scale = _power_of_two_scale(x) if y is None else _power_of_two_scale(x, y)
+    floor = (eps / scale**2).clamp_min(torch.finfo(x.dtype).tiny)
+    d2 = squared_euclidean_distance_matrix(x / scale, None if y is None else y / scale)
+    return torch.maximum(d2, floor).sqrt() * scale
 
 
 def unit_euclidean_distance_matrix(xn: Tensor, eps: float = DISTANCE_EPS) -> Tensor:
