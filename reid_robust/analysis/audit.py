@@ -120,7 +120,10 @@ def reliability_weights(outputs: dict[str, torch.Tensor], labels: np.ndarray, te
         return class_aware_attention(p_true, 0.68).double().numpy()
     num_identities = min(num_identities, len(np.unique(labels)))
     batch = num_identities * num_instances
-    sampler = PKSampler(labels, num_identities, num_instances, seed=seed, num_batches=math.ceil(n / batch))
+    # PK batches are drawn over a canonical order of the images (by label, then embedding), so the scores do
+    # not depend on the order the images were listed in, i.e. on their file names
+    order = canonical_order(outputs[reliable[0].input].numpy(), labels)
+    sampler = PKSampler(labels[order], num_identities, num_instances, seed=seed, num_batches=math.ceil(n / batch))
     total = np.zeros(n)
     count = np.zeros(n)
     target = torch.as_tensor(labels)
@@ -129,15 +132,22 @@ def reliability_weights(outputs: dict[str, torch.Tensor], labels: np.ndarray, te
         x = outputs[term.input]
         for p in range(passes):
             sampler.set_epoch(p)
-            for idx in sampler:
+            for positions in sampler:
+                idx = order[np.asarray(positions)]
                 idx_t = torch.as_tensor(idx, dtype=torch.long)
                 term.module(x[idx_t], target[idx_t])
                 w = term.module.last_sample_weights
                 if w is None:
                     raise ValueError(f"loss term {term.name} says its weights mean reliability but recorded none")
-                np.add.at(total, np.asarray(idx), w.double().cpu().numpy())
-                np.add.at(count, np.asarray(idx), 1.0)
+                np.add.at(total, idx, w.double().cpu().numpy())
+                np.add.at(count, idx, 1.0)
     return np.where(count > 0, total / np.maximum(count, 1), 1.0)
+
+
+def canonical_order(feats: np.ndarray, labels: np.ndarray, decimals: int = 4) -> np.ndarray:
+    """Indices [N] sorting images by label, then by their (rounded) embedding: a content-only order."""
+    keys = np.round(np.asarray(feats, dtype=np.float64), decimals)
+    return np.lexsort(tuple(keys.T[::-1]) + (np.asarray(labels),))
 
 
 def rank_normalise(values: np.ndarray) -> np.ndarray:
