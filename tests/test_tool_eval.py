@@ -229,3 +229,12 @@ def test_config_mode_takes_the_dataset_from_the_config(tool, checkpoint, tmp_pat
     assert len(err) == 1 and err[0].startswith("error: ")
     assert tool.main(["--checkpoint", str(ckpt), "--config", str(config), "--data-root", str(root)]) == 0
     assert "mAP (%)" in capsys.readouterr().out
+
+
+def test_visualize_without_paths_fails_before_evaluating(tool, npz_pair, tmp_path, capsys):
+    base, (qf, gf, q_pids, g_pids, q_cams, g_cams) = npz_pair
+    np.savez(tmp_path / "q.npz", feats=qf, pids=q_pids, camids=q_cams)  # no 'paths' array
+    np.savez(tmp_path / "g.npz", feats=gf, pids=g_pids, camids=g_cams)
+    assert tool.main(["--query", str(tmp_path / "q.npz"), "--gallery", str(tmp_path / "g.npz"), "--visualize", "1"]) == 2
+    captured = capsys.readouterr()
+    assert "needs image paths" in captured.err and "mAP" not in captured.out  # no table printed first

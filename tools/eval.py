@@ -201,14 +201,19 @@ def evaluate(args, protocol, query, gallery, distances=None) -> dict:
                          metric=args.metric, max_rank=args.max_rank, ap_mode=args.ap_mode, approximate=approximate)
 
 
-def visualize(args, query, gallery, distances=None) -> list[Path]:
-    from reid_robust.evaluation.visualize import save_ranked_lists
-
+def check_visualizable(query, gallery) -> None:
+    """--visualize needs a query/gallery split with image paths (checked before any evaluation runs)."""
     if gallery is None:
         raise UsageError("--visualize needs a query/gallery evaluation (protocol market)")
     if not query.paths or not gallery.paths or not all(query.paths) or not all(gallery.paths):
         raise UsageError("--visualize needs image paths: extract features with --checkpoint, or store an array "
                          "'paths' in the .npz files")
+
+
+def visualize(args, query, gallery, distances=None) -> list[Path]:
+    from reid_robust.evaluation.visualize import save_ranked_lists
+
+    check_visualizable(query, gallery)
     return save_ranked_lists(args.visualize_dir, query.paths, gallery.paths, query.feats, gallery.feats,
                              query.pids, gallery.pids, query.camids, gallery.camids, args.visualize,
                              metric=args.metric, distances=distances)
@@ -222,6 +227,8 @@ def run(args) -> dict:
         from reid_robust.evaluation import set_num_threads
         set_num_threads(args.threads)
     protocol, query, gallery = load_inputs(args)
+    if args.visualize:
+        check_visualizable(query, gallery)
     if args.save_features:
         save_features(args.save_features, query, gallery)
     distances = None
