@@ -177,3 +177,26 @@ def test_corrupt_training_image_is_a_one_line_error(tiny_market_root, tmp_path):
     res = _run_tool("tools/train_reid.py", "--config", str(QUICKSTART), *tiny_overrides(root, out), "train.epochs=1")
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert re.search(r"bounding_box_train/\d{4}_c\d+s\d+_\d{6}_\d{2}\.jpg", res.stderr), res.stderr[-2000:]
+
+
+def test_open_set_noise_trains_only_the_remaining_classes_and_audits(tiny_market_root, tmp_path):
+    import csv
+
+    from reid_robust.analysis.audit_run import audit_checkpoint
+
+    out = tmp_path / "open"
+    train(_cfg(tiny_market_root, out, "train.epochs=1", "data.noise.rate=0.34", "data.noise.mode=open_set"))
+    with open(out / "noise_manifest.csv") as fh:
+        manifest = list(csv.DictReader(fh))
+    clean_ids = {int(r["clean_label"]) for r in manifest}
+    kept_ids = {int(r["noisy_label"]) for r in manifest}
+    assert kept_ids < clean_ids and len(clean_ids) - len(kept_ids) == round(0.34 * len(clean_ids))
+    ckpt = load_checkpoint(out / "checkpoints" / "last.pth")
+    classifier = [w for sd in ckpt["losses"] for k, w in sd.items() if k.endswith("weight")]
+    assert classifier and classifier[0].shape[0] == len(kept_ids)  # no output for a hidden identity
+    summary = audit_checkpoint(out / "checkpoints" / "last.pth", top=0, passes=1)
+    assert summary["num_images"] == len(manifest) and 0.0 <= summary["metrics"]["auroc"] <= 1.0
+    with open(out / "audit" / "suspects.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    label_key = next(k for k in rows[0] if "label" in k)
+    assert {int(r[label_key]) for r in rows} == kept_ids  # original ids, not the losses' renumbering

@@ -89,7 +89,7 @@ def audit_checkpoint(checkpoint: str | os.PathLike, config: str | os.PathLike | 
     from reid_robust.engine.builders import build_dataset_from_config, build_loss_terms, build_test_transform
     from reid_robust.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
     from reid_robust.engine.config import load_config, save_config
-    from reid_robust.engine.noise import apply_label_noise
+    from reid_robust.engine.noise import apply_label_noise, class_space
 
     run = run_dir_of(checkpoint)
     out = Path(out) if out is not None else run / "audit"
@@ -106,12 +106,14 @@ def audit_checkpoint(checkpoint: str | os.PathLike, config: str | os.PathLike | 
     clean = np.array([r.pid for r in splits.train], dtype=np.int64)
     labels = load_noisy_label_list(labels_list, splits.train) if labels_list else \
         apply_label_noise(cfg, splits.train, clean, None)
-    terms = build_loss_terms(ckpt_cfg, splits.num_train_classes, model.out_dim)
+    train_labels, num_classes = (labels, splits.num_train_classes) if labels_list else \
+        class_space(cfg, labels, splits.num_train_classes)  # what the losses were trained on
+    terms = build_loss_terms(ckpt_cfg, num_classes, model.out_dim)
     for term, sd in zip(terms, state.get("losses", [])):
         term.module.load_state_dict(sd)
     outputs = extract_outputs(model, splits.train, build_test_transform(cfg), cfg["data"]["test_batch_size"])
     s_cfg = cfg["data"]["sampler"]
-    scores = suspicion_scores(outputs, labels, terms, s_cfg["num_identities"], s_cfg["num_instances"], k=k,
+    scores = suspicion_scores(outputs, train_labels, terms, s_cfg["num_identities"], s_cfg["num_instances"], k=k,
                               passes=passes, seed=0)
     order = np.argsort(-scores["score"], kind="stable")
 

@@ -61,3 +61,20 @@ def apply_label_noise(cfg: dict, records: Sequence[ImageRecord], clean: np.ndarr
     if output_dir is not None:
         write_noise_manifest(Path(output_dir) / "noise_manifest.csv", records, clean, noisy, is_noisy)
     return noisy
+
+
+def class_space(cfg: dict, labels: np.ndarray, num_train_classes: int) -> tuple[np.ndarray, int]:
+    """``(labels the losses train on, number of classes)``.
+
+    Open-set noise hides identities as classes: their images carry other identities' labels and the hidden
+    ids never occur. The losses then train on the remaining identities only, renumbered ``0..K-1`` in
+    sorted order, so a classifier has no output for a person it can never be taught (the manifest and
+    ``suspects.csv`` keep the original ids). Every other setting returns ``(labels, num_train_classes)``.
+    """
+    n_cfg = cfg["data"]["noise"]
+    if n_cfg["list"] or n_cfg["mode"] != "open_set" or n_cfg["rate"] <= 0:
+        return labels, int(num_train_classes)
+    present, compact = np.unique(labels, return_inverse=True)
+    log.info("open-set noise: %d of %d identities keep a class; the losses see them as classes 0..%d",
+             len(present), num_train_classes, len(present) - 1)
+    return compact.astype(np.int64), len(present)

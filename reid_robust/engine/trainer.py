@@ -46,7 +46,7 @@ from reid_robust.engine.distributed import (
     replica_divergence,
 )
 from reid_robust.engine.evaluate import REID_COLUMNS, evaluate_model, metrics_table
-from reid_robust.engine.noise import apply_label_noise
+from reid_robust.engine.noise import apply_label_noise, class_space
 
 log = logging.getLogger("reid_robust")
 
@@ -145,8 +145,8 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
     log.info("dataset %s at %s\n%s", d_cfg["dataset"], d_cfg["root"], summarize(splits))
     _best_key(cfg, splits)  # a metric the protocol does not report fails now, not after the first epoch
     clean = np.array([r.pid for r in splits.train], dtype=np.int64)
-    labels = apply_label_noise(cfg, splits.train, clean, out if info.is_main else None)
-    num_classes = int(splits.num_train_classes)
+    noisy = apply_label_noise(cfg, splits.train, clean, out if info.is_main else None)
+    labels, num_classes = class_space(cfg, noisy, splits.num_train_classes)
 
     # model, losses, optimisation
     model = build_model_from_config(cfg).to(device)
@@ -338,7 +338,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
         summary["epochs"] = t_cfg["epochs"]
         summary["train_time_s"] = round(time.time() - started, 1)
         summary["noise"] = {"rate": d_cfg["noise"]["rate"], "mode": d_cfg["noise"]["mode"],
-                            "realised_rate": float(np.mean(labels != clean)) if len(clean) else 0.0}
+                            "realised_rate": float(np.mean(noisy != clean)) if len(clean) else 0.0}
         tmp = out / "metrics.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2, default=_json_default), encoding="utf-8")
         os.replace(tmp, out / "metrics.json")
