@@ -84,6 +84,12 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+# the metrics each evaluation protocol reports (reid_robust.evaluation); any of them can select best.pth
+PROTOCOL_METRICS: dict[str, tuple[str, ...]] = {
+    "market": ("mAP", "rank1", "rank5", "rank10", "mINP"),
+    "cub": ("recall@1", "recall@2", "recall@4", "recall@8", "map_at_r", "precision_at_1", "nmi"),
+}
+
 CHOICES: dict[str, tuple] = {
     "device": None,  # free-form, validated when the device is created
     "data.noise.mode": ("symmetric", "pair", "pattern", "open_set"),
@@ -92,9 +98,7 @@ CHOICES: dict[str, tuple] = {
     "train.optimizer": ("sgd", "adam", "adamw"),
     "train.scheduler": ("cosine", "multistep", "constant"),
     "eval.metric": ("cosine", "euclidean"),
-    # reid protocol metrics, then retrieval protocol metrics (reid_robust/engine/evaluate.py)
-    "train.best_metric": ("mAP", "rank1", "rank5", "rank10", "mINP",
-                          "recall@1", "recall@2", "recall@4", "recall@8", "map_at_r", "precision_at_1", "nmi"),
+    "train.best_metric": PROTOCOL_METRICS["market"] + PROTOCOL_METRICS["cub"],
 }
 # numeric keys with a valid range: (description, test); checked when the config loads, naming the key
 RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {

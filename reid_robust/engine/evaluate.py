@@ -7,10 +7,11 @@ import torch
 from tabulate import tabulate
 
 from reid_robust.data.records import DatasetSplits
+from reid_robust.engine.config import PROTOCOL_METRICS
 from reid_robust.engine.inference import extract_features
 from reid_robust.evaluation import evaluate_reid, evaluate_retrieval
 
-REID_COLUMNS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+REID_COLUMNS = PROTOCOL_METRICS["market"]
 RETRIEVAL_COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "map_at_r", "nmi")
 
 

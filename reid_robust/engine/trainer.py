@@ -35,7 +35,7 @@ from reid_robust.engine.builders import (
     build_test_transform,
     build_train_transform,
 )
-from reid_robust.engine.config import save_config
+from reid_robust.engine.config import PROTOCOL_METRICS, save_config
 from reid_robust.engine.distributed import (
     DistInfo,
     barrier,
@@ -45,7 +45,7 @@ from reid_robust.engine.distributed import (
     init_distributed,
     replica_divergence,
 )
-from reid_robust.engine.evaluate import REID_COLUMNS, evaluate_model, metrics_table
+from reid_robust.engine.evaluate import evaluate_model, metrics_table
 from reid_robust.engine.noise import apply_label_noise, class_space
 
 log = logging.getLogger("reid_robust")
@@ -263,7 +263,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                 # gradient is that loss's gradient through its own images only: DDP's mean over ranks would
                 # be 1/world of the single-process gradient, hence the factor (undone for loss parameters)
                 factor = gathered_loss_factor(info, t_cfg["gather_embeddings"])
-                scaler.scale(loss * factor if factor != 1 else loss).backward()
+                scaler.scale(loss * factor).backward()
                 average_loss_gradients(terms, info, factor)  # DDP syncs the model; loss parameters here
                 if t_cfg["grad_clip"] > 0:
                     scaler.unscale_(optimizer)
@@ -379,18 +379,15 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-RETRIEVAL_KEYS = ("recall@1", "recall@2", "recall@4", "recall@8", "map_at_r", "precision_at_1", "nmi")
-
-
 def _best_key(cfg: dict, splits) -> str:
     """The metric that selects best.pth; refused before training when the dataset's protocol lacks it."""
     key = cfg["train"]["best_metric"]
     if splits.protocol == "cub" and key == "mAP":
         return "map_at_r"
-    if key not in (RETRIEVAL_KEYS if splits.protocol == "cub" else REID_COLUMNS):
+    reported = PROTOCOL_METRICS[splits.protocol]
+    if key not in reported:
         raise ValueError(f"train.best_metric={key} is not reported by the {splits.protocol} protocol of "
-                         f"dataset {cfg['data']['dataset']}; choose one of "
-                         f"{', '.join(RETRIEVAL_KEYS if splits.protocol == 'cub' else REID_COLUMNS)}")
+                         f"dataset {cfg['data']['dataset']}; choose one of {', '.join(reported)}")
     return key
 
 
