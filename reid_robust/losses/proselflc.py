@@ -46,8 +46,8 @@ class ProSelfLCLoss(ClassifierLoss):
     def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         logits = self.logits(embeddings, labels)
         log_probs = torch.log_softmax(logits, dim=1)
-        g = proselflc_global_trust(self.progress, self.exp_base, self.transit_time_ratio)
-        target = proselflc_corrected_target(log_probs.detach().exp(), labels, g)
+        probs = log_probs.detach().exp()
+        target = proselflc_corrected_target(probs, labels, self.trust(probs))
         self._record_weights(target.gather(1, labels.view(-1, 1)).squeeze(1))
         return -(target * log_probs).sum(dim=1).mean()
 

@@ -109,10 +109,11 @@ def proselflc_local_trust(probs: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def proselflc_corrected_target(probs: Tensor, labels: Tensor, global_trust: float) -> Tensor:
-    """ProSelfLC's corrected target ``(1 - eps) y + eps p`` [N, C], ``eps = g(t) l(p)`` per example (constant)."""
+def proselflc_corrected_target(probs: Tensor, labels: Tensor, trust: Tensor) -> Tensor:
+    """ProSelfLC's corrected target ``(1 - eps) y + eps p`` [N, C] from probabilities [N, C] and the per-example
+    trust ``eps = g(t) l(p)`` [N] (constant)."""
     p = probs.detach()
-    eps = (global_trust * proselflc_local_trust(p)).unsqueeze(1)
+    eps = trust.detach().unsqueeze(1)
     onehot = torch.nn.functional.one_hot(labels, p.shape[1]).to(p.dtype)
     return (1.0 - eps) * onehot + eps * p
 
