@@ -302,18 +302,13 @@ def validate_loss_terms(terms: Any) -> None:
 
 
 def _check_loss_parameters(where: str, name: str, given: set) -> None:
-    """``name`` is a registered loss and accepts every parameter in ``given``."""
-    from reid_robust.losses import LOSSES, loss_parameters
+    """``name`` is a registered loss and accepts every parameter in ``given`` (the registry's own check)."""
+    from reid_robust.losses import check_loss_parameters
 
-    if name not in LOSSES:
-        raise ConfigError(f"{where}: unknown loss '{name}'{_closest(name, LOSSES)}")
-    accepted = set(loss_parameters(name)) - {"num_classes", "embedding_dim"}
-    unknown = sorted(given - accepted)
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(accepted), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{where}: unknown parameter(s) {', '.join(unknown)}{hint}; "
-                          f"accepted: {', '.join(sorted(accepted)) or '(none)'}")
+    try:
+        check_loss_parameters(name, given, supplied_later=("num_classes", "embedding_dim"))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def validate_sweep_presets(presets: Any) -> None:

@@ -40,7 +40,7 @@ from .pairwise import (
 from .prism import PRISMLoss, SlidingWindowThreshold, centre_probabilities
 from .proselflc import ProSelfLCLoss
 from .ranked_list import RankedListLoss
-from .registry import LOSSES, build_loss, loss_parameters, register_loss
+from .registry import LOSSES, build_loss, check_loss_parameters, loss_parameters, register_loss
 from .triplet import TripletLoss, batch_all_triplet, batch_hard_triplet, semi_hard_triplet
 from .weighting import (
     class_aware_attention,
@@ -78,6 +78,7 @@ __all__ = [
     "build_loss",
     "centre_probabilities",
     "check_embeddings_and_labels",
+    "check_loss_parameters",
     "class_aware_attention",
     "contrastive_from_distances",
     "cosine_similarity_matrix",

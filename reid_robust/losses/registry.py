@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
+from collections.abc import Iterable
 
 from torch import nn
 
@@ -28,6 +30,16 @@ def loss_parameters(name: str) -> dict[str, object]:
     return {k: p.default for k, p in params.items() if k != "self"}
 
 
+def check_loss_parameters(name: str, given: Iterable[str], supplied_later: Iterable[str] = ()) -> None:
+    """ValueError for an unknown loss ``name`` or a parameter in ``given`` that it does not accept, naming the
+    closest valid one. ``supplied_later``: parameters a builder fills in (``num_classes``), not accepted here."""
+    accepted = set(loss_parameters(name)) - set(supplied_later)
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}{_did_you_mean(unknown[0], accepted)}; "
+                         f"accepted: {', '.join(sorted(accepted)) or '(none)'}")
+
+
 def build_loss(name: str, **params: object) -> nn.Module:
     """Build the loss registered as ``name`` with keyword ``params``.
 
@@ -35,20 +47,25 @@ def build_loss(name: str, **params: object) -> nn.Module:
     the accepted ones) or a missing required parameter (e.g. ``num_classes`` for classifier losses).
     """
     cls = _lookup(name)
+    try:
+        check_loss_parameters(name, params)
+    except ValueError as exc:
+        raise ValueError(f"loss {name!r}: {exc}") from None
     accepted = loss_parameters(name)
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise ValueError(f"loss {name!r}: unknown parameter(s) {', '.join(unknown)}; "
-                         f"accepted: {', '.join(accepted) or '(none)'}")
     missing = [k for k, d in accepted.items() if d is inspect.Parameter.empty and k not in params]
     if missing:
         raise ValueError(f"loss {name!r}: missing required parameter(s) {', '.join(missing)}")
     return cls(**params)
 
 
+def _did_you_mean(name: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(name), sorted(valid), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def _lookup(name: str) -> type[MetricLoss]:
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(sorted(LOSSES))}")
+        raise ValueError(f"unknown loss {name!r}{_did_you_mean(name, LOSSES)}; valid names: {', '.join(sorted(LOSSES))}")
     return LOSSES[name]
 
 
