@@ -211,9 +211,9 @@ def check_visualizable(query, gallery) -> None:
 
 
 def visualize(args, query, gallery, distances=None) -> list[Path]:
+    """Ranked-list pictures; ``run`` has checked ``check_visualizable`` before evaluating."""
     from reid_robust.evaluation.visualize import save_ranked_lists
 
-    check_visualizable(query, gallery)
     return save_ranked_lists(args.visualize_dir, query.paths, gallery.paths, query.feats, gallery.feats,
                              query.pids, gallery.pids, query.camids, gallery.camids, args.visualize,
                              metric=args.metric, distances=distances)
