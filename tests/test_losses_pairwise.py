@@ -123,3 +123,13 @@ def test_euclidean_rescaling_is_exact_and_keeps_huge_embeddings_finite():
     torch.testing.assert_close(d / 1e20, pw.euclidean_distance_matrix(x), rtol=1e-5, atol=1e-5)
     d.sum().backward()
     assert torch.isfinite(big.grad).all()
+
+
+def test_tiny_embeddings_sit_at_the_distance_floor():
+    torch.manual_seed(5)
+    tiny = (torch.randn(6, 5) * 1e-20).requires_grad_(True)
+    d = pw.euclidean_distance_matrix(tiny)
+    # every distance is far below sqrt(eps): all of them equal the floor, finitely
+    torch.testing.assert_close(d, torch.full((6, 6), pw.DISTANCE_EPS**0.5), rtol=1e-5, atol=0.0)
+    d.sum().backward()
+    assert torch.isfinite(tiny.grad).all()

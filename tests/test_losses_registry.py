@@ -55,6 +55,7 @@ EDGE_CASES = {
     "zero_vectors": (lambda: torch.zeros(6, DIM), torch.tensor([0, 0, 1, 1, 2, 2])),
     "scaled_1e4": (lambda: torch.randn(6, DIM) * 1e4, torch.tensor([0, 0, 1, 1, 2, 2])),
     "scaled_1e20": (lambda: torch.randn(6, DIM) * 1e20, torch.tensor([0, 0, 1, 1, 2, 2])),  # |x|^2 overflows f32
+    "scaled_1e-20": (lambda: torch.randn(6, DIM) * 1e-20, torch.tensor([0, 0, 1, 1, 2, 2])),  # |x|^2 underflows
     "single_sample": (lambda: torch.randn(1, DIM), torch.tensor([3])),
 }
 

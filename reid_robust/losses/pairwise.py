@@ -83,6 +83,8 @@ def euclidean_distance_matrix(x: Tensor, y: Tensor | None = None, eps: float = D
     if x.numel() == 0 or (y is not None and y.numel() == 0):
         return squared_euclidean_distance_matrix(x, y)
     scale = _power_of_two_scale(x) if y is None else _power_of_two_scale(x, y)
+    # never scale tiny rows up past 2^-30: eps / scale^2 must stay finite (all such distances sit at the floor)
+    scale = scale.clamp_min(2.0**-30)
     floor = (eps / scale**2).clamp_min(torch.finfo(x.dtype).tiny)
     d2 = squared_euclidean_distance_matrix(x / scale, None if y is None else y / scale)
     return torch.maximum(d2, floor).sqrt() * scale
