@@ -1,6 +1,7 @@
 """Tests of the robust losses: loop references, gradients, DM's gradient norms, planted-mislabel behaviour."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -321,3 +322,49 @@ def test_gradcheck_with_the_detached_weights_frozen(monkeypatch, name, params):
     loss(x0, PK)
     replayed = value_and_grad(replaying2(lambda e: loss(e, PK)), x0)
     assert real[0] == pytest.approx(replayed[0], abs=1e-12) and torch.allclose(real[1], replayed[1], atol=1e-12)
+
+
+def test_prism_eval_mode_reports_clean_probabilities_without_selecting():
+    x, y = planted_batch()
+    loss = build_loss("prism", num_classes=4, embedding_dim=8, noise_rate=0.1, memory_size=64, window_size=3)
+    for seed in range(1, 4):  # warm the memory with clean batches
+        xc, yc = planted_batch(seed)
+        loss(xc[:12], yc[:12])
+    window, filled = list(loss.threshold.values), int((loss.memory_labels >= 0).sum())
+    loss.eval()
+    loss(x, y)
+    w = loss.last_sample_weights
+    assert int(w.argmin()) == 12 and w[12] < w[:12].min()  # the planted mislabel is still the least reliable
+    assert loss.last_kept_mask.all()  # eval never drops samples
+    assert loss.threshold.values == window and int((loss.memory_labels >= 0).sum()) == filled
+
+
+def test_centre_probabilities_by_hand():
+    from reid_robust.losses.prism import centre_probabilities
+
+    memory = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    memory_labels = torch.tensor([0, 1, 1])  # centres: c0 = (1, 0), c1 = (0, 2); class 2 has none
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    prob = centre_probabilities(x, torch.tensor([0, 0, 2]), memory, memory_labels, num_classes=3)
+    e = math.e
+    # logits (1, 0) -> p0 = e / (e + 1); logits (0, 2) -> p0 = 1 / (1 + e^2); class 2 has no centre -> 1
+    torch.testing.assert_close(prob, torch.tensor([e / (e + 1), 1 / (1 + e**2), 1.0]))
+
+
+def test_proselflc_corrected_target_by_hand():
+    from reid_robust.losses.weighting import proselflc_corrected_target
+
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], requires_grad=True)
+    target = proselflc_corrected_target(probs, torch.tensor([1, 2]), torch.tensor([0.5, 0.0]))
+    # (1 - eps) one_hot + eps p: row 0 with eps 0.5, row 1 untouched (eps 0)
+    torch.testing.assert_close(target, torch.tensor([[0.35, 0.6, 0.05], [0.0, 0.0, 1.0]]))
+    assert not target.requires_grad  # the corrected target is a constant
+
+
+def test_dm_with_lam_zero_says_its_weights_measure_hardness():
+    assert build_loss("dm", num_classes=4, embedding_dim=8, lam=0.0).weights_meaning == "hardness"
+    assert build_loss("dm", num_classes=4, embedding_dim=8).weights_meaning == "reliability"
+    loss = with_identity_classifier(build_loss("dm", num_classes=4, embedding_dim=8, lam=0.0))
+    x, y = planted_batch()
+    loss(x, y)
+    assert int(loss.last_sample_weights.argmax()) == 12  # the mislabeled sample is the hardest

@@ -37,7 +37,11 @@ class DerivativeManipulationLoss(ClassifierLoss):
             prefers 0.5 at 20 % and 1-2 at 40-80 % symmetric noise). Default 1 (mode p = 0.5).
         beta: spread of the weights (default 2, the paper's Clothing1M setting with lam = 1; official
             grids use 6-15).
-    ``last_sample_weights``: the normalised weights (reliability when lam > 0).
+    ``last_sample_weights``: the normalised weights. With lam > 0 they are labelled reliability (an example
+    the classifier gives p ~ 0 under its label weighs less than the emphasised ones), but they are not
+    monotone in p: a confidently right example (p ~ 1) weighs as little as a mislabeled one. The label
+    audit therefore ranks examples by the classifier's p_y instead. With lam = 0 the weight grows as p
+    falls, so the instance says ``weights_meaning == "hardness"``.
     """
 
     weights_meaning = "reliability"
@@ -47,6 +51,8 @@ class DerivativeManipulationLoss(ClassifierLoss):
         if lam < 0 or beta < 0:
             raise ValueError(f"{type(self).__name__}: lam and beta must be >= 0, got lam={lam}, beta={beta}")
         self.lam, self.beta = float(lam), float(beta)
+        if self.lam == 0.0:
+            self.weights_meaning = "hardness"  # w = exp(beta (1 - p)): the harder, the heavier
         self.last_cross_entropy: float | None = None
 
     def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:

@@ -83,8 +83,10 @@ class PRISMLoss(MetricLoss):
         neg_threshold: similarity above which negatives count in the contrastive form (0.5).
         memory_weight: weight of the batch-to-memory term (1).
         warmup_steps: training forwards (or ``set_progress`` step) before selection starts (0).
-    Memory and window update only in training mode. ``last_sample_weights``: the clean probabilities
-    (reliability); ``last_kept_mask``: the samples the loss used.
+    Memory and window update, and samples are dropped, only in training mode; in eval mode the clean
+    probabilities are still computed from the memory (for diagnostics and the label audit) and every sample
+    is kept. ``last_sample_weights``: the clean probabilities (reliability); ``last_kept_mask``: the samples
+    the loss used.
     """
 
     needs_num_classes = True
@@ -133,11 +135,12 @@ class PRISMLoss(MetricLoss):
         filled = self.memory_labels >= 0
         clean_prob = torch.ones(x.shape[0], dtype=torch.float32, device=x.device)
         keep = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        if self.training and bool(filled.any()) and self.iteration >= self.warmup_steps:
+        if bool(filled.any()) and (self.iteration >= self.warmup_steps or not self.training):
             with torch.no_grad():
                 clean_prob = centre_probabilities(x.detach().float(), labels, self.memory[filled],
                                                   self.memory_labels[filled], self.num_classes)
-            keep = self.threshold.select(clean_prob)
+            if self.training:  # selection (and its window) only while training; eval just reports
+                keep = self.threshold.select(clean_prob)
         self._record_weights(clean_prob)
         self.last_kept_mask = keep
 
