@@ -102,6 +102,36 @@ def test_reliability_weights_from_osm_caa_attention():
     assert reliability_weights(outputs, noisy, [LossTerm("triplet", 1.0, "feat", build_loss("triplet"))], 4, 4) is None
 
 
+@pytest.mark.parametrize("name", ["dm", "imae", "proselflc"])
+def test_reliability_of_example_weighting_losses_follows_the_classifier(name):
+    """DM/IMAE weights are not monotone in p (a confident, correct example weighs as little as a wrong one):
+    the audit ranks by the classifier's p_y, so a sharp classifier finds the relabelled images."""
+    num_classes, per_class = 6, 12
+    feats, clean, noisy, is_noisy = _planted(num_classes, per_class, dim=num_classes, rate=0.25)
+    loss = build_loss(name, num_classes=num_classes, embedding_dim=num_classes)
+    with torch.no_grad():
+        centres = np.stack([feats[clean == c].mean(0) for c in range(num_classes)])
+        loss.classifier.weight.copy_(torch.as_tensor(centres) * 3)
+    outputs = {"feat": torch.as_tensor(feats)}
+    w = reliability_weights(outputs, noisy, [LossTerm(name, 1.0, "feat", loss)], 4, 4)
+    assert audit_metrics(1.0 - w, is_noisy)["auroc"] > 0.95
+
+
+def test_reliability_of_prism_comes_from_its_memory_in_eval_mode():
+    from reid_robust.data.samplers import PKSampler
+
+    num_classes, per_class = 6, 12
+    feats, _, noisy, is_noisy = _planted(num_classes, per_class, dim=num_classes, rate=0.25)
+    loss = build_loss("prism", num_classes=num_classes, embedding_dim=num_classes, memory_size=256)
+    x, y = torch.as_tensor(feats), torch.as_tensor(noisy)
+    for positions in PKSampler(noisy, 4, 4, seed=0, num_batches=8):  # training fills the memory
+        idx = torch.as_tensor(positions)
+        loss(x[idx], y[idx])
+    w = reliability_weights({"feat": x}, noisy, [LossTerm("prism", 1.0, "feat", loss)], 4, 4, passes=2)
+    assert np.ptp(w) > 0  # eval mode still reports clean probabilities
+    assert audit_metrics(1.0 - w, is_noisy)["auroc"] > 0.9
+
+
 def test_audit_metrics_by_hand():
     m = audit_metrics(np.array([0.9, 0.8, 0.3, 0.1]), np.array([1, 0, 1, 0]))
     # top-2 = images 0 and 1: one of the two is wrong; positive-negative pairs ordered right: 3 of 4

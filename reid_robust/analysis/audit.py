@@ -2,10 +2,12 @@
 
 Two kinds of evidence, each turned into a suspicion score where higher = more suspect:
 
-- *loss reliability*: the per-sample weights of the checkpoint's robust loss terms (``weights_meaning ==
-  "reliability"``, e.g. OSM+CAA's class-aware attention, Wang et al., AAAI 2019) over PK batches of the
-  (noisy) training labels, averaged per image over several passes and inverted (``1 - w``). A checkpoint with
-  no such term falls back to the class-aware attention computed with its cross-entropy classifier.
+- *loss reliability*: how much the checkpoint's robust loss terms (``weights_meaning == "reliability"``)
+  trust each label, inverted (``1 - w``). Terms with a classifier (OSM+CAA, DM, IMAE, ProSelfLC) give the
+  class-aware attention of their classifier's probability for the label (Wang et al., AAAI 2019), one value
+  per image; batch-dependent terms (PRISM) give their sample weights over PK batches of the (noisy) training
+  labels, averaged per image over several passes. A checkpoint with no such term falls back to the
+  class-aware attention computed with its cross-entropy classifier.
 - *neighbourhood*: ``knn``, the share of the k nearest training neighbours (cosine, self excluded) that carry
   another label; ``margin``, cosine to the nearest other class centre minus cosine to the image's own class
   centre (leave-one-out: the image itself is removed from its centre).
@@ -99,25 +101,45 @@ def neighbourhood_scores(feats: np.ndarray, labels: np.ndarray, k: int = 10,
 @torch.no_grad()
 def reliability_weights(outputs: dict[str, torch.Tensor], labels: np.ndarray, terms: Sequence,
                         num_identities: int, num_instances: int, passes: int = 8, seed: int = 0) -> np.ndarray | None:
-    """Mean reliability weight [N] of each image under the reliability loss terms, or None if there is none.
+    """Mean reliability [N] of each image over the reliability loss terms (or the classifier fallback, see the
+    module docstring), or None when the terms have neither.
 
-    terms: objects with ``name``, ``input`` and ``module`` (the engine's ``LossTerm``). Batches are PK batches
-    of ``labels`` (``passes`` passes of about N images each); images never drawn get the neutral weight 1.
+    terms: objects with ``name``, ``input`` and ``module`` (the engine's ``LossTerm``). For batch-dependent
+    terms, batches are PK batches of ``labels`` (``passes`` passes of about N images each); images never
+    drawn get the neutral weight 1.
     """
-    from reid_robust.data.samplers import PKSampler
     from reid_robust.losses.base import ClassifierLoss
     from reid_robust.losses.weighting import class_aware_attention, true_class_probability
 
     labels = np.asarray(labels, dtype=np.int64)
-    n = len(labels)
+    target = torch.as_tensor(labels)
+
+    def attention(term) -> np.ndarray:
+        """Class-aware attention of the term's own classifier: monotone in p_y, one value per image."""
+        logits = term.module.logits(outputs[term.input], target)
+        p_true, _ = true_class_probability(logits, target)
+        return class_aware_attention(p_true, getattr(term.module, "sigma_caa", 0.68)).double().numpy()
+
     reliable = [t for t in terms if getattr(t.module, "weights_meaning", None) == "reliability"]
     if not reliable:  # fall back: CAA attention from a classifier term (e.g. the cross entropy)
         classifier = next((t for t in terms if isinstance(t.module, ClassifierLoss)), None)
-        if classifier is None:
-            return None
-        logits = classifier.module.logits(outputs[classifier.input], torch.as_tensor(labels))
-        p_true, _ = true_class_probability(logits, torch.as_tensor(labels))
-        return class_aware_attention(p_true, 0.68).double().numpy()
+        return None if classifier is None else attention(classifier)
+    # classifier-based terms (osm_caa, dm, imae, proselflc) are scored by their classifier's p_y directly:
+    # it does not depend on the batch, and DM/IMAE's own weights are not monotone in p (a confident,
+    # correct example weighs as little as a mislabeled one)
+    per_term = [attention(t) for t in reliable if isinstance(t.module, ClassifierLoss)]
+    batched = [t for t in reliable if not isinstance(t.module, ClassifierLoss)]
+    if batched:
+        per_term.append(_batched_reliability(outputs, labels, batched, num_identities, num_instances, passes, seed))
+    return np.mean(per_term, axis=0)
+
+
+def _batched_reliability(outputs: dict[str, torch.Tensor], labels: np.ndarray, reliable: Sequence,
+                         num_identities: int, num_instances: int, passes: int, seed: int) -> np.ndarray:
+    """Mean weight [N] of each image under batch-dependent reliability terms (e.g. PRISM), over PK batches."""
+    from reid_robust.data.samplers import PKSampler
+
+    n = len(labels)
     num_identities = min(num_identities, len(np.unique(labels)))
     batch = num_identities * num_instances
     # PK batches are drawn over a canonical order of the images (by label, then embedding), so the scores do
