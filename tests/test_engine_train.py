@@ -59,6 +59,17 @@ def test_resume_restores_optimizer_and_scheduler(tiny_market_root, tmp_path):
     assert ckpt["scheduler"]["last_epoch"] == 2  # two steps taken
     assert ckpt["optimizer"]["state"]  # momentum buffers are saved
     assert set(ckpt["rng"]) >= {"python", "numpy", "torch"}
+    assert ckpt["elapsed_s"] > 0
+
+
+def test_train_time_of_a_resumed_run_counts_every_session(tiny_market_root, tmp_path):
+    train(_cfg(tiny_market_root, tmp_path / "r", "train.epochs=1"))
+    path = tmp_path / "r" / "checkpoints" / "last.pth"
+    ckpt = load_checkpoint(path)
+    ckpt["elapsed_s"] = 1000.0  # as if the first session had trained for 1000 s
+    torch.save(ckpt, path)
+    metrics = train(_cfg(tiny_market_root, tmp_path / "r", "train.epochs=2", f"train.resume={path}"))
+    assert 1000.0 <= metrics["train_time_s"] < 1000.0 + 600.0
 
 
 def test_mixed_precision_on_cpu_trains_with_finite_loss(tiny_market_root, tmp_path):

@@ -103,12 +103,17 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+WEIGHT_STATS_EVERY = 10  # steps between reads of the losses' sample weights (some compute them lazily)
+
+
 def _weight_stats(terms) -> dict[str, float]:
+    """Per weighting term: ``<name>_w_mean``, the mean raw weight (e.g. OSM+CAA's mean attention), and
+    ``<name>_w_std``, the spread of the weights rescaled to mean 1."""
     stats = {}
     for term in terms:
         w = getattr(term.module, "last_sample_weights", None)
         if w is not None and w.numel() > 0:
-            stats[f"{term.name}_w_mean"] = float(w.float().mean())
+            stats[f"{term.name}_w_mean"] = term.module.last_raw_weight_mean
             stats[f"{term.name}_w_std"] = float(w.float().std(unbiased=False))
     return stats
 
@@ -185,6 +190,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
         start_epoch, skip_iters = state["epoch"], state.get("iteration", 0)
         history, best = state.get("history", []), state.get("best")
         results["untrained"] = state.get("untrained")
+        started = time.time() - float(state.get("elapsed_s", 0.0))  # train_time_s spans every session
         log.info("resumed from %s at epoch %d (iteration %d)", t_cfg["resume"], start_epoch, skip_iters)
 
     if e_cfg["untrained"] and start_epoch == 0 and not t_cfg["resume"] and info.is_main:
@@ -205,7 +211,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "losses": [t.module.state_dict() for t in terms],
                 "rng": ckpt_io.rng_state(), "history": history, "best": best,
-                "untrained": results.get("untrained")}
+                "untrained": results.get("untrained"), "elapsed_s": time.time() - started}
 
     csv_path = out / "log.csv"
     writer = _TensorBoard(out, t_cfg["tensorboard"] and info.is_main)
@@ -235,6 +241,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
             for term in terms:
                 term.module.train()
             sums: dict[str, float] = {}
+            weight_stats: dict[str, float] = {}
             n_images, t0 = 0, time.time()
             bar = _progress(loader, epoch, t_cfg, info, skip_iters, steps_per_epoch)
             it = skip_iters
@@ -274,7 +281,9 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                 scheduler.step()
                 n_images += images.shape[0]
                 parts["loss"] = float(loss.detach())
-                parts.update(_weight_stats(terms))
+                if (it - skip_iters) % WEIGHT_STATS_EVERY == 0:
+                    weight_stats = _weight_stats(terms)
+                parts.update(weight_stats)
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v
                 if hasattr(bar, "set_postfix"):
