@@ -1,6 +1,7 @@
 """Every registered loss: build, forward, backward, edge cases; registry errors."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -138,3 +139,26 @@ def test_bad_inputs_are_reported_with_the_loss_name():
         loss(torch.randn(4), torch.arange(4))
     with pytest.raises(ValueError, match="integer"):
         loss(torch.randn(4, 2), torch.zeros(4))
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in LOSSES.items() if c.weights_meaning))
+def test_raw_weight_mean_is_reported_beside_the_mean_one_weights(name):
+    torch.manual_seed(3)
+    loss_fn = make(name)
+    loss_fn(torch.randn(12, DIM), PK_LABELS)
+    w = loss_fn.last_sample_weights
+    assert w.shape == (12,) and float(w.mean()) == pytest.approx(1.0, abs=1e-5)
+    raw = loss_fn.last_raw_weight_mean
+    assert raw is not None and math.isfinite(raw) and raw > 0
+
+
+def test_raw_weight_mean_of_osm_caa_is_the_mean_attention():
+    from reid_robust.losses.weighting import class_aware_attention, true_class_probability
+
+    torch.manual_seed(4)
+    loss_fn = make("osm_caa")
+    x = torch.randn(12, DIM)
+    loss_fn(x, PK_LABELS)
+    p_true, _ = true_class_probability(loss_fn.logits(x, PK_LABELS), PK_LABELS)
+    expected = class_aware_attention(p_true, loss_fn.sigma_caa).mean()
+    assert loss_fn.last_raw_weight_mean == pytest.approx(float(expected), rel=1e-5)

@@ -47,6 +47,7 @@ class MetricLoss(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self._sample_weights: Tensor | None = None
+        self._raw_weight_mean: Tensor | None = None
         self._pending_weights: Callable[[], Tensor] | None = None
         self.step = 0
         self.total_steps = 0
@@ -81,14 +82,26 @@ class MetricLoss(nn.Module):
     def last_sample_weights(self) -> Tensor | None:
         """Detached per-sample weights [N] of the last forward, mean 1 (None if the loss has none)."""
         if self._pending_weights is not None:
-            self._sample_weights = normalize_to_mean_one(self._pending_weights())
-            self._pending_weights = None
+            self._store_weights(self._pending_weights())
         return self._sample_weights
 
-    def _record_weights(self, weights: Tensor) -> None:
-        """Store detached per-sample weights [N], rescaled to mean 1."""
+    @property
+    def last_raw_weight_mean(self) -> float | None:
+        """Mean of the last forward's weights before the rescaling to mean 1 (e.g. OSM+CAA's mean class-aware
+        attention, which falls as the classifier doubts more labels); None if the loss has none."""
+        if self.last_sample_weights is None or self._raw_weight_mean is None:
+            return None
+        return float(self._raw_weight_mean)
+
+    def _store_weights(self, weights: Tensor) -> None:
         self._pending_weights = None
-        self._sample_weights = normalize_to_mean_one(weights)
+        raw = weights.detach().to(torch.float32)
+        self._raw_weight_mean = raw.mean() if raw.numel() else None
+        self._sample_weights = normalize_to_mean_one(raw)
+
+    def _record_weights(self, weights: Tensor) -> None:
+        """Store detached per-sample weights [N], rescaled to mean 1 (and their raw mean)."""
+        self._store_weights(weights)
 
     def _record_weights_lazily(self, compute: Callable[[], Tensor]) -> None:
         """Defer a weight computation (run under no_grad) until ``last_sample_weights`` is read."""
