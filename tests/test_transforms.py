@@ -45,3 +45,20 @@ def test_unknown_key_and_bad_values_are_rejected():
         build_transforms({"flip": 2}, train=True)
     with pytest.raises(ValueError, match="size must be"):
         build_transforms({"size": [32]}, train=False)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("erasing_scale", [0.5]), ("erasing_scale", [0.1, 0.2, 0.3]), ("erasing_scale", [0, 0.4]),
+    ("erasing_scale", [0.4, 0.2]), ("erasing_scale", [0.2, 1.5]), ("erasing_scale", ["a", 0.4]),
+    ("erasing_scale", 0.3), ("erasing_ratio", [0, -1]), ("erasing_ratio", [0.3]), ("erasing_ratio", [-1, 3]),
+    ("erasing_ratio", [3.33, 0.3]), ("erasing_ratio", [0.3, float("inf")]), ("erasing_ratio", [True, 2]),
+])
+def test_erasing_ranges_are_validated_when_the_pipeline_is_built(key, value):
+    with pytest.raises(ValueError, match=rf"data\.transforms\.{key} must be \[lo, hi\]"):
+        build_transforms({key: value}, train=True)
+
+
+def test_valid_erasing_ranges_are_accepted():
+    cfg = {"size": [32, 16], "random_erasing": 1.0, "erasing_scale": [0.1, 1], "erasing_ratio": (1, 1)}
+    out = build_transforms(cfg, train=True)(image=IMAGE)["image"]
+    assert out.shape == (3, 32, 16)

@@ -7,6 +7,7 @@ Test: resize -> normalise -> tensor. Either way the output is a float32 tensor [
 from __future__ import annotations
 
 import math
+import numbers
 
 import albumentations as A
 import cv2
@@ -82,7 +83,22 @@ def _validated(cfg: dict | None) -> dict:
             raise ValueError(f"transforms: {key} needs 3 values (RGB), got {merged[key]!r}")
     if min(merged["std"]) <= 0:
         raise ValueError(f"transforms: std values must be > 0, got {merged['std']!r}")
+    merged["erasing_scale"] = _range_pair(merged["erasing_scale"], "erasing_scale", "0 < lo <= hi <= 1", upper=1.0)
+    merged["erasing_ratio"] = _range_pair(merged["erasing_ratio"], "erasing_ratio", "0 < lo <= hi")
     return merged
+
+
+def _range_pair(value, key: str, rule: str, upper: float = math.inf) -> list[float]:
+    """``[lo, hi]`` with finite numbers ``0 < lo <= hi <= upper`` (checked here, not when the first image is erased)."""
+    problem = f"data.transforms.{key} must be [lo, hi] with {rule}, got {value!r}"
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ValueError(problem)
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in value):
+        raise ValueError(problem)
+    lo, hi = (float(v) for v in value)
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi <= upper):
+        raise ValueError(problem)
+    return [lo, hi]
 
 
 def build_transforms(cfg: dict | None, train: bool) -> A.Compose:
