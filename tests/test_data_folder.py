@@ -53,3 +53,14 @@ def test_errors(tmp_path):
     loose = write(tmp_path / "loose", ["x/1.jpg", "stray.jpg"])
     with pytest.raises(ValueError, match="stray.jpg is not inside an identity folder"):
         build_dataset("folder", loose)
+
+
+def test_junk_and_distractor_folders_need_numeric_identity_names_everywhere(tmp_path):
+    write(tmp_path, ["train/7/a.jpg", "train/alice/b.jpg", "query/5/c.jpg", "gallery/5/d.jpg",
+                     "gallery/-1/e.jpg", "gallery/0000/f.jpg"])
+    with pytest.raises(ValueError, match=r"gallery/-1, gallery/0000 .*non-numeric names \(train/alice\); "
+                                         r"-1/0 junk/distractor folders need numeric identity names everywhere"):
+        build_dataset("folder", tmp_path)
+    flat = write(tmp_path / "flat", ["0/1.jpg", "bob/2.jpg", "carol/3.jpg"])
+    with pytest.raises(ValueError, match=r"identity folder\(s\) 0 look like junk"):
+        build_dataset("folder", flat)

@@ -6,7 +6,8 @@ Layouts (non-image files are ignored; images must sit inside identity folders):
 - `root/<identity>/` only -> identities in sorted order, the first `train_fraction` of them train, the rest test
   (protocol "cub", the zero-shot split of metric learning).
 Identity folders with integer names keep that id (so `-1` is junk and `0`/`0000` distractors, as in Market-1501,
-and neither is used for training); otherwise ids are 1-based ranks of the sorted names. `camera_pattern` is a
+and neither is used for training); otherwise ids are 1-based ranks of the sorted names. A `-1`/`0` folder next to
+non-numeric identity names (in any split) is an error rather than an ordinary identity. `camera_pattern` is a
 regex searched in each file name whose named group `cam` (or first group) gives the camera; cameras are mapped
 to 0..C-1 in sorted order. Without it every camid is 0, except that in the market layout gallery images get
 camid 1, so all gallery images of the query's identity count as matches.
@@ -50,6 +51,20 @@ def _sort_key(names):
     return (lambda n: int(n)) if _numeric(names) else (lambda n: n)
 
 
+def _reject_mixed_special_folders(base: Path, items: dict[str, list[Item]]) -> None:
+    """Junk (-1) / distractor (0) folders only mean that when every identity folder name is an integer."""
+    folders = {os.path.relpath(os.path.dirname(path), base): ident for found in items.values() for path, ident, _ in found}
+    special = sorted(f for f, i in folders.items() if _numeric([i]) and int(i) in (JUNK_PID, DISTRACTOR_PID))
+    if not special:
+        return
+    named = sorted(f for f, i in folders.items() if not _numeric([i]))
+    shown = ", ".join(named[:5]) + (f", ... ({len(named)} in all)" if len(named) > 5 else "")
+    raise ValueError(f"folder dataset {base}: identity folder(s) {', '.join(special)} look like junk (-1) / "
+                     f"distractor (0) folders, but other identity folders have non-numeric names ({shown}); "
+                     "-1/0 junk/distractor folders need numeric identity names everywhere. Rename the identity "
+                     "folders to integers, or rename the -1/0 folders if they are ordinary identities")
+
+
 def load_folder(root: str | os.PathLike, camera_pattern: str | None = None, train_fraction: float = 0.5,
                 name: str = "folder") -> DatasetSplits:
     """Load an identity-folder tree (see the module docstring for the layouts)."""
@@ -87,6 +102,8 @@ def load_folder(root: str | os.PathLike, camera_pattern: str | None = None, trai
 
     all_ids = {i for found in items.values() for _, i, _ in found}
     numeric = _numeric(all_ids)
+    if not numeric:
+        _reject_mixed_special_folders(base, items)
     pid_of = {n: int(n) for n in all_ids} if numeric else {n: k + 1 for k, n in enumerate(sorted(all_ids))}
     camera_names = {c for found in items.values() for _, _, c in found}
     cam_of = {c: k for k, c in enumerate(sorted(camera_names, key=_sort_key(camera_names)))}
