@@ -179,3 +179,20 @@ def test_confusable_identities_blocked_rows_match_dense():
     dense = centres @ centres.T
     np.fill_diagonal(dense, -np.inf)
     assert np.array_equal(confusable_identities(feats, labels), dense.argmax(1))
+
+
+def test_published_list_is_logged_by_file_and_realised_rate(tmp_path, records, caplog, monkeypatch):
+    import logging
+
+    from reid_robust.engine.noise import apply_label_noise
+
+    listing = tmp_path / "noisy.txt"
+    listing.write_text("a/img0.jpg 2\na/img1.jpg 1\nb/img1.jpg 1\nimg2.jpg 2\n")
+    cfg = {"data": {"noise": {"rate": 0.0, "mode": "symmetric", "seed": 0, "list": str(listing), "confusable": None}}}
+    monkeypatch.setattr(logging.getLogger("reid_robust"), "propagate", True)  # a training run may have turned it off
+    with caplog.at_level(logging.INFO, logger="reid_robust"):
+        labels = apply_label_noise(cfg, records, np.array([r.pid for r in records]), None)
+    assert labels.tolist() == [2, 1, 1, 2]
+    message = next(m for m in caplog.messages if m.startswith("label noise:"))
+    assert f"list={listing}" in message and "realised rate=0.2500 (1 of 4" in message
+    assert "mode=" not in message and "requested" not in message

@@ -55,9 +55,13 @@ def apply_label_noise(cfg: dict, records: Sequence[ImageRecord], clean: np.ndarr
         return clean.copy()
     noisy = np.asarray(noisy, dtype=np.int64)
     is_noisy = np.asarray(is_noisy, dtype=bool)
-    log.info("label noise: mode=%s requested rate=%.3f realised rate=%.4f (%d of %d training labels wrong)",
-             n_cfg["mode"], n_cfg["rate"], is_noisy.mean() if len(is_noisy) else 0.0, int(is_noisy.sum()),
-             len(is_noisy))
+    realised = is_noisy.mean() if len(is_noisy) else 0.0
+    if n_cfg["list"]:  # mode and rate do not apply to a published list
+        log.info("label noise: list=%s realised rate=%.4f (%d of %d training labels wrong)",
+                 n_cfg["list"], realised, int(is_noisy.sum()), len(is_noisy))
+    else:
+        log.info("label noise: mode=%s requested rate=%.3f realised rate=%.4f (%d of %d training labels wrong)",
+                 n_cfg["mode"], n_cfg["rate"], realised, int(is_noisy.sum()), len(is_noisy))
     if output_dir is not None:
         write_noise_manifest(Path(output_dir) / "noise_manifest.csv", records, clean, noisy, is_noisy)
     return noisy
