@@ -81,6 +81,7 @@ def test_npz_mode_options_reach_the_library(tool, npz_pair, tmp_path):
             assert saved["mAP"] == pytest.approx(evaluate_reid(*data, **kwargs)["mAP"])
         else:
             assert saved["approximate"] == "hnsw" and abs(saved["mAP"] - evaluate_reid(*data)["mAP"]) < 0.2
+        assert saved["num_gallery"] == len(data[3])  # the gallery as given, junk included (re-ranked too)
     assert len(list((tmp_path / "rr").glob("*.png"))) == 1  # a re-ranked list
 
 
@@ -108,6 +109,7 @@ def test_cub_protocol_on_one_feature_file(tool, tmp_path):
     (["--query", "{q}", "--gallery", "{g}", "--visualize", "1", "--protocol", "cub"], "leave-one-out"),
     (["--query", "{strangers}", "--gallery", "{g}"], "no query has a true match"),
     (["--checkpoint", "MISSING.pth"], "checkpoint not found"),
+    (["--query", "{folder}", "--gallery", "{folder}"], "is a folder of images: extracting their features needs"),
 ])
 def test_user_mistakes_give_one_line_and_status_2(tool, npz_pair, tmp_path, capsys, argv, message):
     base, (qf, gf, q_pids, g_pids, q_cams, g_cams) = npz_pair
@@ -118,7 +120,7 @@ def test_user_mistakes_give_one_line_and_status_2(tool, npz_pair, tmp_path, caps
     np.savez(tmp_path / "nan.npz", feats=nan, pids=g_pids, camids=g_cams)
     np.savez(tmp_path / "strangers.npz", feats=qf, pids=q_pids + 100, camids=q_cams)
     names = {"q": base / "q.npz", "g": base / "g.npz", "bad": tmp_path / "bad.npz", "wide": tmp_path / "wide.npz",
-             "nan": tmp_path / "nan.npz", "strangers": tmp_path / "strangers.npz"}
+             "nan": tmp_path / "nan.npz", "strangers": tmp_path / "strangers.npz", "folder": base}
     argv = [a.format(**names) for a in argv]
     assert tool.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -238,3 +240,15 @@ def test_visualize_without_paths_fails_before_evaluating(tool, npz_pair, tmp_pat
     assert tool.main(["--query", str(tmp_path / "q.npz"), "--gallery", str(tmp_path / "g.npz"), "--visualize", "1"]) == 2
     captured = capsys.readouterr()
     assert "needs image paths" in captured.err and "mAP" not in captured.out  # no table printed first
+
+
+def test_checkpoint_that_does_not_fit_its_config_is_a_one_line_error(tool, checkpoint, tmp_path, capsys):
+    from reid_robust.engine.checkpoint import atomic_save, load_checkpoint
+
+    ckpt, root = checkpoint
+    state = load_checkpoint(ckpt)
+    state["config"] = {**state["config"], "model": {**state["config"]["model"], "embedding_dim": 8}}
+    atomic_save(state, tmp_path / "mismatch.pth")
+    assert tool.main(["--checkpoint", str(tmp_path / "mismatch.pth"), "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit the model its config describes" in err[0] and "mismatch.pth" in err[0]

@@ -45,21 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--protocol", choices=PROTOCOLS,
                     help="market (query/gallery with cameras) or cub (leave-one-out); default: the dataset's "
                          "protocol, market for features and folders")
-    ev.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine")
+    ev.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine",
+                    help="cosine (L2-normalised features, inner product) or euclidean distance (default cosine)")
     ev.add_argument("--ap-mode", choices=("standard", "official"), default="standard",
                     help="standard AP (torchreid, fast-reid) or the official MATLAB trapezoid rule")
     ev.add_argument("--max-rank", type=int, default=50, help="length of the CMC curve (default 50)")
     ev.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
-    ev.add_argument("--k1", type=int, default=20)
-    ev.add_argument("--k2", type=int, default=6)
-    ev.add_argument("--lambda-value", type=float, default=0.3)
+    ev.add_argument("--k1", type=int, default=20, help="re-ranking: k-reciprocal neighbourhood size (default 20)")
+    ev.add_argument("--k2", type=int, default=6, help="re-ranking: neighbours of the local query expansion (default 6)")
+    ev.add_argument("--lambda-value", type=float, default=0.3,
+                    help="re-ranking: weight of the original distance beside the Jaccard distance (default 0.3)")
     ap = p.add_argument_group("approximate search (FAISS)")
     ap.add_argument("--approximate", choices=("ivf", "hnsw"), help="approximate index instead of exact scores; "
                     "matches ranked beyond --topk count as missed")
-    ap.add_argument("--topk", type=int, default=1000)
+    ap.add_argument("--topk", type=int, default=1000, help="items retrieved per query (default 1000)")
     ap.add_argument("--nlist", type=int, help="IVF lists (default ~4 sqrt(gallery))")
     ap.add_argument("--nprobe", type=int, default=32, help="IVF lists visited per query")
     ap.add_argument("--hnsw-m", type=int, default=32, help="HNSW links per node")
+    ap.add_argument("--ef-construction", type=int, default=64, help="HNSW candidates while building the graph")
     ap.add_argument("--ef-search", type=int, default=256, help="HNSW candidates at query time")
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="OUT", help="write the metrics (fractions) as JSON")
@@ -113,6 +116,10 @@ def load_inputs(args):
 
     protocol = args.protocol
     if args.checkpoint is None:
+        for flag, source in (("--query", args.query), ("--gallery", args.gallery)):
+            if source is not None and Path(source).is_dir():
+                raise UsageError(f"{flag} {source} is a folder of images: extracting their features needs "
+                                 "--checkpoint CKPT (without it, --query/--gallery are .npz feature files)")
         query = load_features_npz(args.query, "query features")
         gallery = load_features_npz(args.gallery, "gallery features") if args.gallery else None
         return protocol or "market", query, gallery
@@ -196,7 +203,8 @@ def evaluate(args, protocol, query, gallery, distances=None) -> dict:
     approximate = None
     if args.approximate:
         approximate = ApproximateSearch(kind=args.approximate, topk=args.topk, nlist=args.nlist, nprobe=args.nprobe,
-                                        hnsw_m=args.hnsw_m, ef_search=args.ef_search)
+                                        hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
+                                        ef_search=args.ef_search)
     return evaluate_reid(query.feats, gallery.feats, query.pids, gallery.pids, query.camids, gallery.camids,
                          metric=args.metric, max_rank=args.max_rank, ap_mode=args.ap_mode, approximate=approximate)
 
@@ -232,18 +240,19 @@ def run(args) -> dict:
     if args.save_features:
         save_features(args.save_features, query, gallery)
     distances = None
+    num_gallery = None if gallery is None else len(gallery.pids)  # as given, junk included
     if args.rerank and protocol == "market" and gallery is not None:
         gallery = without_junk(gallery)  # computed once, for the metrics and the pictures
         distances = rerank_distances(args, query, gallery)
     metrics = evaluate(args, protocol, query, gallery, distances)
-    sizes = f"{len(query.pids)} queries" + (f" x {len(gallery.pids)} gallery" if gallery is not None else "")
+    sizes = f"{len(query.pids)} queries" + (f" x {num_gallery} gallery" if gallery is not None else "")
     print(f"protocol {protocol}, {sizes}, metric {args.metric}" + (", re-ranked" if args.rerank else "")
           + (f", approximate {args.approximate}" if args.approximate else ""))
     print(metrics_table(metrics, protocol))
     if args.json:
         info = {"protocol": protocol, "metric": args.metric, "ap_mode": args.ap_mode, "rerank": args.rerank,
                 "approximate": args.approximate, "num_query": len(query.pids),
-                "num_gallery": None if gallery is None else len(gallery.pids)}
+                "num_gallery": num_gallery}
         print(f"wrote {write_json(args.json, json_summary(metrics, **info))}")
     if args.visualize:
         written = visualize(args, query, gallery, distances)

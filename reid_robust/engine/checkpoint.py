@@ -68,7 +68,11 @@ def load_model_from_checkpoint(path: str | os.PathLike, device: str | torch.devi
     model_cfg = dict(cfg["model"])
     cfg = {**cfg, "model": {**model_cfg, "pretrained": None}}  # weights come from the checkpoint
     model = build_model_from_config(cfg)
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as exc:  # e.g. size mismatch: the config and the weights disagree
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
+        raise ValueError(f"checkpoint {path} does not fit the model its config describes: {first}") from exc
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not fit its model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.to(device).eval()
