@@ -76,3 +76,11 @@ def test_bad_parameters_are_rejected():
         k_reciprocal_rerank(x, x, lambda_value=2.0)
     with pytest.raises(ValueError, match="dimensions"):
         k_reciprocal_rerank(x, np.zeros((3, 3)))
+
+
+def test_fewer_items_than_k2_expand_over_all_of_them():
+    rng = np.random.default_rng(3)
+    qf = rng.integers(-2, 3, size=(2, 4)).astype(np.float32)
+    gf = rng.integers(-2, 3, size=(3, 4)).astype(np.float32)  # 5 items in all, k2 = 6
+    result = k_reciprocal_rerank(qf, gf, k1=20, k2=6, lambda_value=0.3)
+    np.testing.assert_allclose(result, reference_rerank(qf, gf, 20, 6, 0.3), atol=1e-5)
