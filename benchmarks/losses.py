@@ -94,8 +94,8 @@ def bench(name: str, batch: int, dim: int, repeats: int, device: str) -> tuple[l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 256, dim 512, 3 repeats")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the losses run")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per loss and size (default 5, 3 with --quick)")
     parser.add_argument("--losses", nargs="*", default=None, help="subset of loss names")
     args = parser.parse_args()
     sizes = [(256, 512)] if args.quick else [(256, 512), (256, 2048), (1024, 512), (1024, 2048)]
