@@ -70,6 +70,16 @@ def test_cell_config_changes_only_metric_term_seed_and_noise(tmp_path):
         cell_config(base, Cell("nope", CLEAN, 0.0, 0), tmp_path)
 
 
+@pytest.mark.parametrize("name", ["dm", "imae", "proselflc"])
+def test_classification_losses_replace_the_cross_entropy_term(tmp_path, name):
+    base = _base(tmp_path)
+    kept, active, _ = split_loss_terms(base)
+    terms = cell_config(base, Cell(name, "symmetric", 0.4, 1), tmp_path)["loss"]["terms"]
+    assert terms[0] == active                                    # the metric term is unchanged
+    assert [t["name"] for t in terms] == [active["name"], name]  # one metric term, one classifier
+    assert terms[1]["weight"] == kept[0]["weight"] and terms[1]["input"] == kept[0]["input"]
+
+
 def test_presets_are_checked_when_the_config_loads(tmp_path):
     with pytest.raises(ConfigError, match=r"sweep.presets.osm_ca: unknown loss 'osm_ca' \(did you mean 'osm_caa'"):
         _base(tmp_path, ["sweep.presets={osm_ca: {}}"])

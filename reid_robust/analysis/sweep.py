@@ -8,6 +8,11 @@ non-cross-entropy term with a non-zero weight). Its parameters come from the con
 section (``{loss name: {parameter: value}}``); the active term's own parameters are the preset of its loss
 (``sweep.presets`` can override some of them); any other loss gets its defaults.
 
+Classification losses (``CLASSIFICATION_LOSSES``: DM, IMAE, ProSelfLC, which reweight or correct the ID loss
+rather than pairs) swap places: such a cell keeps the config's metric term unchanged and replaces the
+``cross_entropy`` term(s) by the cell's loss, with the same weight and input, so that every cell has one
+metric term and one classifier.
+
 A cell is finished when its ``metrics.json`` exists (the trainer writes it atomically at the very end);
 restarting the sweep skips finished cells and resumes an interrupted one from its ``checkpoints/last.pth``.
 Rate 0 is trained once per (loss, seed) (mode ``clean``) and shared by every noise mode.
@@ -31,6 +36,7 @@ import numpy as np
 log = logging.getLogger("reid_robust")
 
 KEPT_TERMS = ("cross_entropy",)
+CLASSIFICATION_LOSSES = ("dm", "imae", "proselflc")  # they replace the cross-entropy term, not the metric term
 CLEAN = "clean"
 REID_METRICS = ("mAP", "rank1")
 RETRIEVAL_METRICS = ("recall@1", "map_at_r")
@@ -101,10 +107,18 @@ def cell_config(base: dict, cell: Cell, out_root: str | os.PathLike, confusable:
         raise ValueError(f"'{cell.loss}' is the kept classification term, not a metric loss to sweep")
     cfg = copy.deepcopy(base)
     kept, active, presets = split_loss_terms(cfg)
-    metric = {k: v for k, v in presets.get(cell.loss, {"name": cell.loss}).items()}
-    metric["weight"] = float(active.get("weight", 1.0))
-    metric["input"] = active.get("input", "feat")
-    cfg["loss"]["terms"] = [metric] + kept
+    swept = {k: v for k, v in presets.get(cell.loss, {"name": cell.loss}).items()}
+    if cell.loss in CLASSIFICATION_LOSSES:
+        if not kept:
+            raise ValueError(f"'{cell.loss}' replaces the config's cross_entropy term, but loss.terms has none: "
+                             f"{[t['name'] for t in cfg['loss']['terms']]}")
+        classifiers = [{**swept, "weight": float(t.get("weight", 1.0)), "input": t.get("input", "bn_feat")}
+                       for t in kept]
+        cfg["loss"]["terms"] = [active] + classifiers
+    else:
+        swept["weight"] = float(active.get("weight", 1.0))
+        swept["input"] = active.get("input", "feat")
+        cfg["loss"]["terms"] = [swept] + kept
     cfg["seed"] = int(cell.seed)
     noise = cfg["data"]["noise"]
     noise.update({"rate": float(cell.rate), "seed": int(cell.seed), "list": None})
