@@ -72,6 +72,15 @@ def test_train_time_of_a_resumed_run_counts_every_session(tiny_market_root, tmp_
     assert 1000.0 <= metrics["train_time_s"] < 1000.0 + 600.0
 
 
+def test_resume_with_a_checkpoint_of_another_architecture_is_a_value_error(tiny_market_root, tmp_path):
+    train(_cfg(tiny_market_root, tmp_path / "r", "train.epochs=1"))
+    path = tmp_path / "r" / "checkpoints" / "last.pth"
+    with pytest.raises(ValueError, match=r"train\.resume=.*last\.pth.*model.*size mismatch") as err:
+        train(_cfg(tiny_market_root, tmp_path / "other", "train.epochs=2", "model.embedding_dim=64",
+                   f"train.resume={path}"))
+    assert "\n" not in str(err.value)  # one line: tools/train_reid.py prints it as is
+
+
 def test_mixed_precision_on_cpu_trains_with_finite_loss(tiny_market_root, tmp_path):
     metrics = train(_cfg(tiny_market_root, tmp_path / "amp", "train.epochs=1", "train.amp=true"))
     assert 0.0 <= metrics["mAP"] <= 1.0

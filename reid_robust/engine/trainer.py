@@ -179,12 +179,9 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if t_cfg["resume"]:
         state = ckpt_io.load_checkpoint(t_cfg["resume"], device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        _load_resumable_state(t_cfg["resume"], state, model, optimizer, terms)
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        for term, sd in zip(terms, state["losses"]):
-            term.module.load_state_dict(sd)
         if state.get("rng"):
             ckpt_io.set_rng_state(state["rng"])
         start_epoch, skip_iters = state["epoch"], state.get("iteration", 0)
@@ -358,6 +355,44 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
         log.info("wrote %s, %s and %s", out / "metrics.json", out / "config.yaml", out / "checkpoints")
     barrier(info)
     return summary
+
+
+def _mismatch_detail(exc: Exception) -> str:
+    """The informative line of a ``load_state_dict`` error: the first 'size mismatch', else the first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines if "size mismatch" in line), None)
+    if detail is None:
+        detail = next((line for line in lines if line.startswith(("Missing key", "Unexpected key"))),
+                      lines[0] if lines else type(exc).__name__)
+    return detail if len(detail) <= 300 else detail[:297] + "..."
+
+
+def _load_resumable_state(path, state: dict[str, Any], model, optimizer, terms) -> None:
+    """Load the model, optimiser and loss-module states of a ``train.resume`` checkpoint.
+
+    A checkpoint of another architecture (backbone, embedding_dim, loss terms) raises ValueError naming
+    the checkpoint and ``train.resume`` instead of torch's raw multi-line RuntimeError.
+    """
+    def refuse(what: str, detail: str) -> ValueError:
+        return ValueError(f"train.resume={path}: the checkpoint's {what} does not fit this config "
+                          f"(another model.backbone, model.embedding_dim or loss.terms?): {detail}")
+
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise refuse("model", _mismatch_detail(exc)) from exc
+    saved_losses = state.get("losses", [])
+    if len(saved_losses) != len(terms):
+        raise refuse("loss terms", f"{len(saved_losses)} saved, {len(terms)} configured")
+    for term, sd in zip(terms, saved_losses):
+        try:
+            term.module.load_state_dict(sd)
+        except RuntimeError as exc:
+            raise refuse(f"loss term {term.name}", _mismatch_detail(exc)) from exc
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise refuse("optimizer state", _mismatch_detail(exc)) from exc
 
 
 def average_loss_gradients(terms, info: DistInfo, loss_factor: float = 1.0) -> None:
