@@ -81,6 +81,38 @@ def test_resume_with_a_checkpoint_of_another_architecture_is_a_value_error(tiny_
     assert "\n" not in str(err.value)  # one line: tools/train_reid.py prints it as is
 
 
+def test_load_scaler_state_skips_the_empty_state_of_a_disabled_scaler():
+    from reid_robust.engine.trainer import _load_scaler_state
+
+    disabled = torch.amp.GradScaler("cpu", enabled=False)
+    assert disabled.state_dict() == {}  # what a run without AMP saves
+    enabled = torch.amp.GradScaler("cpu", init_scale=8.0)
+    assert enabled.is_enabled()
+    with pytest.raises(RuntimeError):  # the crash the helper avoids
+        torch.amp.GradScaler("cpu").load_state_dict({})
+    assert not _load_scaler_state(enabled, {}) and not _load_scaler_state(enabled, None)
+    assert enabled.get_scale() == 8.0
+    saved = torch.amp.GradScaler("cpu", init_scale=2.0).state_dict()
+    assert _load_scaler_state(enabled, saved) and enabled.get_scale() == 2.0
+    assert not _load_scaler_state(disabled, saved)  # AMP switched off: the saved scale is dropped
+
+
+def test_resume_with_amp_switched_on_starts_a_fresh_scaler(tiny_market_root, tmp_path, monkeypatch):
+    from reid_robust.engine import trainer as trainer_module
+
+    out = tmp_path / "r"
+    train(_cfg(tiny_market_root, out, "train.epochs=1"))
+    path = out / "checkpoints" / "last.pth"
+    assert load_checkpoint(path)["scaler"] == {}
+    # an enabled scaler on CPU stands for CUDA's float16 one, whose {} state used to crash the resume
+    monkeypatch.setattr(trainer_module, "_make_scaler",
+                        lambda device, amp: torch.amp.GradScaler("cpu", enabled=amp))
+    train(_cfg(tiny_market_root, out, "train.epochs=2", "train.amp=true", f"train.resume={path}"))
+    final = load_checkpoint(path)
+    assert final["epoch"] == 2 and final["scaler"]["scale"] > 0
+    assert "train.amp was false" in (out / "train.log").read_text()
+
+
 def test_mixed_precision_on_cpu_trains_with_finite_loss(tiny_market_root, tmp_path):
     metrics = train(_cfg(tiny_market_root, tmp_path / "amp", "train.epochs=1", "train.amp=true"))
     assert 0.0 <= metrics["mAP"] <= 1.0

@@ -164,8 +164,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
     steps_per_epoch = s_cfg["batches_per_epoch"] or max(1, len(labels) // batch)
     optimizer = build_optimizer(cfg, model, [t.module for t in terms])
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
-    use_scaler = t_cfg["amp"] and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    scaler = _make_scaler(device, t_cfg["amp"])
     if info.enabled:
         sampler = DistributedPKSampler(labels, s_cfg["num_identities"], s_cfg["num_instances"], seed=cfg["seed"],
                                        num_batches=steps_per_epoch, rank=info.rank, world_size=info.world_size,
@@ -181,7 +180,13 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
         state = ckpt_io.load_checkpoint(t_cfg["resume"], device)
         _load_resumable_state(t_cfg["resume"], state, model, optimizer, terms)
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        saved_amp = (state.get("config") or {}).get("train", {}).get("amp")
+        if saved_amp is not None and bool(saved_amp) != bool(t_cfg["amp"]):
+            log.warning("train.amp was %s in the run of %s and is %s now: the gradient scaler starts afresh",
+                        str(bool(saved_amp)).lower(), t_cfg["resume"], str(bool(t_cfg["amp"])).lower())
+        if not _load_scaler_state(scaler, state.get("scaler")) and scaler.is_enabled():
+            log.warning("%s holds no gradient-scaler state (trained without AMP or on another device): "
+                        "starting from the default scale", t_cfg["resume"])
         if state.get("rng"):
             ckpt_io.set_rng_state(state["rng"])
         start_epoch, skip_iters = state["epoch"], state.get("iteration", 0)
@@ -355,6 +360,24 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
         log.info("wrote %s, %s and %s", out / "metrics.json", out / "config.yaml", out / "checkpoints")
     barrier(info)
     return summary
+
+
+def _make_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
+    """Loss scaling for float16 autocast on CUDA; disabled otherwise (bfloat16 on CPU needs none)."""
+    return torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+
+
+def _load_scaler_state(scaler: torch.amp.GradScaler, saved: dict | None) -> bool:
+    """Load a resumed run's GradScaler state when there is one to load; returns whether it was loaded.
+
+    A disabled scaler saves ``{}``, and ``load_state_dict({})`` on an enabled one raises, so a run
+    resumed with ``train.amp`` switched on (or on CUDA after CPU) starts from the default scale instead;
+    a disabled scaler ignores any state.
+    """
+    if not saved or not scaler.is_enabled():
+        return False
+    scaler.load_state_dict(saved)
+    return True
 
 
 def _mismatch_detail(exc: Exception) -> str:
