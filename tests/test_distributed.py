@@ -10,7 +10,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from reid_robust.engine.distributed import DistInfo, gather_with_grad, gathered_loss_factor, replica_divergence
+from reid_robust.engine import distributed as distributed_module
+from reid_robust.engine.distributed import (
+    DistInfo,
+    backend_for,
+    gather_with_grad,
+    gathered_loss_factor,
+    init_distributed,
+    replica_divergence,
+)
 from reid_robust.engine.trainer import average_loss_gradients
 
 
@@ -104,3 +112,33 @@ def test_single_process_is_a_no_op():
     assert replica_divergence([layer], info) == 0.0
     x = torch.ones(3, 2)
     assert gather_with_grad(x, info) is x
+
+
+def test_backend_follows_the_configured_device():
+    assert backend_for("cpu") == backend_for(torch.device("cpu")) == "gloo"
+    assert backend_for("cuda") == backend_for("cuda:1") == backend_for(torch.device("cuda", 0)) == "nccl"
+
+
+@pytest.mark.parametrize("device, cuda, backend", [("cpu", True, "gloo"), ("auto", True, "nccl"),
+                                                   ("auto", False, "gloo"), ("cuda", True, "nccl")])
+def test_init_distributed_uses_the_devices_backend(monkeypatch, device, cuda, backend):
+    # device=cpu under torchrun on a GPU machine must not pick nccl
+    chosen = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed_module.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed_module.dist, "init_process_group", lambda backend: chosen.append(backend))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    assert init_distributed(device) == DistInfo(rank=1, world_size=2, local_rank=1)
+    assert chosen == [backend]
+
+
+def test_init_distributed_refuses_cuda_without_cuda(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(distributed_module.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        init_distributed("cuda")

@@ -23,16 +23,27 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed() -> DistInfo:
-    """Join the process group torchrun describes (gloo on CPU, nccl on GPU); a no-op for one process."""
+def backend_for(device: str | torch.device) -> str:
+    """The process-group backend for the training device: nccl for CUDA, gloo for everything else (CPU)."""
+    kind = device.type if isinstance(device, torch.device) else str(device).split(":", 1)[0]
+    return "nccl" if kind == "cuda" else "gloo"
+
+
+def init_distributed(device: str | torch.device = "auto") -> DistInfo:
+    """Join the process group torchrun describes, with the backend of the configured ``device`` (gloo on
+    CPU, nccl on CUDA; ``auto``: CUDA when available); a no-op for one process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if str(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        backend = backend_for(device)
         if backend == "nccl":
+            if not torch.cuda.is_available():
+                raise ValueError(f"device '{device}' requested but CUDA is not available (use device=cpu)")
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
     return DistInfo(rank, world_size, local_rank)

@@ -120,7 +120,7 @@ def _weight_stats(terms) -> dict[str, float]:
 
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate as ``cfg`` says; returns the final metrics (also written to metrics.json)."""
-    info = init_distributed()
+    info = init_distributed(cfg["device"])  # the configured device picks the backend (gloo for cpu)
     try:
         return _train(cfg, info)
     finally:
