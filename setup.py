@@ -23,6 +23,7 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx", "onnxruntime"],
+        "tensorboard": ["tensorboard"],
         "test": ["pytest", "pytorch-metric-learning", "onnx", "onnxruntime"],
     },
 )

@@ -106,7 +106,34 @@ def test_values_outside_their_range_are_refused_naming_the_key(override, message
      "loss.terms[0] (triplet): unknown parameter(s) margn (did you mean 'margin'?)"),
     ("model.backbone=resnet19", "model.backbone: unknown backbone 'resnet19' (did you mean"),
     ("model.pretrained=/nowhere/r50.pth", "model.pretrained: file not found: /nowhere/r50.pth"),
+    ("model.pretrained=5", "'model.pretrained' must be a path (a string) or null, got 5"),
+    ("train.resume=[a]", "'train.resume' must be a path (a string) or null"),
+    ("train.loss_lr=fast", "'train.loss_lr' must be a number or null, got 'fast'"),
+    ("device=gpu", "device: 'gpu' is not a device; use auto, cpu, cuda or cuda:N"),
+    ("train.milestones=[a]", "train.milestones: must be increasing epoch numbers >= 1, got ['a']"),
+    ("train.milestones=[70, 40]", "train.milestones: must be increasing epoch numbers >= 1"),
+    ("data.dataset=market1502", "data.dataset: unknown dataset 'market1502' (did you mean 'market1501'?)"),
+    ("data.options={num_identitis: 5}", "data.options.num_identitis: dataset 'synthetic_market' has no option"),
+    ("data.sampler={num_instancs: 8}", "unknown config key 'data.sampler.num_instancs' (did you mean "
+                                       "'data.sampler.num_instances'?)"),
 ])
 def test_losses_backbone_and_weights_are_checked_when_the_config_loads(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, [override])
+
+
+def test_exponent_numbers_and_whole_sections_on_the_command_line():
+    cfg = load_config(None, ["train.lr=1e-3", "train.loss_lr=2E-4", "train.weight_decay=5e-4",
+                             "data.sampler={num_identities: 8, num_instances: 8}"])
+    assert cfg["train"]["lr"] == 1e-3 and cfg["train"]["loss_lr"] == 2e-4 and cfg["train"]["weight_decay"] == 5e-4
+    assert cfg["data"]["sampler"] == {"num_identities": 8, "num_instances": 8, "batches_per_epoch": 0}
+
+
+def test_tensorboard_package_is_checked_when_asked_for(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(ConfigError, match=re.escape("train.tensorboard: the tensorboard package is not installed")):
+        load_config(None, ["train.tensorboard=true"])
+    load_config(None, ["train.tensorboard=false"])

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (OSError, ValueError, ConfigError) as exc:  # missing/corrupt files (named), bad values
+    except (OSError, ValueError, ConfigError, FloatingPointError) as exc:  # bad files or values, a NaN loss
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -28,16 +28,20 @@ def dataset_names() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_dataset(name: str, root: str | os.PathLike, **options) -> DatasetSplits:
-    """Load dataset `name` from `root`; `options` go to its loader (e.g. `crop_bbox=True` for cub200)."""
+def dataset_options(name: str) -> list[str]:
+    """The keyword options the loader of dataset ``name`` accepts (besides ``root``)."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
-    builder = _BUILDERS[name]
-    accepted = [p for p in inspect.signature(builder).parameters if p != "root"]
+    return [p for p in inspect.signature(_BUILDERS[name]).parameters if p != "root"]
+
+
+def build_dataset(name: str, root: str | os.PathLike, **options) -> DatasetSplits:
+    """Load dataset `name` from `root`; `options` go to its loader (e.g. `crop_bbox=True` for cub200)."""
+    accepted = dataset_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(f"dataset {name!r} got unknown option(s) {unknown}; accepted: {accepted or 'none'}")
-    return builder(root, **options)
+    return _BUILDERS[name](root, **options)
 
 
 @register_dataset("market1501")

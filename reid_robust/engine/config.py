@@ -126,6 +126,11 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "train.num_threads": (">= 0 (0: torch's default)", lambda v: v >= 0),
     "eval.every": (">= 0 (0: only after the last epoch)", lambda v: v >= 0),
 }
+# keys whose default is null, by the type a value must have when given
+NULLABLE: dict[str, type] = {
+    "model.pretrained": str, "train.resume": str, "data.noise.list": str, "data.noise.confusable": str,
+    "train.loss_lr": float,
+}
 # keys whose value is a free-form list or mapping (not validated key by key)
 OPEN_KEYS = {"loss.terms", "data.options", "data.transforms.size", "data.transforms.mean", "data.transforms.std",
              "data.transforms.erasing_scale", "data.transforms.erasing_ratio", "train.milestones", "sweep.presets"}
@@ -159,7 +164,26 @@ def _suggest(key: str) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _as_number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string: such strings become floats; anything else is unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _check_value(key: str, value: Any, default: Any, where: str) -> Any:
+    if default is None and value is not None and key in NULLABLE:
+        kind = NULLABLE[key]
+        if kind is float:
+            value = _as_number(value)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}: '{key}' must be a number or null, got {value!r}")
+            value = float(value)
+        elif not isinstance(value, kind):
+            raise ConfigError(f"{where}: '{key}' must be a path (a string) or null, got {value!r}")
     if key in OPEN_KEYS or default is None or value is None:
         kind = dict if isinstance(default, dict) else (list, tuple)
         if key in OPEN_KEYS and value is not None and not isinstance(value, kind):
@@ -172,6 +196,7 @@ def _check_value(key: str, value: Any, default: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: '{key}' must be an integer, got {value!r}")
     elif isinstance(default, float):
+        value = _as_number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: '{key}' must be a number, got {value!r}")
         value = float(value)
@@ -213,6 +238,10 @@ def _open_mapping_prefix(key: str, defaults: dict[str, Any]) -> str | None:
 def _merge_flat(cfg: dict, flat: dict[str, Any], where: str) -> None:
     defaults = _flatten(DEFAULTS)
     for key, value in flat.items():
+        if isinstance(value, dict) and key not in defaults and any(k.startswith(key + ".") for k in defaults):
+            # a whole section given as a mapping (data.sampler={num_instances: 8}): its keys one by one
+            _merge_flat(cfg, _flatten(value, key + "."), where)
+            continue
         mapping = _open_mapping_prefix(key, defaults)
         if mapping is not None:  # e.g. data.options.num_identities=50: one entry inside a free-form mapping
             _set(cfg, key, value)
@@ -266,6 +295,8 @@ def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -
     validate_loss_terms(cfg["loss"]["terms"])
     validate_sweep_presets(cfg["sweep"]["presets"])
     validate_model(cfg["model"])
+    validate_data(cfg["data"])
+    validate_train(cfg)
     return cfg
 
 
@@ -283,6 +314,42 @@ def validate_model(model: dict) -> None:
     if model["pretrained"] is not None and not Path(model["pretrained"]).is_file():
         raise ConfigError(f"model.pretrained: file not found: {model['pretrained']} (a torchvision state-dict file "
                           "you downloaded yourself; nothing is downloaded)")
+
+
+def validate_data(data: dict) -> None:
+    """The dataset is registered and its loader accepts every entry of ``data.options``."""
+    from reid_robust.data.registry import dataset_names, dataset_options
+
+    names = dataset_names()
+    if data["dataset"] not in names:
+        raise ConfigError(f"data.dataset: unknown dataset '{data['dataset']}'{_closest(data['dataset'], names)}")
+    accepted = dataset_options(data["dataset"])
+    for option in data["options"] or {}:
+        if option not in accepted:
+            raise ConfigError(f"data.options.{option}: dataset '{data['dataset']}' has no option '{option}'; "
+                              f"it accepts: {', '.join(accepted) or 'none'}")
+
+
+def validate_train(cfg: dict) -> None:
+    """Device, multistep milestones and the TensorBoard package, before any data is generated."""
+    import importlib.util
+
+    import torch
+
+    device = cfg["device"]
+    if device != "auto":
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError):
+            raise ConfigError(f"device: '{device}' is not a device; use auto, cpu, cuda or cuda:N") from None
+    train = cfg["train"]
+    milestones = train["milestones"]
+    if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in milestones) or \
+            list(milestones) != sorted(set(milestones)):
+        raise ConfigError(f"train.milestones: must be increasing epoch numbers >= 1, got {milestones!r}")
+    if train["tensorboard"] and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("train.tensorboard: the tensorboard package is not installed "
+                          "(pip install tensorboard, or pip install -e \".[tensorboard]\")")
 
 
 def validate_loss_terms(terms: Any) -> None:
