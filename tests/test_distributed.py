@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from reid_robust.engine import distributed as distributed_module
 from reid_robust.engine.distributed import (
     DistInfo,
+    any_rank,
     backend_for,
     gather_with_grad,
     gathered_loss_factor,
@@ -55,6 +56,11 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
                 layer.weight[0, 1] += 0.5
         results["perturbed"] = replica_divergence([layer], info)
 
+        # Ctrl-C seen by one rank only: every rank stops (the trainer's per-step agreement)
+        results["interrupt_on_rank0"] = any_rank(rank == 0, info)
+        results["interrupt_on_rank1"] = any_rank(rank == 1, info)
+        results["no_interrupt"] = any_rank(False, info)
+
         # loss-gradient averaging: rank 0 has a gradient of 2 for `a`, rank 1 none; `b` has none anywhere
         a = torch.nn.Parameter(torch.zeros(2))
         b = torch.nn.Parameter(torch.zeros(2))
@@ -95,6 +101,8 @@ def test_two_gloo_processes(tmp_path):
     for r in (r0, r1):
         assert r["same"] == 0.0
         assert r["perturbed"] == pytest.approx(0.5)  # every rank learns the largest drift
+        assert r["interrupt_on_rank0"] is True and r["interrupt_on_rank1"] is True
+        assert r["no_interrupt"] is False
         assert r["a_grad"] == [1.0, 1.0]  # (2 + 0) / 2 on both ranks
         assert r["b_grad"] is None  # nobody had a gradient: left alone, no optimiser step
         assert r["gathered"] == [1.0, 1.0, 2.0, 2.0]
@@ -112,6 +120,7 @@ def test_single_process_is_a_no_op():
     assert replica_divergence([layer], info) == 0.0
     x = torch.ones(3, 2)
     assert gather_with_grad(x, info) is x
+    assert any_rank(True, info) is True and any_rank(False, info) is False
 
 
 def test_backend_follows_the_configured_device():

@@ -79,6 +79,20 @@ def gathered_loss_factor(info: DistInfo, gathered: bool) -> float:
     return float(info.world_size) if gathered and info.enabled else 1.0
 
 
+def any_rank(flag: bool, info: DistInfo, device: str | torch.device | None = None) -> bool:
+    """True on every rank when ``flag`` is true on at least one: an all-reduce (MAX) of one int.
+
+    The trainer's Ctrl-C flag goes through this after every step, so that all ranks stop after the same
+    iteration (a rank breaking alone would leave the others waiting in the next collective). ``device``:
+    where the tensor lives (CUDA for nccl). ``flag`` itself without DDP.
+    """
+    if not info.enabled:
+        return bool(flag)
+    agreed = torch.tensor([int(bool(flag))], dtype=torch.int32, device=device)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+    return bool(agreed.item())
+
+
 def broadcast_object(obj, info: DistInfo, src: int = 0):
     if not info.enabled:
         return obj

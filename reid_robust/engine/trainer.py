@@ -38,6 +38,7 @@ from reid_robust.engine.builders import (
 from reid_robust.engine.config import PROTOCOL_METRICS, save_config
 from reid_robust.engine.distributed import (
     DistInfo,
+    any_rank,
     barrier,
     cleanup,
     gather_with_grad,
@@ -246,7 +247,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
             weight_stats: dict[str, float] = {}
             n_images, t0 = 0, time.time()
             bar = _progress(loader, epoch, t_cfg, info, skip_iters, steps_per_epoch)
-            it = skip_iters
+            it, stop = skip_iters, False
             for it, batch_data in enumerate(bar, start=skip_iters):
                 images = batch_data["image"].to(device, non_blocking=True)
                 targets = batch_data["label"].to(device, non_blocking=True)
@@ -292,14 +293,18 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                     shown = {k: f"{v:.3f}" for k, v in parts.items()}
                     shown["img/s"] = f"{n_images * info.world_size / max(time.time() - t0, 1e-9):.1f}"
                     bar.set_postfix(shown)
-                if interrupted["flag"]:
+                # the flag is per process: under DDP the ranks agree (one all-reduce) so that they all stop
+                # after this same step, and none waits alone in the next step's collectives
+                stop = any_rank(interrupted["flag"], info, device)
+                if stop:
                     break
-            if interrupted["flag"]:
+            if stop:
                 if info.is_main:
                     ckpt_io.atomic_save(make_checkpoint(epoch, it + 1), out / "checkpoints" / "last.pth")
                     log.warning("saved %s (epoch %d, iteration %d); resume with train.resume=%s",
                                 out / "checkpoints" / "last.pth", epoch + 1, it + 1,
                                 out / "checkpoints" / "last.pth")
+                barrier(info)  # the other ranks exit only once rank 0's checkpoint is written
                 raise KeyboardInterrupt
             n_steps = max(it + 1 - skip_iters, 1)
             skip_iters = 0
