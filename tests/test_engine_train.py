@@ -203,6 +203,64 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_market_root, tmp_path, monk
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
+class _SigintHandlerDataset(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        import signal
+
+        return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_dataloader_workers_ignore_ctrl_c_and_leave_it_to_the_main_process():
+    import signal
+
+    from reid_robust.engine.trainer import _worker_init
+
+    def main_handler(signum, frame):  # stands for the trainer's handler, which forked workers inherit
+        raise AssertionError("a worker ran the main process's SIGINT handler")
+
+    previous = signal.signal(signal.SIGINT, main_handler)
+    try:
+        loader = torch.utils.data.DataLoader(_SigintHandlerDataset(), batch_size=None, num_workers=1,
+                                             worker_init_fn=_worker_init)
+        assert list(loader) == [True, True]
+        assert signal.getsignal(signal.SIGINT) is main_handler  # the main process keeps its handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads a process's children from /proc")
+def test_terminal_ctrl_c_with_workers_is_reported_once_and_saves(tiny_market_root, tmp_path):
+    import signal
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "w"
+    args = [sys.executable, "tools/train_reid.py", "--config", str(QUICKSTART), *tiny_overrides(tiny_market_root, out),
+            "train.epochs=1", "data.num_workers=2", "data.sampler.batches_per_epoch=5000"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:  # the DataLoader workers: the loop runs
+            if children.exists() and len(children.read_text().split()) >= 2:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0 and "Traceback" not in stdout, stdout[-3000:]
+    assert stdout.count("interrupt received") == 1, stdout[-3000:]  # the main process only, not each worker
+    saved = load_checkpoint(out / "checkpoints" / "last.pth")
+    assert saved["epoch"] == 0 and 0 < saved["iteration"] < 5000
+
+
 def test_best_metric_is_checked_before_training(tiny_market_root, tmp_path):
     from reid_robust.engine.config import ConfigError
 

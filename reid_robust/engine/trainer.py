@@ -92,6 +92,10 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def _worker_init(worker_id: int) -> None:
+    """Seed a DataLoader worker and make it ignore SIGINT: a terminal's Ctrl-C reaches every process of the
+    group, and only the main process handles it (it finishes the step, saves and stops the workers); a
+    worker would otherwise run the trainer's handler it inherited and report the interrupt once more."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     s = torch.initial_seed() % 2**32
     random.seed(s)
     np.random.seed(s)
