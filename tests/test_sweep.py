@@ -142,6 +142,29 @@ def test_resume_skips_finished_cells_and_writes_results(tmp_path):
     assert "| symmetric | 0 | osm_caa | 2 | 80.50 ± 0.71 |" in table
 
 
+def _interrupted_in_one_worker(cfg: dict) -> dict:
+    """Worker-side stand-in for train(): the first clean triplet cell is Ctrl-C'd, the others take 0.5 s."""
+    import time
+
+    if cfg["loss"]["terms"][0]["name"] == "triplet" and cfg["data"]["noise"]["rate"] == 0 and cfg["seed"] == 0:
+        raise KeyboardInterrupt
+    time.sleep(0.5)
+    out = Path(cfg["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({"mAP": 0.5, "rank1": 0.5, "train_time_s": 0.5}))
+    return {}
+
+
+def test_ctrl_c_in_a_worker_stops_the_parallel_sweep_without_starting_more_cells(tmp_path):
+    base, out = _base(tmp_path), tmp_path / "sweep"
+    args = (["triplet", "osm_caa"], [0, 0.2, 0.4, 0.6], ["symmetric"], [0])  # 8 cells, all in the first phase
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(base, *args, out, train_fn=_interrupted_in_one_worker, progress=False, jobs=2)
+    trained = list(out.glob("*/*/seed0/metrics.json"))
+    # only cells already handed to the pool's call queue (jobs + 1 of them) still run, not the other 3+
+    assert len(trained) <= 4, trained
+
+
 def test_jobs_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         run_sweep(_base(tmp_path), ["triplet"], [0], ["symmetric"], [0], tmp_path / "s", progress=False, jobs=0)

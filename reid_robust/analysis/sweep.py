@@ -246,13 +246,20 @@ def run_sweep(base: dict, losses: Sequence[str], rates: Sequence[float], modes: 
             with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
                 for phase in phases:
                     running = {pool.submit(_train_cell, config_of(c), train_fn, threads, True): c for c in phase}
-                    while running:
-                        done, _ = wait(running, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            cell = running.pop(future)
-                            future.result()  # a failed cell stops the sweep with its error
-                            log.info("sweep: finished %s", cell.relpath)
-                            finished(cell)
+                    try:
+                        while running:
+                            done, _ = wait(running, return_when=FIRST_COMPLETED)
+                            for future in done:
+                                cell = running.pop(future)
+                                future.result()  # a failed (or Ctrl-C'd) cell stops the sweep with its error
+                                log.info("sweep: finished %s", cell.relpath)
+                                finished(cell)
+                    except BaseException:
+                        # Ctrl-C or a failed cell: cells not started yet are dropped; the running ones end
+                        # (on Ctrl-C each saves its checkpoint) before the pool closes; a restart resumes them
+                        for future in running:
+                            future.cancel()
+                        raise
     finally:
         if bar is not None:
             bar.close()
