@@ -113,9 +113,37 @@ def test_resume_with_amp_switched_on_starts_a_fresh_scaler(tiny_market_root, tmp
     assert "train.amp was false" in (out / "train.log").read_text()
 
 
-def test_mixed_precision_on_cpu_trains_with_finite_loss(tiny_market_root, tmp_path):
+def _record_dtypes(monkeypatch, seen):
+    """Record the output dtype of the model's first conv and the input dtype of every loss term (training)."""
+    from reid_robust.engine import trainer as trainer_module
+
+    real_model, real_terms = trainer_module.build_model_from_config, trainer_module.build_loss_terms
+
+    def model_with_hook(cfg):
+        model = real_model(cfg)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda m, i, o: seen["conv"].add(o.dtype) if m.training else None)
+        return model
+
+    def terms_with_hooks(*args, **kwargs):
+        terms = real_terms(*args, **kwargs)
+        for term in terms:
+            term.module.register_forward_pre_hook(lambda m, inputs: seen["loss"].add(inputs[0].dtype))
+        return terms
+
+    monkeypatch.setattr(trainer_module, "build_model_from_config", model_with_hook)
+    monkeypatch.setattr(trainer_module, "build_loss_terms", terms_with_hooks)
+
+
+def test_mixed_precision_on_cpu_trains_with_finite_loss(tiny_market_root, tmp_path, monkeypatch):
+    seen = {"conv": set(), "loss": set()}
+    _record_dtypes(monkeypatch, seen)
     metrics = train(_cfg(tiny_market_root, tmp_path / "amp", "train.epochs=1", "train.amp=true"))
     assert 0.0 <= metrics["mAP"] <= 1.0
+    assert seen["conv"] == {torch.bfloat16}  # the forward ran under CPU autocast
+    assert seen["loss"] == {torch.float32}  # the losses see float32 embeddings
+    weights = load_checkpoint(tmp_path / "amp" / "checkpoints" / "last.pth")["model"]
+    assert all(w.dtype != torch.bfloat16 for w in weights.values())  # the parameters stay float32
 
 
 def test_label_noise_is_applied_and_recorded(tiny_market_root, tmp_path):
