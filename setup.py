@@ -16,6 +16,9 @@ setup(
         "albumentations",
         "numpy",
         "threadpoolctl",  # thread limits of BLAS in the evaluator (already a scikit-learn dependency)
+        "scipy",          # sparse re-ranking, ranks in the audit, Cars196 .mat files (a scikit-learn dependency)
+        "pillow",         # image reading and drawing (a torchvision dependency)
+        # cv2 (border modes of the augmentations) comes with albumentations' OpenCV requirement
         "pyyaml",       # configs
         "tqdm",         # progress bars
         "tabulate",     # result tables
