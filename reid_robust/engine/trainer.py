@@ -279,10 +279,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                 factor = gathered_loss_factor(info, t_cfg["gather_embeddings"])
                 scaler.scale(loss * factor).backward()
                 average_loss_gradients(terms, info, factor)  # DDP syncs the model; loss parameters here
-                if t_cfg["grad_clip"] > 0:
-                    scaler.unscale_(optimizer)
-                    params = [p for g in optimizer.param_groups for p in g["params"]]
-                    torch.nn.utils.clip_grad_norm_(params, t_cfg["grad_clip"])
+                clip_gradients(optimizer, scaler, t_cfg["grad_clip"])
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
@@ -425,6 +422,19 @@ def _load_resumable_state(path, state: dict[str, Any], model, optimizer, terms) 
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise refuse("optimizer state", _mismatch_detail(exc)) from exc
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, max_norm: float):
+    """``train.grad_clip``: rescale the gradients of every parameter the optimiser updates (model and loss
+    parameters, one global norm) to a norm of at most ``max_norm``, after undoing AMP's loss scale.
+
+    Returns the total norm before clipping (a tensor), or None when ``max_norm`` is 0 (off).
+    """
+    if max_norm <= 0:
+        return None
+    scaler.unscale_(optimizer)  # scaler.step then knows the gradients are unscaled already
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def average_loss_gradients(terms, info: DistInfo, loss_factor: float = 1.0) -> None:
