@@ -338,3 +338,45 @@ def test_open_set_noise_trains_only_the_remaining_classes_and_audits(tiny_market
         rows = list(csv.DictReader(fh))
     label_key = next(k for k in rows[0] if "label" in k)
     assert {int(r[label_key]) for r in rows} == kept_ids  # original ids, not the losses' renumbering
+
+
+def test_tensorboard_writer_disabled_is_a_no_op(tmp_path, monkeypatch):
+    from reid_robust.engine.trainer import _TensorBoard
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not even imported when off
+    writer = _TensorBoard(tmp_path, enabled=False)
+    writer.log({"epoch": 1, "loss": 0.5}, 1)
+    writer.close()
+    assert writer.writer is None and not (tmp_path / "tensorboard").exists()
+
+
+def test_tensorboard_without_the_package_names_the_key_and_the_install(tmp_path, monkeypatch):
+    from reid_robust.engine.trainer import _TensorBoard
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    with pytest.raises(ValueError, match=r"train\.tensorboard=true .*pip install tensorboard"):
+        _TensorBoard(tmp_path, enabled=True)
+
+
+def test_tensorboard_writer_logs_the_numeric_columns_by_epoch(tmp_path, monkeypatch):
+    import types
+
+    from reid_robust.engine.trainer import _TensorBoard
+
+    calls = []
+
+    class FakeWriter:
+        def __init__(self, log_dir):
+            calls.append(("open", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def close(self):
+            calls.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    writer = _TensorBoard(tmp_path, enabled=True)
+    writer.log({"epoch": 3, "lr": 0.1, "loss": 2, "note": "text"}, 3)
+    writer.close()
+    assert calls == [("open", str(tmp_path / "tensorboard")), ("lr", 0.1, 3), ("loss", 2, 3), ("close",)]
