@@ -143,12 +143,13 @@ def test_resume_skips_finished_cells_and_writes_results(tmp_path):
 
 
 def _interrupted_in_one_worker(cfg: dict) -> dict:
-    """Worker-side stand-in for train(): the first clean triplet cell is Ctrl-C'd, the others take 0.5 s."""
+    """Worker-side stand-in for train(): the first clean triplet cell is Ctrl-C'd, the others take 2 s (long
+    beside the moment the parent needs to react, so the count of cells still run is not a race)."""
     import time
 
     if cfg["loss"]["terms"][0]["name"] == "triplet" and cfg["data"]["noise"]["rate"] == 0 and cfg["seed"] == 0:
         raise KeyboardInterrupt
-    time.sleep(0.5)
+    time.sleep(2.0)
     out = Path(cfg["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps({"mAP": 0.5, "rank1": 0.5, "train_time_s": 0.5}))
@@ -157,12 +158,14 @@ def _interrupted_in_one_worker(cfg: dict) -> dict:
 
 def test_ctrl_c_in_a_worker_stops_the_parallel_sweep_without_starting_more_cells(tmp_path):
     base, out = _base(tmp_path), tmp_path / "sweep"
-    args = (["triplet", "osm_caa"], [0, 0.2, 0.4, 0.6], ["symmetric"], [0])  # 8 cells, all in the first phase
+    rates = [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    args = (["triplet", "osm_caa"], rates, ["symmetric"], [0])  # 16 cells, all in the first phase
     with pytest.raises(KeyboardInterrupt):
         run_sweep(base, *args, out, train_fn=_interrupted_in_one_worker, progress=False, jobs=2)
     trained = list(out.glob("*/*/seed0/metrics.json"))
-    # only cells already handed to the pool's call queue (jobs + 1 of them) still run, not the other 3+
-    assert len(trained) <= 4, trained
+    # only the cells running or already in the pool's call queue (jobs + 1) when the error arrives still
+    # run: at most 5 of the other 15 (without the cancel, all 15 ran)
+    assert len(trained) <= 5, trained
 
 
 def test_jobs_must_be_positive(tmp_path):
