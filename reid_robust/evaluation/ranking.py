@@ -98,7 +98,6 @@ def match_ranks(scores, members: np.ndarray, excluded: np.ndarray) -> tuple[np.n
     # candidates: only items scoring at least the lowest member can rank before a member
     is_candidate = scores >= lowest[:, None]
     ascending = thresholds[:, ::-1].copy()  # padding thresholds (-inf) first
-    flat = None  # sparse path: flat (row, bucket) positions of the candidates, histogrammed below
     if np.count_nonzero(is_candidate) <= DENSE_FRACTION * scores.size:
         rows, cols = np.nonzero(is_candidate)
         values = scores[rows, cols]
@@ -111,17 +110,13 @@ def match_ranks(scores, members: np.ndarray, excluded: np.ndarray) -> tuple[np.n
         tied = np.flatnonzero(ascending_keys[np.minimum(position, ascending_keys.size - 1)] == keys)
     else:  # most of the block: bucket every score, row by row against its own thresholds (torch, batched)
         dense = scores if min(scores.strides) >= 0 and scores.flags.c_contiguous else scores.copy()
-        bucket_t = torch.searchsorted(torch.from_numpy(ascending), torch.from_numpy(dense), out_int32=True)
-        offsets = torch.arange(0, num_rows * (width + 1), width + 1, dtype=torch.int32)[:, None]
-        hist = torch.bincount((bucket_t + offsets).view(-1), minlength=num_rows * (width + 1)).numpy()
-        # a score equal to a threshold lands in the bucket just below it
-        nearest = np.take_along_axis(ascending, np.minimum(bucket_t.numpy(), width - 1), axis=1)
+        bucket = torch.searchsorted(torch.from_numpy(ascending), torch.from_numpy(dense)).numpy()
+        flat = (bucket + (np.arange(num_rows) * (width + 1))[:, None]).reshape(-1)
+        nearest = np.take_along_axis(ascending, np.minimum(bucket, width - 1), axis=1)
         rows, cols = np.nonzero(scores == nearest)
         values = scores[rows, cols]
         tied = np.arange(rows.size)
-    if flat is not None:
-        hist = np.bincount(flat, minlength=num_rows * (width + 1))
-    hist = hist.reshape(num_rows, width + 1)
+    hist = np.bincount(flat, minlength=num_rows * (width + 1)).reshape(num_rows, width + 1)
     # values strictly above the a-th ascending threshold fall in buckets a+1 .. width; back to rank order
     before = hist[:, ::-1].cumsum(axis=1)[:, ::-1][:, 1:][:, ::-1].copy()
     # equal scores (the members themselves included) are settled by gallery index
