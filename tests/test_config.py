@@ -137,3 +137,15 @@ def test_tensorboard_package_is_checked_when_asked_for(monkeypatch):
     with pytest.raises(ConfigError, match=re.escape("train.tensorboard: the tensorboard package is not installed")):
         load_config(None, ["train.tensorboard=true"])
     load_config(None, ["train.tensorboard=false"])
+
+
+def test_paths_of_a_run_are_made_absolute(tmp_path, monkeypatch):
+    from reid_robust.engine.config import with_absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data.root=data/market", "data.noise.list=lists/noisy.txt", "output_dir=runs/x"])
+    resolved = with_absolute_paths(cfg)
+    assert resolved["data"]["root"] == str(tmp_path / "data" / "market")
+    assert resolved["data"]["noise"]["list"] == str(tmp_path / "lists" / "noisy.txt")
+    assert resolved["model"]["pretrained"] is None and resolved["output_dir"] == "runs/x"
+    assert cfg["data"]["root"] == "data/market"  # the input is not modified

@@ -32,6 +32,8 @@ def test_train_writes_config_checkpoints_metrics_and_logs(tiny_market_root, tmp_
         assert 0.0 <= saved[key] <= 1.0 and saved[key] == metrics[key]
         assert 0.0 <= saved["untrained"][key] <= 1.0
     assert load_config(out / "config.yaml")["train"]["epochs"] == 2
+    # the saved config finds the data from any directory
+    assert os.path.isabs(load_checkpoint(out / "checkpoints" / "last.pth")["config"]["data"]["root"])
     assert load_checkpoint(out / "checkpoints" / "last.pth")["epoch"] == 2
     assert "epoch 2/2" in (out / "train.log").read_text()
 

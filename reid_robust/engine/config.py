@@ -394,6 +394,24 @@ def get(cfg: dict, dotted: str) -> Any:
     return node
 
 
+PATH_KEYS = ("data.root", "data.noise.list", "data.noise.confusable", "model.pretrained")
+
+
+def with_absolute_paths(cfg: dict) -> dict:
+    """A copy of ``cfg`` whose file and folder keys (``PATH_KEYS``) are absolute, resolved against the current
+    directory: the config saved with a run then finds its data from any directory (tools/eval.py, export,
+    audit). ``output_dir`` keeps its form."""
+    out = copy.deepcopy(cfg)
+    for dotted in PATH_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = out
+        for part in parents:
+            node = node[part]
+        if node.get(leaf) is not None:
+            node[leaf] = str(Path(node[leaf]).expanduser().resolve())
+    return out
+
+
 def save_config(cfg: dict, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML (atomically)."""
     path = Path(path)

@@ -35,7 +35,7 @@ from reid_robust.engine.builders import (
     build_test_transform,
     build_train_transform,
 )
-from reid_robust.engine.config import PROTOCOL_METRICS, save_config
+from reid_robust.engine.config import PROTOCOL_METRICS, save_config, with_absolute_paths
 from reid_robust.engine.distributed import (
     DistInfo,
     any_rank,
@@ -133,6 +133,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
+    cfg = with_absolute_paths(cfg)  # the saved config (and every checkpoint's) finds the data from anywhere
     t_cfg, e_cfg, d_cfg = cfg["train"], cfg["eval"], cfg["data"]
     out = Path(cfg["output_dir"])
     if info.is_main:
