@@ -182,7 +182,9 @@ def test_summarize_mean_and_sample_std():
     assert noisy["mAP_mean"] == pytest.approx(0.3) and noisy["mAP_std"] == pytest.approx(np.std([.1, .2, .6], ddof=1))
     clean = next(e for e in summary if e["rate"] == 0.0)
     assert clean["mode"] == "symmetric" and clean["n"] == 1 and clean["mAP_std"] == 0.0
-    assert "| symmetric | 0.2 | a | 3 | 30.00 ± 26.46 |" in markdown_table(summary, ("mAP", "rank1"))
+    table = markdown_table(summary, ("mAP", "rank1"))
+    assert "| symmetric | 0.2 | a | 3 | 30.00 ± 26.46 |" in table
+    assert "| symmetric | 0 | a | 1 | 90.00 | 100.00 |" in table  # one seed: no ± 0.00
 
 
 def test_real_sweep_with_pattern_noise(tiny_market_root, tmp_path):

@@ -327,12 +327,15 @@ def summarize(rows: Sequence[dict], metrics: Sequence[str], loss_order: Sequence
 
 
 def markdown_table(summary: Sequence[dict], metrics: Sequence[str]) -> str:
-    """A Markdown table: one row per (mode, rate, loss), metrics in percent as mean ± std over seeds."""
+    """A Markdown table: one row per (mode, rate, loss), metrics in percent as mean ± std over seeds (the mean
+    alone for a single seed)."""
     head = ["mode", "noise rate", "loss", "seeds"] + [f"{m} (%)" for m in metrics] + ["train time (s)", "CPU time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for e in summary:
         cells = [e["mode"], f"{e['rate']:g}", e["loss"], str(e["n"])]
-        cells += [f"{100 * e[f'{m}_mean']:.2f} ± {100 * e[f'{m}_std']:.2f}" for m in metrics]
+        # one seed has no spread: the mean alone (the CSV and the plot keep std 0)
+        cells += [f"{100 * e[f'{m}_mean']:.2f}" + (f" ± {100 * e[f'{m}_std']:.2f}" if e["n"] > 1 else "")
+                  for m in metrics]
         cells.append(f"{e['train_time_s_mean']:.0f}")
         cpu = e.get("cpu_time_s_mean", float("nan"))
         cells.append("" if np.isnan(cpu) else f"{cpu:.0f}")
