@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from reid_robust.evaluation import evaluate_reid, evaluate_reid_distances
-from reid_robust.evaluation.rerank import k_reciprocal_rerank
+from reid_robust.evaluation.rerank import iter_rerank_blocks, k_reciprocal_rerank
 
 
 def reference_rerank(qf, gf, k1, k2, lambda_value):
@@ -84,3 +84,22 @@ def test_fewer_items_than_k2_expand_over_all_of_them():
     gf = rng.integers(-2, 3, size=(3, 4)).astype(np.float32)  # 5 items in all, k2 = 6
     result = k_reciprocal_rerank(qf, gf, k1=20, k2=6, lambda_value=0.3)
     np.testing.assert_allclose(result, reference_rerank(qf, gf, 20, 6, 0.3), atol=1e-5)
+
+
+def test_blocks_are_the_rows_of_the_whole_matrix_and_feed_the_evaluator():
+    rng = np.random.default_rng(5)
+    centres = rng.integers(-3, 4, size=(5, 6))
+    q_pids, g_pids = rng.integers(1, 6, 11), rng.integers(1, 6, 37)
+    qf = (centres[q_pids - 1] + rng.integers(-1, 2, size=(11, 6))).astype(np.float32)
+    gf = (centres[g_pids - 1] + rng.integers(-1, 2, size=(37, 6))).astype(np.float32)
+    q_cams, g_cams = np.zeros(11, int), np.ones(37, int)
+    whole = k_reciprocal_rerank(qf, gf, block_size=4)
+    blocks = list(iter_rerank_blocks(qf, gf, block_size=4))
+    assert [(s, e) for s, e, _ in blocks] == [(0, 4), (4, 8), (8, 11)]  # one query block at a time
+    np.testing.assert_array_equal(np.concatenate([b for _, _, b in blocks]), whole)
+    np.testing.assert_allclose(whole, reference_rerank(qf, gf, 20, 6, 0.3), atol=1e-5)
+    expected = evaluate_reid_distances(whole, q_pids, g_pids, q_cams, g_cams)
+    for block_size in (3, None):
+        got = evaluate_reid(qf, gf, q_pids, g_pids, q_cams, g_cams, metric="euclidean", rerank=True,
+                            block_size=block_size)
+        assert got["mAP"] == pytest.approx(expected["mAP"], abs=1e-12) and got["cmc"] == expected["cmc"]

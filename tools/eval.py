@@ -205,8 +205,10 @@ def evaluate(args, protocol, query, gallery, distances=None) -> dict:
         approximate = ApproximateSearch(kind=args.approximate, topk=args.topk, nlist=args.nlist, nprobe=args.nprobe,
                                         hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
                                         ef_search=args.ef_search)
+    rerank_params = {"k1": args.k1, "k2": args.k2, "lambda_value": args.lambda_value}
     return evaluate_reid(query.feats, gallery.feats, query.pids, gallery.pids, query.camids, gallery.camids,
-                         metric=args.metric, max_rank=args.max_rank, ap_mode=args.ap_mode, approximate=approximate)
+                         metric=args.metric, max_rank=args.max_rank, ap_mode=args.ap_mode, approximate=approximate,
+                         rerank=args.rerank, rerank_params=rerank_params if args.rerank else None)
 
 
 def check_visualizable(query, gallery) -> None:
@@ -241,8 +243,10 @@ def run(args) -> dict:
         save_features(args.save_features, query, gallery)
     distances = None
     num_gallery = None if gallery is None else len(gallery.pids)  # as given, junk included
-    if args.rerank and protocol == "market" and gallery is not None:
-        gallery = without_junk(gallery)  # computed once, for the metrics and the pictures
+    if args.rerank and args.visualize and protocol == "market" and gallery is not None:
+        # the pictures need whole rows: the re-ranked [Q, G] matrix is computed once, for them and the metrics
+        # (without --visualize, the metrics are computed block by block in bounded memory)
+        gallery = without_junk(gallery)
         distances = rerank_distances(args, query, gallery)
     metrics = evaluate(args, protocol, query, gallery, distances)
     sizes = f"{len(query.pids)} queries" + (f" x {num_gallery} gallery" if gallery is not None else "")

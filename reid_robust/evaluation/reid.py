@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .ranking import group_members, match_ranks
-from .rerank import k_reciprocal_rerank
+from .rerank import iter_rerank_blocks
 from .search import (
     ApproximateSearch,
     as_feature_matrix,
@@ -168,8 +168,8 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     Exact by default (scores in blocks of ``block_size`` queries, no gallery sort). With ``approximate``
     a FAISS IVF/HNSW index retrieves ``approximate.topk`` items per query and matches ranked beyond them
     count as missed (negatives the index misses move matches up, so the result is no bound either way).
-    ``rerank=True`` evaluates k-reciprocal re-ranked distances instead
-    (:func:`reid_robust.evaluation.rerank.k_reciprocal_rerank` on the features as searched: normalised for
+    ``rerank=True`` evaluates k-reciprocal re-ranked distances instead, block by block
+    (:func:`reid_robust.evaluation.rerank.iter_rerank_blocks` on the features as searched: normalised for
     cosine; ``rerank_params`` = k1, k2, lambda_value). ``per_query=True`` adds ``per_query``: arrays
     ``ap``, ``inp``, ``first_rank`` (0 = no match retrieved) and ``valid`` over all queries.
     """
@@ -186,8 +186,8 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     if rerank:
         if approximate is not None:
             raise ValueError("rerank and approximate cannot be combined")
-        distances = k_reciprocal_rerank(qf, gf, **(rerank_params or {}))
-        blocks = iter_matrix_blocks(-distances, block_size)
+        blocks = ((start, end, np.negative(d, out=d))
+                  for start, end, d in iter_rerank_blocks(qf, gf, block_size=block_size, **(rerank_params or {})))
         return _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query)
     if approximate is not None:
         return _evaluate_approximate(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, ap_mode, max_rank,

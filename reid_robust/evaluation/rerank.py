@@ -12,9 +12,9 @@ All M = Q + G items (queries and gallery together) are used, transductively:
 7. ``d* = (1 - λ) d_J + λ d̃`` for queries x gallery.
 
 The input is plain (not squared) Euclidean distance, squared once here (torchreid squares twice).
-Memory: the neighbour lists [M, k1+1], a sparse V (about M x 200 entries) and the [Q, G] float32 output
-(the one dense array: 3.8 GB at MSMT17 scale); the full M x M distance matrix is computed in row blocks
-and never held, and the original distance is added to the output block by block.
+Memory: the neighbour lists [M, k1+1], a sparse V (about M x 200 entries) and one block of queries' re-ranked
+distances at a time (:func:`iter_rerank_blocks`); the full M x M distance matrix is computed in row blocks
+and never held. :func:`k_reciprocal_rerank` assembles the whole [Q, G] matrix when a caller wants it.
 """
 from __future__ import annotations
 
@@ -72,24 +72,27 @@ def _encode(squared_row_fn, neighbours: np.ndarray, k1: int) -> sp.csr_matrix:
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(num, num))
 
 
-def _jaccard(v: sp.csr_matrix, num_query: int) -> np.ndarray:
-    """d_J(p, g) for p < num_query and g >= num_query, from the sparse encodings."""
-    gallery = v[num_query:].tocsc()
-    out = np.empty((num_query, v.shape[0] - num_query), dtype=np.float32)
-    for p in range(num_query):
-        start, end = v.indptr[p], v.indptr[p + 1]
-        cols, vals = v.indices[start:end], v.data[start:end]
+def _jaccard_rows(v: sp.csr_matrix, gallery: sp.csc_matrix, start: int, end: int) -> np.ndarray:
+    """d_J(p, g) [end - start, G] for queries p in [start, end) from the sparse encodings; ``gallery`` is the
+    gallery part of ``v`` in CSC form."""
+    out = np.empty((end - start, gallery.shape[0]), dtype=np.float32)
+    for i, p in enumerate(range(start, end)):
+        lo, hi = v.indptr[p], v.indptr[p + 1]
+        cols, vals = v.indices[lo:hi], v.data[lo:hi]
         sub = gallery[:, cols].tocoo()
         overlap = np.bincount(sub.row, weights=np.minimum(vals[sub.col], sub.data), minlength=out.shape[1])
-        out[p] = 1.0 - overlap / (2.0 - overlap)
+        out[i] = 1.0 - overlap / (2.0 - overlap)
     return out
 
 
-def k_reciprocal_rerank(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-                        block_size: int | None = None) -> np.ndarray:
-    """Re-ranked distances [Q, G] (lower = closer) from query [Q, D] and gallery [G, D] features.
+def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+                       block_size: int | None = None):
+    """Yield ``(start, end, distances[end - start, G])``: re-ranked distances (lower = closer) of consecutive
+    blocks of queries [Q, D] against the gallery [G, D].
 
-    The original distance is the Euclidean distance of the features as given (normalise them first for
+    Memory beyond the features: the neighbour lists, the sparse encodings V and one block (the default block
+    holds 2^24 distances, 64 MB), so re-ranked evaluation stays O(block x gallery) like the plain one. The
+    original distance is the Euclidean distance of the features as given (normalise them first for
     cosine-trained embeddings, as BoT does).
     """
     if k1 < 1 or k2 < 1 or k2 > k1 + 1:
@@ -127,9 +130,23 @@ def k_reciprocal_rerank(query_feats, gallery_feats, k1: int = 20, k2: int = 6, l
                                 (np.repeat(np.arange(num), k2), neighbours_np[:, :k2].reshape(-1))),
                                shape=(num, num))
         v = (expand @ v).tocsr()
-    out = _jaccard(v, num_query)  # [Q, G] float32; the original distance is mixed in place, in row blocks
-    out *= 1.0 - lambda_value
-    for start in range(0, num_query, block):
-        rows = slice(start, min(start + block, num_query))
-        out[rows] += lambda_value * (squared(rows, slice(num_query, num)) / row_max[rows, None])
+    gallery_v = v[num_query:].tocsc()
+    query_block = block_size or default_block_size(num - num_query)
+    for start in range(0, num_query, query_block):
+        end = min(start + query_block, num_query)
+        out = _jaccard_rows(v, gallery_v, start, end)
+        out *= 1.0 - lambda_value
+        out += lambda_value * (squared(slice(start, end), slice(num_query, num)) / row_max[start:end, None])
+        yield start, end, out
+
+
+def k_reciprocal_rerank(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+                        block_size: int | None = None) -> np.ndarray:
+    """Re-ranked distances [Q, G] (lower = closer) from query [Q, D] and gallery [G, D] features, whole
+    (for pictures or custom metrics; :func:`iter_rerank_blocks` gives them block by block)."""
+    out = None
+    for start, end, block in iter_rerank_blocks(query_feats, gallery_feats, k1, k2, lambda_value, block_size):
+        if out is None:
+            out = np.empty((len(query_feats), block.shape[1]), dtype=np.float32)
+        out[start:end] = block
     return out
