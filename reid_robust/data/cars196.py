@@ -69,11 +69,12 @@ def load_cars196(root: str | os.PathLike, crop_bbox: bool = False, num_train_cla
         raise ValueError(f"{source} lists no images")
     if num_train_classes is None:
         num_train_classes = max(cls for _, cls, _ in entries) // 2
-    train, test = [], []
+    train: list[ImageRecord] = []
+    test: list[ImageRecord] = []
     for rel_path, cls, box in entries:
         if crop_bbox and box is None:
             raise ValueError(f"{source}: crop_bbox=True but {rel_path} has no box")
-        bbox = (box[0] - 1, box[1] - 1, box[2] - box[0] + 1, box[3] - box[1] + 1) if crop_bbox else None
+        bbox = (box[0] - 1, box[1] - 1, box[2] - box[0] + 1, box[3] - box[1] + 1) if crop_bbox and box is not None else None
         (train if cls <= num_train_classes else test).append(ImageRecord(str(base / rel_path), cls, 0, bbox))
     require_nonempty(train, "train", name, str(source))
     require_nonempty(test, "test", name, str(source))

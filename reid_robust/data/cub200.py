@@ -84,7 +84,8 @@ def load_cub200(
         raise ValueError(f"{labels_txt}: class id {unnamed[0]} has no entry in {classes_txt}")
     if num_train_classes is None:
         num_train_classes = max(class_of.values()) // 2
-    train, test = [], []
+    train: list[ImageRecord] = []
+    test: list[ImageRecord] = []
     for image_id in sorted(paths):
         label = class_of[image_id]
         bbox = tuple(float(v) for v in boxes[image_id]) if crop_bbox else None

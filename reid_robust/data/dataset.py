@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -19,6 +20,7 @@ class ImageReadError(OSError):
 
 def load_image(record: ImageRecord) -> np.ndarray:
     """RGB uint8 array [H, W, 3] of the record's image, cropped to `record.bbox` (x, y, w, h) if set."""
+    img: Image.Image
     try:
         with Image.open(record.path) as img:
             img = img.convert("RGB")
@@ -61,7 +63,7 @@ class ImageDataset(Dataset):
     image instead, so its augmentation no longer depends on workers, ranks or the images drawn before it.
     """
 
-    def __init__(self, records: Sequence[ImageRecord], transform: Callable | None, labels: Sequence[int] | None = None):
+    def __init__(self, records: Sequence[ImageRecord], transform: Callable | None, labels: ArrayLike | None = None):
         self.records = list(records)
         self.transform = transform
         if labels is not None:
@@ -77,7 +79,7 @@ class ImageDataset(Dataset):
         key = (-1, torch.initial_seed()) if info is None else (info.id, info.seed)
         if self._seeded_for == key:
             return
-        if hasattr(self.transform, "set_random_seed"):
+        if self.transform is not None and hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(key[1] % 2**32)
         self._seeded_for = key
 

@@ -74,6 +74,7 @@ def load_folder(root: str | os.PathLike, camera_pattern: str | None = None, trai
         pattern = re.compile(camera_pattern)
         if pattern.groups < 1:
             raise ValueError(f"camera_pattern {camera_pattern!r} needs a capture group (e.g. r'_c(\\d+)')")
+    split_names: tuple[str, ...]
     if (base / "train").is_dir():
         has_qg = [(base / s).is_dir() for s in ("query", "gallery")]
         if all(has_qg):

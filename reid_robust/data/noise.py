@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .records import ImageRecord
 
@@ -62,8 +63,8 @@ def _confusable_targets(confusable, classes: np.ndarray) -> np.ndarray:
     return out
 
 
-def inject_identity_noise(labels: Sequence[int], rate: float, mode: str = "symmetric", seed: int = 0,
-                          confusable: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def inject_identity_noise(labels: ArrayLike, rate: float, mode: str = "symmetric", seed: int = 0,
+                          confusable: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Corrupt training identity labels; returns (noisy_labels int64 [N], is_noisy bool [N]).
 
     labels: [N] clean training labels. rate in [0, 1]: per-identity share of wrong labels (closed-set modes)
@@ -116,7 +117,7 @@ def inject_identity_noise(labels: Sequence[int], rate: float, mode: str = "symme
     return noisy_labels, is_noisy
 
 
-def noise_summary(clean: Sequence[int], noisy: Sequence[int]) -> dict:
+def noise_summary(clean: ArrayLike, noisy: ArrayLike) -> dict:
     """Realised noise: overall rate, noisy count, per-identity min/max noisy share, classes left in the labels."""
     clean, noisy = _as_labels(clean, "clean labels"), _as_labels(noisy, "noisy labels")
     if clean.shape != noisy.shape:
@@ -135,7 +136,7 @@ def noise_summary(clean: Sequence[int], noisy: Sequence[int]) -> dict:
     }
 
 
-def confusable_identities(feats, labels: Sequence[int]) -> np.ndarray:
+def confusable_identities(feats, labels: ArrayLike) -> np.ndarray:
     """Most confusable other identity of each identity via class-centre cosine similarity.
 
     feats: [N, D] embeddings (numpy or torch) of the training images from a model trained on clean labels;
@@ -169,8 +170,8 @@ def confusable_identities(feats, labels: Sequence[int]) -> np.ndarray:
     return out
 
 
-def write_noise_manifest(path: str | os.PathLike, records: Sequence[ImageRecord], clean: Sequence[int],
-                         noisy: Sequence[int], is_noisy: Sequence[bool]) -> Path:
+def write_noise_manifest(path: str | os.PathLike, records: Sequence[ImageRecord], clean: ArrayLike,
+                         noisy: ArrayLike, is_noisy: ArrayLike) -> Path:
     """Write the CSV `path, clean_label, noisy_label, is_noisy` (is_noisy as 0/1), one row per training image."""
     clean, noisy = _as_labels(clean, "clean labels"), _as_labels(noisy, "noisy labels")
     flags = np.asarray(is_noisy, dtype=bool)

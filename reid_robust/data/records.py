@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 PROTOCOLS = ("market", "cub")
 JUNK_PID = -1
 DISTRACTOR_PID = 0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def relabel(records: Iterable[ImageRecord]) -> tuple[list[ImageRecord], dict[int
     return relabelled, mapping
 
 
-def require_nonempty(records: list[ImageRecord], split: str, dataset: str, where: str) -> list[ImageRecord]:
+def require_nonempty(records: list[T], split: str, dataset: str, where: str) -> list[T]:
     """Raise a `ValueError` saying which split of which dataset (and where) holds no images."""
     if not records:
         raise ValueError(f"{dataset}: the {split} split is empty (no images found in {where})")

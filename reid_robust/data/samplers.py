@@ -11,9 +11,10 @@ ranks, and a run resumed mid-epoch sees the very images (augmented alike) that i
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 class PKSampler:
@@ -24,7 +25,7 @@ class PKSampler:
     augment_seeds: yield ``(index, seed)`` pairs instead of indices (see the module docstring).
     """
 
-    def __init__(self, labels: Sequence[int], num_identities: int, num_instances: int, seed: int = 0,
+    def __init__(self, labels: ArrayLike, num_identities: int, num_instances: int, seed: int = 0,
                  num_batches: int | None = None, augment_seeds: bool = False):
         labels = np.asarray(labels)
         if labels.ndim != 1 or labels.size == 0:
@@ -134,7 +135,7 @@ class DistributedPKSampler(PKSampler):
     """PK sampling across `world_size` ranks: every rank draws the same global P x K batch (same seed) and
     rank r keeps identities r, r + world, r + 2*world, ... of it, i.e. P/world identities x K images."""
 
-    def __init__(self, labels: Sequence[int], num_identities: int, num_instances: int, seed: int = 0,
+    def __init__(self, labels: ArrayLike, num_identities: int, num_instances: int, seed: int = 0,
                  num_batches: int | None = None, rank: int = 0, world_size: int = 1, augment_seeds: bool = False):
         super().__init__(labels, num_identities, num_instances, seed, num_batches, augment_seeds)
         if world_size < 1 or not 0 <= rank < world_size:

@@ -175,7 +175,7 @@ def _identity_looks(rng: np.random.Generator, count: int) -> list[PersonLook]:
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: tuple[int, int]) -> np.ndarray:
     """Low-frequency noise in [0, 1] of shape [height, width] (bilinear upsampling of a coarse grid)."""
     coarse = (rng.random(cells) * 255).astype(np.uint8)
-    img = Image.fromarray(coarse, mode="L").resize((width, height), Image.BILINEAR)
+    img = Image.fromarray(coarse, mode="L").resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
@@ -494,8 +494,8 @@ def _write_market(root: Path, rng: np.random.Generator, num_identities: int, num
             else:
                 img = _render_person(others[i], cams[cam - 1], rng, height, width, track_offset(),
                                      junk=kind == "junk")
-            pid = 0 if kind == "distractor" else -1
-            _save(img, dirs["bounding_box_test"] / _market_name(pid, cam, seq, frame, box=int(rng.integers(0, 3))))
+            other_pid = 0 if kind == "distractor" else -1
+            _save(img, dirs["bounding_box_test"] / _market_name(other_pid, cam, seq, frame, box=int(rng.integers(0, 3))))
             count += 1
     return count
 
@@ -567,9 +567,9 @@ def _render_bird(look: BirdLook, rng: np.random.Generator, height: int, width: i
         d.polygon([(hx - hr * 0.5, hy - hr * 0.7), (hx - hr * 1.4, hy - hr * 1.8), (hx + hr * 0.2, hy - hr * 0.9)],
                   fill=3)
     d.ellipse([hx + hr * 0.2, hy - hr * 0.35, hx + hr * 0.5, hy - hr * 0.05], fill=7)
-    canvas = canvas.rotate(float(rng.uniform(-20, 20)), resample=Image.NEAREST, center=(cx, cy))
+    canvas = canvas.rotate(float(rng.uniform(-20, 20)), resample=Image.Resampling.NEAREST, center=(cx, cy))
     if rng.random() < 0.5:
-        canvas = canvas.transpose(Image.FLIP_LEFT_RIGHT)
+        canvas = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     labels = np.asarray(canvas, dtype=np.uint8)
 
     yy, xx = _grid(height, width)
@@ -591,7 +591,7 @@ def _render_bird(look: BirdLook, rng: np.random.Generator, height: int, width: i
     # Background: sky, foliage or ground with smooth noise; sometimes a branch and a leaf over the bird.
     base = [np.array([120, 170, 220]), np.array([60, 110, 50]), np.array([150, 130, 100])][rng.integers(3)]
     base = base + rng.normal(0, 20, size=3)
-    bg = base + (_smooth_noise(rng, height, width, (4, 4))[..., None] - 0.5) * 80
+    bg: np.ndarray = base + (_smooth_noise(rng, height, width, (4, 4))[..., None] - 0.5) * 80
     bg_img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8), mode="RGB")
     if rng.random() < 0.6:
         bd = ImageDraw.Draw(bg_img)
@@ -622,7 +622,7 @@ def _write_cub(root: Path, rng: np.random.Generator, num_classes: int, height: i
     looks = _bird_looks(rng, num_classes)
     images_dir = root / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    lines = {"images": [], "labels": [], "classes": [], "split": [], "boxes": []}
+    lines: dict[str, list[str]] = {"images": [], "labels": [], "classes": [], "split": [], "boxes": []}
     image_id = 0
     for class_id, look in enumerate(looks, start=1):
         words = _BIRD_WORDS[rng.integers(len(_BIRD_WORDS))], _BIRD_KINDS[rng.integers(len(_BIRD_KINDS))]
