@@ -20,6 +20,7 @@ mINP (Ye et al., TPAMI 2021): ``INP = G / r_G``, averaged over the evaluated que
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -186,7 +187,7 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     if rerank:
         if approximate is not None:
             raise ValueError("rerank and approximate cannot be combined")
-        blocks = ((start, end, np.negative(d, out=d))
+        blocks: Iterator[tuple[int, int, np.ndarray]] = ((start, end, np.negative(d, out=d))
                   for start, end, d in iter_rerank_blocks(qf, gf, block_size=block_size, **(rerank_params or {})))
         return _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query)
     if approximate is not None:

@@ -149,4 +149,5 @@ def k_reciprocal_rerank(query_feats, gallery_feats, k1: int = 20, k2: int = 6, l
         if out is None:
             out = np.empty((len(query_feats), block.shape[1]), dtype=np.float32)
         out[start:end] = block
+    assert out is not None  # as_feature_matrix rejects 0 queries, so there was at least one block
     return out

@@ -77,7 +77,7 @@ def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", c
     if lone:
         warnings.warn(f"{lone} of {num} items have a label with no other item and are skipped", stacklevel=2)
     first_valid = first[valid]
-    result = {f"recall@{k}": float(np.mean(first_valid <= k)) for k in ks}
+    result: dict = {f"recall@{k}": float(np.mean(first_valid <= k)) for k in ks}
     result["precision_at_1"] = float(np.mean(first_valid <= 1))
     result["map_at_r"] = float(np.mean(map_r[valid]))
     result["nmi"] = normalized_mutual_info(x, y, seed=nmi_seed) if compute_nmi else float("nan")

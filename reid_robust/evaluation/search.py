@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import faiss
 import numpy as np
@@ -148,6 +149,7 @@ def build_index(gallery: np.ndarray, metric: str, approximate: ApproximateSearch
     check_metric(metric)
     dim = gallery.shape[1]
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    index: faiss.Index
     if approximate is None:
         index = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
     elif approximate.kind == "hnsw":
@@ -158,7 +160,7 @@ def build_index(gallery: np.ndarray, metric: str, approximate: ApproximateSearch
         n = gallery.shape[0]
         nlist = approximate.nlist or max(1, int(4 * np.sqrt(n)))
         nlist = min(nlist, n)
-        index = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss_metric)  # owns its quantiser
+        index = cast(faiss.IndexIVF, faiss.index_factory(dim, f"IVF{nlist},Flat", faiss_metric))  # owns its quantiser
         index.cp.seed = approximate.seed
         index.train(gallery)
         index.nprobe = min(approximate.nprobe, nlist)
