@@ -184,7 +184,8 @@ def combine(components: dict[str, np.ndarray], weights: dict[str, float] | None 
     if not components:
         raise ValueError("combine: no score components")
     weights = weights or {}
-    total, norm = 0.0, 0.0
+    total: float | np.ndarray = 0.0
+    norm = 0.0
     for name, values in components.items():
         w = float(weights.get(name, 1.0))
         total = total + w * rank_normalise(values)
@@ -217,7 +218,7 @@ def audit_metrics(scores: np.ndarray, is_noisy: np.ndarray) -> dict[str, float]:
     if scores.shape != truth.shape:
         raise ValueError(f"scores {scores.shape} and is_noisy {truth.shape} differ in shape")
     n_noisy = int(truth.sum())
-    out = {"num_images": len(truth), "num_noisy": n_noisy}
+    out: dict[str, float] = {"num_images": len(truth), "num_noisy": n_noisy}
     if n_noisy == 0 or n_noisy == len(truth):
         out.update({"precision_at_num_noisy": float("nan"), "auroc": float("nan"), "average_precision": float("nan")})
         return out

@@ -170,7 +170,8 @@ def _train_cell(cfg: dict, train_fn: Callable[[dict], dict] | None, num_threads:
     import torch
 
     if train_fn is None:
-        from reid_robust.engine.trainer import train as train_fn
+        from reid_robust.engine.trainer import train
+        train_fn = train
     if num_threads:
         torch.set_num_threads(num_threads)
     cpu0, wall0 = _cpu_seconds(), time.time()

@@ -10,8 +10,8 @@ from torch import nn
 
 from reid_robust.data import build_dataset, build_transforms
 from reid_robust.data.records import DatasetSplits
-from reid_robust.losses import LOSSES, build_loss
-from reid_robust.models import build_model
+from reid_robust.losses import LOSSES, MetricLoss, build_loss
+from reid_robust.models import ReIDModel, build_model
 
 
 def build_dataset_from_config(cfg: dict) -> DatasetSplits:
@@ -25,7 +25,7 @@ def build_dataset_from_config(cfg: dict) -> DatasetSplits:
         raise ValueError(f"data.options: {exc}") from None
 
 
-def build_model_from_config(cfg: dict, num_classes: int | None = None) -> nn.Module:
+def build_model_from_config(cfg: dict, num_classes: int | None = None) -> ReIDModel:
     """The embedder; ``num_classes`` is unused (classifiers belong to the loss terms that need them)."""
     m = cfg["model"]
     return build_model(backbone=m["backbone"], pretrained=m["pretrained"], embedding_dim=m["embedding_dim"],
@@ -46,7 +46,7 @@ class LossTerm:
     name: str
     weight: float
     input: str
-    module: nn.Module
+    module: MetricLoss
 
 
 def build_loss_terms(cfg: dict, num_classes: int, embedding_dim: int) -> list[LossTerm]:

@@ -90,7 +90,7 @@ PROTOCOL_METRICS: dict[str, tuple[str, ...]] = {
     "cub": ("recall@1", "recall@2", "recall@4", "recall@8", "map_at_r", "precision_at_1", "nmi"),
 }
 
-CHOICES: dict[str, tuple] = {
+CHOICES: dict[str, tuple | None] = {
     "device": None,  # free-form, validated when the device is created
     "data.noise.mode": ("symmetric", "pair", "pattern", "open_set"),
     "model.pooling": ("avg", "gem"),
@@ -175,6 +175,7 @@ def _as_number(value: Any) -> Any:
 
 
 def _check_value(key: str, value: Any, default: Any, where: str) -> Any:
+    kind: type | tuple[type, ...]
     if default is None and value is not None and key in NULLABLE:
         kind = NULLABLE[key]
         if kind is float:

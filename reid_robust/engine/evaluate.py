@@ -1,6 +1,7 @@
 """Evaluate a model on a dataset's test split with the dataset's protocol, and print metric tables."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,14 +27,14 @@ def evaluate_model(model: torch.nn.Module, splits: DatasetSplits, cfg: dict, tra
         return evaluate_retrieval(feats, labels, metric=e_cfg["metric"])
     qf, qp, qc = extract_features(model, splits.query, transform, **kwargs)
     gf, gp, gc = extract_features(model, splits.gallery, transform, **kwargs)
-    extra = {"rerank": True} if e_cfg.get("rerank") else {}
+    extra: dict[str, Any] = {"rerank": True} if e_cfg.get("rerank") else {}
     return evaluate_reid(qf, gf, qp, gp, qc, gc, metric=e_cfg["metric"], **extra)
 
 
 def metrics_table(rows: dict[str, dict[str, Any]]) -> str:
     """A table with one row per named result (metrics shown as percentages)."""
     first = next(iter(rows.values()))
-    columns = REID_COLUMNS if "mAP" in first else RETRIEVAL_COLUMNS
+    columns: Sequence[str] = REID_COLUMNS if "mAP" in first else RETRIEVAL_COLUMNS
     columns = [c for c in columns if c in first]
     body = [[name] + [f"{100 * float(m[c]):.2f}" for c in columns] for name, m in rows.items()]
     return tabulate(body, headers=["model"] + [f"{c} (%)" for c in columns], tablefmt="github")

@@ -171,6 +171,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
     optimizer = build_optimizer(cfg, model, [t.module for t in terms])
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
     scaler = _make_scaler(device, t_cfg["amp"])
+    sampler: PKSampler
     if info.enabled:
         sampler = DistributedPKSampler(labels, s_cfg["num_identities"], s_cfg["num_instances"], seed=cfg["seed"],
                                        num_batches=steps_per_epoch, rank=info.rank, world_size=info.world_size,
@@ -207,7 +208,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                  metrics_table({"untrained": results["untrained"]}))
     barrier(info)
 
-    net = model
+    net: torch.nn.Module = model
     if info.enabled:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[info.local_rank] if device.type == "cuda" else None)

@@ -42,7 +42,7 @@ class MetricLoss(nn.Module):
     """
 
     needs_num_classes: ClassVar[bool] = False
-    weights_meaning: ClassVar[str | None] = None
+    weights_meaning: str | None = None
 
     def __init__(self) -> None:
         super().__init__()

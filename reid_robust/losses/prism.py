@@ -91,6 +91,9 @@ class PRISMLoss(MetricLoss):
 
     needs_num_classes = True
     weights_meaning = "reliability"
+    memory: Tensor  # buffers (register_buffer in __init__)
+    memory_labels: Tensor
+    memory_ptr: Tensor
 
     def __init__(self, num_classes: int, embedding_dim: int, noise_rate: float = 0.2, memory_size: int = 8192,
                  window_size: int = 30, pair_loss: str = "contrastive", neg_threshold: float = 0.5,

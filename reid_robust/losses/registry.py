@@ -6,8 +6,6 @@ import difflib
 import inspect
 from collections.abc import Iterable
 
-from torch import nn
-
 from .base import MetricLoss
 
 LOSSES: dict[str, type[MetricLoss]] = {}
@@ -40,7 +38,7 @@ def check_loss_parameters(name: str, given: Iterable[str], supplied_later: Itera
                          f"accepted: {', '.join(sorted(accepted)) or '(none)'}")
 
 
-def build_loss(name: str, **params: object) -> nn.Module:
+def build_loss(name: str, **params: object) -> MetricLoss:
     """Build the loss registered as ``name`` with keyword ``params``.
 
     Raises ValueError for an unknown name (listing the valid names), an unknown parameter (naming it and

@@ -7,12 +7,12 @@ Weights are never downloaded (``weights=None``); ImageNet weights come from a lo
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 import torchvision
 from torch import nn
-from torchvision.models.resnet import Bottleneck
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from .registry import register_backbone
 
@@ -26,10 +26,10 @@ def set_last_stride(stage: nn.Sequential, stride: int) -> None:
     """
     if stride not in (1, 2):
         raise ValueError(f"last_stride must be 1 or 2, got {stride!r}")
-    block = stage[0]
-    strided = [block.conv2 if isinstance(block, Bottleneck) else block.conv1]
+    block = cast("BasicBlock | Bottleneck", stage[0])
+    strided: list[nn.Conv2d] = [block.conv2 if isinstance(block, Bottleneck) else block.conv1]
     if block.downsample is not None:
-        strided.append(block.downsample[0])
+        strided.append(block.downsample[0])  # type: ignore[index]  # torchvision types it as a plain Module
     for conv in strided:
         conv.stride = (stride, stride)
 

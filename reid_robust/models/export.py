@@ -185,7 +185,7 @@ def check_export(
 
 
 def save_embeddings_npz(
-    path: str | os.PathLike, feats: np.ndarray, pids: np.ndarray, camids: np.ndarray, paths: Sequence[str]
+    path: str | os.PathLike, feats: np.ndarray, pids: np.ndarray, camids: np.ndarray, paths: Sequence[str] | np.ndarray
 ) -> Path:
     """Write ``feats`` [N, D] float32, ``pids`` [N] int64, ``camids`` [N] int64, ``paths`` [N] str to an
     ``.npz`` file (atomically), the format ``tools/eval.py --query/--gallery`` reads."""

@@ -72,7 +72,7 @@ def build_model(
     if freeze_stages:
         if not hasattr(body, "stages"):
             raise ValueError(f"backbone {backbone!r} defines no stages(), so freeze_stages must be 0")
-        stages = body.stages()
+        stages: list[list[nn.Module]] = body.stages()  # type: ignore[operator]  # nn.Module.__getattr__ hides the method
         if freeze_stages > len(stages):
             raise ValueError(
                 f"freeze_stages={freeze_stages} exceeds the {len(stages)} stages of {backbone!r} "
