@@ -59,6 +59,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def state_dict_mismatch(exc: Exception) -> str:
+    """The informative line of a ``load_state_dict`` error: the first 'size mismatch', else the first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines if "size mismatch" in line), None)
+    if detail is None:
+        detail = next((line for line in lines if line.startswith(("Missing key", "Unexpected key"))),
+                      lines[0] if lines else type(exc).__name__)
+    return detail if len(detail) <= 300 else detail[:297] + "..."
+
+
 def load_model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """Rebuild the model a checkpoint was trained with and load its weights. Returns ``(model, cfg)``."""
     from reid_robust.engine.builders import build_model_from_config
@@ -71,8 +81,8 @@ def load_model_from_checkpoint(path: str | os.PathLike, device: str | torch.devi
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as exc:  # e.g. size mismatch: the config and the weights disagree
-        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc))
-        raise ValueError(f"checkpoint {path} does not fit the model its config describes: {first}") from exc
+        raise ValueError(f"checkpoint {path} does not fit the model its config describes: "
+                         f"{state_dict_mismatch(exc)}") from exc
     if missing or unexpected:
         raise ValueError(f"checkpoint {path} does not fit its model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.to(device).eval()

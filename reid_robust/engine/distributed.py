@@ -29,6 +29,18 @@ def backend_for(device: str | torch.device) -> str:
     return "nccl" if kind == "cuda" else "gloo"
 
 
+def requested_device(name: str | torch.device) -> torch.device:
+    """The configured ``device`` (``auto``: CUDA when available, else CPU); CUDA asked for but missing is a
+    ValueError. The one place that reads the setting, for the backend choice and the trainer's device."""
+    name = str(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}' requested but CUDA is not available (use device=cpu)")
+    return device
+
+
 def init_distributed(device: str | torch.device = "auto") -> DistInfo:
     """Join the process group torchrun describes, with the backend of the configured ``device`` (gloo on
     CPU, nccl on CUDA; ``auto``: CUDA when available); a no-op for one process."""
@@ -38,12 +50,8 @@ def init_distributed(device: str | torch.device = "auto") -> DistInfo:
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        if str(device) == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        backend = backend_for(device)
+        backend = backend_for(requested_device(device))
         if backend == "nccl":
-            if not torch.cuda.is_available():
-                raise ValueError(f"device '{device}' requested but CUDA is not available (use device=cpu)")
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
     return DistInfo(rank, world_size, local_rank)

@@ -45,6 +45,7 @@ from reid_robust.engine.distributed import (
     gathered_loss_factor,
     init_distributed,
     replica_divergence,
+    requested_device,
 )
 from reid_robust.engine.evaluate import evaluate_model, metrics_table
 from reid_robust.engine.noise import apply_label_noise, class_space
@@ -70,14 +71,11 @@ def setup_logging(output_dir: Path | None, is_main: bool) -> None:
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device '{name}' requested but CUDA is not available (use device=cpu)")
-        if info.enabled:
-            return torch.device("cuda", info.local_rank)
-    return torch.device(name)
+    """The training device; under DDP on CUDA, this rank's GPU."""
+    device = requested_device(name)
+    if device.type == "cuda" and info.enabled:
+        return torch.device("cuda", info.local_rank)
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -388,16 +386,6 @@ def _load_scaler_state(scaler: torch.amp.GradScaler, saved: dict | None) -> bool
     return True
 
 
-def _mismatch_detail(exc: Exception) -> str:
-    """The informative line of a ``load_state_dict`` error: the first 'size mismatch', else the first line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    detail = next((line for line in lines if "size mismatch" in line), None)
-    if detail is None:
-        detail = next((line for line in lines if line.startswith(("Missing key", "Unexpected key"))),
-                      lines[0] if lines else type(exc).__name__)
-    return detail if len(detail) <= 300 else detail[:297] + "..."
-
-
 def _load_resumable_state(path, state: dict[str, Any], model, optimizer, terms) -> None:
     """Load the model, optimiser and loss-module states of a ``train.resume`` checkpoint.
 
@@ -411,7 +399,7 @@ def _load_resumable_state(path, state: dict[str, Any], model, optimizer, terms) 
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise refuse("model", _mismatch_detail(exc)) from exc
+        raise refuse("model", ckpt_io.state_dict_mismatch(exc)) from exc
     saved_losses = state.get("losses", [])
     if len(saved_losses) != len(terms):
         raise refuse("loss terms", f"{len(saved_losses)} saved, {len(terms)} configured")
@@ -419,11 +407,11 @@ def _load_resumable_state(path, state: dict[str, Any], model, optimizer, terms) 
         try:
             term.module.load_state_dict(sd)
         except RuntimeError as exc:
-            raise refuse(f"loss term {term.name}", _mismatch_detail(exc)) from exc
+            raise refuse(f"loss term {term.name}", ckpt_io.state_dict_mismatch(exc)) from exc
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise refuse("optimizer state", _mismatch_detail(exc)) from exc
+        raise refuse("optimizer state", ckpt_io.state_dict_mismatch(exc)) from exc
 
 
 def clip_gradients(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, max_norm: float):
