@@ -82,7 +82,7 @@ class MetricLoss(nn.Module):
     def last_sample_weights(self) -> Tensor | None:
         """Detached per-sample weights [N] of the last forward, mean 1 (None if the loss has none)."""
         if self._pending_weights is not None:
-            self._store_weights(self._pending_weights())
+            self._record_weights(self._pending_weights())
         return self._sample_weights
 
     @property
@@ -93,15 +93,12 @@ class MetricLoss(nn.Module):
             return None
         return float(self._raw_weight_mean)
 
-    def _store_weights(self, weights: Tensor) -> None:
+    def _record_weights(self, weights: Tensor) -> None:
+        """Store detached per-sample weights [N], rescaled to mean 1 (and their raw mean)."""
         self._pending_weights = None
         raw = weights.detach().to(torch.float32)
         self._raw_weight_mean = raw.mean() if raw.numel() else None
         self._sample_weights = normalize_to_mean_one(raw)
-
-    def _record_weights(self, weights: Tensor) -> None:
-        """Store detached per-sample weights [N], rescaled to mean 1 (and their raw mean)."""
-        self._store_weights(weights)
 
     def _record_weights_lazily(self, compute: Callable[[], Tensor]) -> None:
         """Defer a weight computation (run under no_grad) until ``last_sample_weights`` is read."""
