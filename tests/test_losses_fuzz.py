@@ -41,3 +41,74 @@ def test_random_batches_stay_finite(name):
             loss_fn.set_progress(int(torch.randint(0, 11, (1,), generator=gen)), 10)
             check_finite(loss_fn, x, y)
             check_finite(loss_fn, x, y)  # a second forward: stateful losses (PRISM's memory) take another path
+
+
+NON_FINITE = (float("nan"), float("inf"), float("-inf"))
+PK_LABELS = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+
+
+def poison(x: torch.Tensor, value: float, where: str) -> torch.Tensor:
+    """A copy of ``x`` [N, D] with ``value`` in one entry, one row or everywhere."""
+    x = x.clone()
+    if where == "entry":
+        x[4, 2] = value
+    elif where == "row":
+        x[7] = value
+    else:
+        x[:] = value
+    return x
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_non_finite_embeddings_never_give_a_finite_loss(name):
+    """NaN never hides: masked reductions and miners must not drop a NaN/inf embedding and report a number.
+    The loss state (PRISM's memory) stays finite, and the next finite batch gives a finite loss again."""
+    gen = torch.Generator().manual_seed(7)
+    for dtype in (torch.float32, torch.float64):
+        for value in NON_FINITE:
+            for where in ("entry", "row", "all"):
+                loss_fn = make(name)
+                if dtype == torch.float64:
+                    loss_fn = loss_fn.double()
+                loss_fn.set_progress(5, 10)
+                x = torch.randn(12, DIM, generator=gen, dtype=dtype)
+                loss_fn(x, PK_LABELS)  # a finite batch first: stateful losses (PRISM's memory) are filled
+                bad = poison(x, value, where)
+                for labels in (PK_LABELS, torch.arange(12) % NUM_CLASSES):  # with and without positives
+                    try:
+                        loss = loss_fn(bad, labels)
+                    except ValueError:
+                        continue
+                    assert not torch.isfinite(loss), (name, dtype, value, where, loss)
+                for key, tensor in list(loss_fn.state_dict().items()):
+                    if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+                        assert torch.isfinite(tensor).all(), (name, key)
+                assert torch.isfinite(loss_fn(x, PK_LABELS))
+
+
+def real_valued_parameters(name: str) -> list[str]:
+    from reid_robust.losses import loss_parameters
+
+    return [k for k, v in loss_parameters(name).items() if isinstance(v, float)]
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_non_finite_parameters_are_refused_in_one_line(name):
+    params = real_valued_parameters(name)
+    assert params, f"{name} has no real-valued parameter to check"
+    for param in params:
+        for value in NON_FINITE:
+            with pytest.raises(ValueError, match=rf"^{name}: {param} must be finite, got {value}$"):
+                make(name, **{param: value})
+            # constructing the class directly is checked too (the message then names the class)
+            extra = {"num_classes": NUM_CLASSES, "embedding_dim": DIM} if LOSSES[name].needs_num_classes else {}
+            with pytest.raises(ValueError, match=rf"^{LOSSES[name].__name__}: {param} must be finite"):
+                LOSSES[name](**extra, **{param: value})
+
+
+def test_build_loss_names_a_nan_margin():
+    from reid_robust.losses import build_loss
+
+    with pytest.raises(ValueError) as err:
+        build_loss("triplet", margin=float("nan"))
+    assert str(err.value) == "triplet: margin must be finite, got nan"

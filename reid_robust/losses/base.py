@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+import functools
+import inspect
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -28,12 +33,46 @@ def check_embeddings_and_labels(embeddings: Tensor, labels: Tensor, where: str) 
         raise ValueError(f"{where}: empty batch (N = 0)")
 
 
+def check_finite_parameters(where: str, params: Mapping[str, object]) -> None:
+    """ValueError naming ``where`` and the parameter when a real-valued parameter is NaN or infinite.
+
+    A NaN margin or scale does not always give a NaN loss (a comparison with NaN is False, so masks and
+    miners silently drop every pair): it is refused where it enters."""
+    for key, value in params.items():
+        if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+            if not math.isfinite(float(value)):
+                raise ValueError(f"{where}: {key} must be finite, got {value}")
+
+
+def _checked_init(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a loss constructor so that its real-valued arguments are checked first (``check_finite_parameters``)."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)  # inspect.signature (registry.loss_parameters) still sees the real parameters
+    def init_with_checks(self: Any, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs).arguments
+        check_finite_parameters(type(self).__name__, {k: v for k, v in bound.items() if k != "self"})
+        init(self, *args, **kwargs)
+    return init_with_checks
+
+
+def non_finite_loss(embeddings: Tensor) -> Tensor:
+    """A NaN scalar still connected to the graph of ``embeddings`` (its backward gives NaN gradients)."""
+    return embeddings.sum() * float("nan")
+
+
 class MetricLoss(nn.Module):
     """Base of every loss in ``reid_robust.losses``.
 
     ``forward(embeddings [N, D], labels [N]) -> scalar``. Half-precision inputs are cast to float32 and
     autocast is switched off inside, so the loss arithmetic is float32 (float64 inputs stay float64).
     Subclasses implement ``compute(embeddings, labels)`` and may call ``_record_weights``.
+
+    Non-finite input never hides: embeddings holding NaN or +-inf give a NaN loss (connected to the graph)
+    without running ``compute``, so masked reductions cannot drop the bad entries, no state (PRISM's memory)
+    is updated and no sample weights are recorded (``last_sample_weights`` is None). This costs one
+    ``isfinite`` pass and one host sync per forward. Real-valued constructor arguments that are NaN or
+    infinite are refused (``check_finite_parameters``), for every subclass, before its ``__init__`` runs.
 
     Class attributes:
         needs_num_classes: True when the constructor takes ``num_classes`` and ``embedding_dim``.
@@ -43,6 +82,11 @@ class MetricLoss(nn.Module):
 
     needs_num_classes: ClassVar[bool] = False
     weights_meaning: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _checked_init(cls.__dict__["__init__"])  # type: ignore[method-assign]
 
     def __init__(self) -> None:
         super().__init__()
@@ -72,6 +116,9 @@ class MetricLoss(nn.Module):
         if embeddings.dtype in (torch.float16, torch.bfloat16):
             embeddings = embeddings.float()
         labels = labels.to(device=embeddings.device, dtype=torch.long)
+        if not bool(torch.isfinite(embeddings).all()):
+            self._sample_weights, self._pending_weights = None, None
+            return non_finite_loss(embeddings)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             return self.compute(embeddings, labels)
 

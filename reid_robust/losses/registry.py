@@ -6,7 +6,7 @@ import difflib
 import inspect
 from collections.abc import Iterable
 
-from .base import MetricLoss
+from .base import MetricLoss, check_finite_parameters
 
 LOSSES: dict[str, type[MetricLoss]] = {}
 
@@ -42,7 +42,8 @@ def build_loss(name: str, **params: object) -> MetricLoss:
     """Build the loss registered as ``name`` with keyword ``params``.
 
     Raises ValueError for an unknown name (listing the valid names), an unknown parameter (naming it and
-    the accepted ones) or a missing required parameter (e.g. ``num_classes`` for classifier losses).
+    the accepted ones), a missing required parameter (e.g. ``num_classes`` for classifier losses) or a NaN or
+    infinite real-valued parameter (``"triplet: margin must be finite, got nan"``).
     """
     cls = _lookup(name)
     try:
@@ -53,6 +54,7 @@ def build_loss(name: str, **params: object) -> MetricLoss:
     missing = [k for k, d in accepted.items() if d is inspect.Parameter.empty and k not in params]
     if missing:
         raise ValueError(f"loss {name!r}: missing required parameter(s) {', '.join(missing)}")
+    check_finite_parameters(name, params)
     return cls(**params)
 
 
