@@ -1,0 +1,206 @@
+"""Loading configs: defaults <- YAML file (with its ``_BASE_`` chain) <- ``key=value`` overrides, each key
+checked against the section dataclasses as it is merged (naming the file or "command line"), then built
+into a frozen :class:`~reid_robust.config.sections.Config`.
+
+The same path reloads the plain mapping stored in a checkpoint (:func:`config_from_mapping`: keys added
+since then take their defaults, keys removed since then are dropped with a notice) and applies a tool's
+overrides to a loaded config (:func:`with_overrides`), so nothing patches a config past validation.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reid_robust.config.fields import ConfigError, Section, check_field, to_plain, type_hints
+from reid_robust.config.sections import Config
+
+Leaf = tuple[type, dataclasses.Field, str]  # (section class, field, prefix)
+
+
+def _leaves(section: type = Config, prefix: str = "") -> dict[str, Leaf]:
+    """Every settable dotted key: fields that are not themselves sections."""
+    out: dict[str, Leaf] = {}
+    for field in dataclasses.fields(section):
+        hint = type_hints(section)[field.name]
+        if isinstance(hint, type) and issubclass(hint, Section):
+            out.update(_leaves(hint, f"{prefix}{field.name}."))
+        else:
+            out[f"{prefix}{field.name}"] = (section, field, prefix)
+    return out
+
+
+LEAVES = _leaves()
+VALID_KEYS = sorted(LEAVES)
+SECTIONS = sorted({key.rsplit(".", 1)[0] for key in VALID_KEYS if "." in key})
+FREE_MAPPINGS = tuple(k for k, (cls, f, _) in LEAVES.items() if type_hints(cls)[f.name] is dict)  # data.options, ...
+
+
+def default_mapping() -> dict[str, Any]:
+    """The defaults as a plain nested mapping."""
+    return Config().to_dict()
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, VALID_KEYS + SECTIONS, n=1, cutoff=0.5)
+    if not close:  # compare the last component only (e.g. "epohcs" inside another section)
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in VALID_KEYS}
+        close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)]
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; stops at leaves (lists, free-form mappings)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and full not in LEAVES:
+            out.update(flatten(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[leaf] = value
+
+
+def _free_mapping_of(key: str) -> str | None:
+    """The free-form mapping (``data.options``, ``sweep.presets``) that ``key`` reaches inside, if any."""
+    return next((m for m in FREE_MAPPINGS if key.startswith(m + ".")), None)
+
+
+def merge(tree: dict, flat: Mapping[str, Any], where: str, unknown: Callable[[str], None] | None = None) -> None:
+    """Set each dotted key of ``flat`` in ``tree``, checked against its field; an unknown key is refused
+    (or passed to ``unknown`` when given)."""
+    for key, value in flat.items():
+        if isinstance(value, dict) and key not in LEAVES and any(k.startswith(key + ".") for k in LEAVES):
+            merge(tree, flatten(value, key + "."), where, unknown)  # a whole section given as a mapping
+        elif _free_mapping_of(key) is not None:  # data.options.num_identities=50: one entry of a mapping
+            _set(tree, key, value)
+        elif key in SECTIONS:
+            raise ConfigError(f"{where}: '{key}' is a section and must be a mapping of its keys, got {value!r}")
+        elif key not in LEAVES:
+            if unknown is None:
+                raise ConfigError(f"{where}: unknown config key '{key}'{_suggest(key)}")
+            unknown(key)
+        else:
+            section, field, prefix = LEAVES[key]
+            try:
+                _set(tree, key, to_plain(check_field(section, prefix, field, value)))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+
+
+def build(tree: Mapping[str, Any]) -> Config:
+    return Config.from_dict(copy.deepcopy(dict(tree)))
+
+
+def read_yaml(path: Path, seen: tuple = ()) -> dict[str, Any]:
+    """One YAML file and its ``_BASE_`` chain as a flat dict (later files win)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: _BASE_ inheritance loops back to itself")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); save the config as UTF-8") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    flat: dict[str, Any] = {}
+    base = raw.pop("_BASE_", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: _BASE_ must be a file name, got {base!r}")
+        flat.update(read_yaml(path.parent / base, seen + (path.resolve(),)))
+    flat.update(flatten(raw))
+    return flat
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=[1, 2]"]`` -> a flat dict with YAML-typed values."""
+    flat: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, text = item.split("=", 1)
+        try:
+            flat[key.strip()] = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError:
+            flat[key.strip()] = text
+    return flat
+
+
+def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -> Config:
+    """Defaults <- YAML file (with its ``_BASE_`` chain) <- ``key=value`` overrides; validated."""
+    tree = default_mapping()
+    if path is not None:
+        merge(tree, read_yaml(Path(path)), str(path))
+    merge(tree, parse_overrides(overrides), "command line")
+    cfg = build(tree)
+    check_files(cfg)
+    return cfg
+
+
+def check_files(cfg: Config) -> None:
+    """Files a training run reads before any data is generated (not checked when a checkpoint reloads)."""
+    pretrained = cfg.model.pretrained
+    if pretrained is not None and not Path(pretrained).is_file():
+        raise ConfigError(f"model.pretrained: file not found: {pretrained} (a torchvision state-dict file you "
+                          "downloaded yourself; nothing is downloaded)")
+
+
+def config_from_mapping(mapping: Any, where: str, notice: Callable[[str], None] | None = None) -> Config:
+    """A stored plain mapping (a checkpoint's) through the same checks: keys added since take their defaults,
+    keys removed since are dropped, each named once through ``notice``."""
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{where}: the stored config is not a mapping (got {type(mapping).__name__})")
+    dropped: list[str] = []
+    tree = default_mapping()
+    merge(tree, flatten(dict(mapping)), where, unknown=dropped.append)
+    if dropped and notice is not None:
+        notice(f"{where}: ignoring config keys this version no longer has: {', '.join(dropped)}")
+    return build(tree)
+
+
+def with_overrides(cfg: Config, overrides: Mapping[str, Any] | Iterable[str], where: str = "command line") -> Config:
+    """``cfg`` with dotted ``overrides`` (a mapping, or ``key=value`` strings) applied and checked again."""
+    flat = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
+    tree = cfg.to_dict()
+    merge(tree, flat, where)
+    return build(tree)
+
+
+PATH_KEYS = ("data.root", "data.noise.list", "data.noise.confusable", "model.pretrained")
+
+
+def with_absolute_paths(cfg: Config) -> Config:
+    """``cfg`` with its file and folder keys (``PATH_KEYS``) resolved against the current directory: the config
+    saved with a run then finds its data from any directory. ``output_dir`` keeps its form."""
+    tree = cfg.to_dict()
+    flat = flatten(tree)
+    absolute = {k: str(Path(flat[k]).expanduser().resolve()) for k in PATH_KEYS if flat.get(k) is not None}
+    return with_overrides(cfg, absolute, "absolute paths") if absolute else cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

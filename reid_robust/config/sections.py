@@ -1,0 +1,298 @@
+"""The config as frozen dataclasses, one per section; each checks its own types, ranges and choices when it
+is built, from YAML or in Python (``TrainConfig(lr=-1)`` raises ConfigError naming ``train.lr``).
+
+Consumers take only their section: the optimiser and schedule read :class:`TrainConfig`, label noise
+:class:`NoiseConfig`, the augmentations :class:`TransformConfig`, evaluation :class:`EvalConfig`.
+The meaning of every field is the ``help`` text below; docs/config.md is generated from it
+(``python -m reid_robust.config.docs``).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from reid_robust.config.fields import ConfigError, Rule, Section, above, at_least, check_value, option, within
+
+# the metrics each evaluation protocol reports (reid_robust.evaluation); any of them can select best.pth
+PROTOCOL_METRICS: dict[str, tuple[str, ...]] = {
+    "market": ("mAP", "rank1", "rank5", "rank10", "mINP"),
+    "cub": ("recall@1", "recall@2", "recall@4", "recall@8", "map_at_r", "precision_at_1", "nmi"),
+}
+BestMetric = Literal["mAP", "rank1", "rank5", "rank10", "mINP", "recall@1", "recall@2", "recall@4", "recall@8",
+                     "map_at_r", "precision_at_1", "nmi"]
+PROBABILITY = within(0.0, 1.0)
+
+
+def closest(name: str, valid: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` or the list of valid names, to end a message about an unknown ``name``."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(str(name), valid, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f"; valid names: {', '.join(valid)}"
+
+
+@dataclass(frozen=True)
+class NoiseConfig(Section):
+    PREFIX = "data.noise."
+    rate: float = option(0.0, "share of wrong training labels per identity (open_set: share of identities hidden)",
+                         PROBABILITY)
+    mode: Literal["symmetric", "pair", "pattern", "open_set"] = option(
+        "symmetric", "`symmetric`, `pair`, `pattern`, `open_set` (see `docs/data.md`)")
+    seed: int = option(0, "seed of the noise (independent of `seed`)", at_least(0))
+    list: str | None = option(None, "a published noisy label list (CSV `path,noisy_label`) used instead of injection")
+    confusable: str | None = option(None, "for `pattern`: a `.npy` array (one identity per identity) or a checkpoint "
+                                          "trained on clean labels")
+
+
+@dataclass(frozen=True)
+class SamplerConfig(Section):
+    PREFIX = "data.sampler."
+    num_identities: int = option(16, "P identities per batch", at_least(2, " (pairs need two identities)"))
+    num_instances: int = option(4, "K images per identity", at_least(1))
+    batches_per_epoch: int = option(0, "0 = training images // (P x K)", at_least(0, " (0: one pass over the data)"))
+
+
+def _interval(upper: float) -> Rule:
+    return Rule(f"[lo, hi] with 0 < lo <= hi <= {upper:g}", lambda pair: 0 < pair[0] <= pair[1] <= upper)
+
+
+@dataclass(frozen=True)
+class TransformConfig(Section):
+    """Augmentations of the BoT recipe (Luo et al., CVPRW 2019); built by ``reid_robust.data.build_transforms``."""
+
+    PREFIX = "data.transforms."
+    size: tuple[int, int] = option((256, 128), "image size `[height, width]`", at_least(1))
+    pad: int = option(10, "pixels of zero padding before the random crop back to `size`; 0 disables", at_least(0))
+    flip: float = option(0.5, "horizontal-flip probability", PROBABILITY)
+    color_jitter: float = option(0.0, "brightness/contrast/saturation strength (hue = strength / 4); 0 disables",
+                                 at_least(0))
+    color_jitter_p: float = option(0.5, "probability of applying the colour jitter", PROBABILITY)
+    random_erasing: float = option(0.5, "random-erasing probability (Zhong et al., AAAI 2020); 0 disables",
+                                   PROBABILITY)
+    erasing_scale: tuple[float, float] = option((0.02, 0.4), "erased area as a fraction of the image `[lo, hi]`")
+    erasing_ratio: tuple[float, float] = option((0.3, 3.33), "aspect-ratio range `[lo, hi]` of the erased box")
+    mean: tuple[float, float, float] = option((0.485, 0.456, 0.406), "per-channel (RGB) normalisation mean")
+    std: tuple[float, float, float] = option((0.229, 0.224, 0.225), "per-channel (RGB) normalisation std",
+                                             above(0))
+
+    def check(self) -> None:
+        for name, rule in (("erasing_scale", _interval(1.0)), ("erasing_ratio", _interval(float("inf")))):
+            value = getattr(self, name)
+            if not rule.test(value):
+                raise ConfigError(f"'{self.PREFIX}{name}' must be {rule.text}, got {list(value)!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig(Section):
+    PREFIX = "data."
+    dataset: str = option("synthetic_market", "a registered dataset (`reid_robust.data.dataset_names()`; "
+                                              "see `datasets/README.md`)")
+    root: str = option("datasets/synthetic_market", "dataset root (see `datasets/README.md` for the expected trees)")
+    num_workers: int = option(2, "DataLoader worker processes", at_least(0))
+    test_batch_size: int = option(128, "batch size of feature extraction", at_least(1))
+    crop_bbox: bool = option(False, "crop CUB-200-2011 / Cars196 images to their bounding boxes")
+    options: dict = option({}, "extra loader options, e.g. `{num_identities: 40}` for synthetic data, "
+                               "`{version: v2}` for MSMT17")
+    noise: NoiseConfig = option(NoiseConfig, "label noise injected into the training split")
+    sampler: SamplerConfig = option(SamplerConfig, "PK batch sampler")
+    transforms: TransformConfig = option(TransformConfig, "augmentations")
+
+    def check(self) -> None:
+        from reid_robust.data.registry import dataset_names, dataset_options
+
+        names = dataset_names()
+        if self.dataset not in names:
+            raise ConfigError(f"data.dataset: unknown dataset '{self.dataset}'{closest(self.dataset, names)}")
+        accepted = dataset_options(self.dataset)
+        for name in self.options:
+            if name not in accepted:
+                raise ConfigError(f"data.options.{name}: dataset '{self.dataset}' has no option '{name}'; "
+                                  f"it accepts: {', '.join(accepted) or 'none'}")
+
+
+@dataclass(frozen=True)
+class ModelConfig(Section):
+    PREFIX = "model."
+    backbone: str = option("resnet50", "a registered backbone (`reid_robust.models.BACKBONES`)")
+    pretrained: str | None = option(None, "local torchvision state-dict file; nothing is downloaded")
+    embedding_dim: int = option(0, "0 keeps the backbone's dimension, otherwise a linear reduction",
+                                at_least(0, " (0: the backbone's width)"))
+    last_stride: int = option(1, "1 removes the last down-sampling (BoT)", Rule("1 or 2", lambda v: v in (1, 2)))
+    pooling: Literal["avg", "gem"] = option("avg", "`avg` or `gem`")
+    neck: Literal["bnneck", "none"] = option("bnneck", "`bnneck` or `none`")
+    freeze_stages: int = option(0, "freeze the stem and early residual stages", at_least(0))
+
+    def check(self) -> None:
+        from reid_robust.models import BACKBONES
+
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"model.backbone: unknown backbone '{self.backbone}'{closest(self.backbone, BACKBONES)}")
+
+
+def check_loss_parameters(where: str, name: str, given: Iterable[str]) -> None:
+    """``name`` is a registered loss and accepts every parameter in ``given`` (the loss registry's own check)."""
+    from reid_robust.losses import check_loss_parameters as registry_check
+
+    try:
+        registry_check(name, set(given), supplied_later=("num_classes", "embedding_dim"))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+
+
+def check_loss_values(name: str, params: dict) -> None:
+    """The loss accepts these values: it is built once on a toy size (2 classes, 4 dimensions)."""
+    from reid_robust.losses import LOSSES, build_loss
+
+    sizes = {"num_classes": 2, "embedding_dim": 4} if getattr(LOSSES[name], "needs_num_classes", False) else {}
+    try:
+        build_loss(name, **{**sizes, **params})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+@dataclass(frozen=True)
+class LossTermConfig(Section):
+    """One weighted loss term; in YAML ``{name, weight, input, **params}`` (params go to ``build_loss``)."""
+
+    PREFIX = "loss.terms[]."
+    name: str = option("triplet", "a registered loss (`reid_robust.losses.LOSSES`)")
+    weight: float = option(1.0, "factor of this term in the total loss")
+    input: Literal["feat", "bn_feat"] = option("feat", "`feat` (before the BNNeck) or `bn_feat`")
+    params: dict = option({}, "the loss's parameters (`docs/losses.md`)")
+
+    def check(self) -> None:
+        check_loss_parameters("", self.name, self.params)
+        check_loss_values(self.name, self.params)
+
+    @classmethod
+    def from_dict(cls, mapping: Any, key: str | None = None) -> LossTermConfig:
+        where = key or "loss.terms[]"
+        if not isinstance(mapping, dict) or "name" not in mapping:
+            raise ConfigError(f"{where} must be a mapping with at least a 'name', got {mapping!r}")
+        params = {k: v for k, v in mapping.items() if k not in ("name", "weight", "input", "params")}
+        params.update(mapping.get("params") or {})
+        try:
+            return cls(name=mapping["name"], weight=mapping.get("weight", 1.0), input=mapping.get("input", "feat"),
+                       params=params)
+        except ConfigError as exc:
+            raise ConfigError(f"{where} ({mapping['name']}): {str(exc).replace(cls.PREFIX, '')}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "weight": self.weight, "input": self.input, **self.params}
+
+
+def default_terms() -> tuple[LossTermConfig, ...]:
+    """Batch-hard triplet on the pooled feature + label-smoothed cross entropy on the BNNeck feature (BoT)."""
+    return (LossTermConfig("triplet", 1.0, "feat", {"margin": 0.3}),
+            LossTermConfig("cross_entropy", 1.0, "bn_feat", {"epsilon": 0.1}))
+
+
+@dataclass(frozen=True)
+class LossConfig(Section):
+    PREFIX = "loss."
+    terms: tuple[LossTermConfig, ...] = option(default_terms, "list of `{name, weight, input, ...parameters}`; "
+                                               "`input` is `feat` (before the BNNeck) or `bn_feat`; parameters go to "
+                                               "`build_loss` (`docs/losses.md`)")
+
+    def check(self) -> None:
+        if not self.terms:
+            raise ConfigError("'loss.terms' must be a non-empty list of {name, weight, input, ...}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(Section):
+    PREFIX = "train."
+    epochs: int = option(120, "epochs", at_least(0))
+    optimizer: Literal["sgd", "adam", "adamw"] = option("adam", "`sgd`, `adam`, `adamw`")
+    lr: float = option(3.5e-4, "base learning rate of the model", above(0))
+    loss_lr: float | None = option(None, "learning rate of loss parameters (class weights); null = `train.lr`",
+                                   above(0, " (or null: train.lr)"))
+    weight_decay: float = option(5e-4, "weight decay", at_least(0))
+    momentum: float = option(0.9, "SGD momentum (Nesterov)", within(0, 1, open_high=True))
+    scheduler: Literal["cosine", "multistep", "constant"] = option(
+        "multistep", "`cosine`, `multistep`, `constant` (after warm-up; stepped every iteration)")
+    milestones: tuple[int, ...] = option((40, 70), "multistep decay epochs (increasing, >= 1)", at_least(1))
+    gamma: float = option(0.1, "multistep decay factor", within(0, 1, open_low=True))
+    warmup_epochs: int = option(10, "epochs of linear warm-up from `warmup_factor` x lr", at_least(0))
+    warmup_factor: float = option(0.01, "first warm-up factor", within(0, 1, open_low=True))
+    grad_clip: float = option(0.0, "max gradient norm; 0 disables", at_least(0, " (0: off)"))
+    amp: bool = option(False, "mixed precision: bf16 autocast on CPU, fp16 + GradScaler on GPU; losses run in float32")
+    resume: str | None = option(None, "checkpoint to resume from (model, optimiser, scheduler, scaler, loss states, "
+                                      "epoch, iteration)")
+    overwrite: bool = option(False, "train into an `output_dir` that holds another run: its files are moved to "
+                                    "`<output_dir>/previous-<UTC time>/` first (nothing is deleted)")
+    gather_embeddings: bool = option(False, "under DDP, every loss term sees the embeddings of all ranks; the loss "
+                                            "is scaled so that the update equals one process on the global batch")
+    checkpoint_every: int = option(1, "write `last.pth` every N epochs (always at the end)", at_least(1))
+    best_metric: BestMetric = option("mAP", "metric that selects `best.pth` (`map_at_r` is used for retrieval data)")
+    tensorboard: bool = option(False, "also write TensorBoard scalars (needs the tensorboard package: "
+                                      "`pip install -e \".[tensorboard]\"`; checked when the config loads)")
+    progress: bool = option(True, "progress bar per epoch")
+    num_threads: int = option(0, "torch CPU threads; 0 = torch's default", at_least(0, " (0: torch's default)"))
+
+    def check(self) -> None:
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ConfigError(f"train.milestones: must be increasing epoch numbers >= 1, got {list(self.milestones)!r}")
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("train.tensorboard: the tensorboard package is not installed "
+                              "(pip install tensorboard, or pip install -e \".[tensorboard]\")")
+
+
+@dataclass(frozen=True)
+class EvalConfig(Section):
+    PREFIX = "eval."
+    every: int = option(10, "evaluate every N epochs (and always after the last); 0 = only at the end",
+                        at_least(0, " (0: only after the last epoch)"))
+    untrained: bool = option(False, "also evaluate the network at initialisation (stored as `untrained` in "
+                                    "metrics.json)")
+    flip: bool = option(False, "average each embedding with its mirror image's")
+    metric: Literal["cosine", "euclidean"] = option("cosine", "`cosine` or `euclidean`")
+    rerank: bool = option(False, "k-reciprocal re-ranking (Market protocol)")
+
+
+@dataclass(frozen=True)
+class SweepConfig(Section):
+    PREFIX = "sweep."
+    presets: dict = option({}, "parameters `tools/noise_sweep.py` gives each swept loss, `{osm_caa: {margin: 1.2}, "
+                               "ice: {scale: 16}}`; loss names and parameter names are checked when the config "
+                               "loads; a training run ignores them")
+
+    def check(self) -> None:
+        for name, params in self.presets.items():
+            where = f"sweep.presets.{name}"
+            if not isinstance(params, dict):
+                raise ConfigError(f"{where}: must be a mapping of the loss's parameters, got {params!r}")
+            check_loss_parameters(where, name, params)
+
+
+@dataclass(frozen=True)
+class Config(Section):
+    """The whole run: a seed, an output folder, a device and one section per consumer."""
+
+    seed: int = option(0, "seeds model initialisation, PK sampling and augmentation (per epoch, so a resumed run "
+                          "repeats them)", at_least(0))
+    output_dir: str = option("runs/default", "where `config.yaml`, `checkpoints/`, `metrics.json`, `train.log`, "
+                                             "`log.csv` go")
+    device: str = option("auto", "`auto` (CUDA when available), `cpu`, `cuda`, `cuda:N`")
+    data: DataConfig = option(DataConfig, "data")
+    model: ModelConfig = option(ModelConfig, "model")
+    loss: LossConfig = option(LossConfig, "loss")
+    train: TrainConfig = option(TrainConfig, "train")
+    eval: EvalConfig = option(EvalConfig, "eval")
+    sweep: SweepConfig = option(SweepConfig, "sweep")
+
+    def check(self) -> None:
+        if self.device != "auto":
+            import torch
+
+            try:
+                torch.device(self.device)
+            except (RuntimeError, ValueError):
+                raise ConfigError(f"device: '{self.device}' is not a device; use auto, cpu, cuda or cuda:N") from None
+
+
+SECTION_TYPES = (NoiseConfig, SamplerConfig, TransformConfig, DataConfig, ModelConfig, LossTermConfig, LossConfig,
+                 TrainConfig, EvalConfig, SweepConfig, Config)
+__all__ = ["check_value"]  # re-exported for the loader
