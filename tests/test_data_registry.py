@@ -3,7 +3,8 @@ import pytest
 
 from reid_robust.data import build_dataset, dataset_names, register_dataset, summarize
 
-EXPECTED = {"market1501", "cub200", "msmt17", "cars196", "sop", "folder", "synthetic_market", "synthetic_cub"}
+EXPECTED = {"market1501", "cub200", "msmt17", "cars196", "sop", "cuhk03_np", "veri776", "inshop", "dukemtmc", "folder",
+            "synthetic_market", "synthetic_cub"}
 
 
 def test_all_documented_names_registered():

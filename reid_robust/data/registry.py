@@ -79,6 +79,34 @@ def _sop(root):
     return load_sop(root)
 
 
+@register_dataset("cuhk03_np")
+def _cuhk03_np(root, variant: str = "labeled"):
+    from .cuhk03 import load_cuhk03_np
+
+    return load_cuhk03_np(root, variant=variant)
+
+
+@register_dataset("veri776")
+def _veri776(root):
+    from .veri776 import load_veri776
+
+    return load_veri776(root)
+
+
+@register_dataset("inshop")
+def _inshop(root):
+    from .inshop import load_inshop
+
+    return load_inshop(root)
+
+
+@register_dataset("dukemtmc")
+def _dukemtmc(root):
+    from .dukemtmc import load_dukemtmc
+
+    return load_dukemtmc(root)
+
+
 @register_dataset("folder")
 def _folder(root, camera_pattern: str | None = None, train_fraction: float = 0.5):
     from .folder import load_folder
