@@ -275,5 +275,5 @@ def test_pretrained_file_without_state_dict_is_refused(tmp_path):
         build_model("resnet18", pretrained=path)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="garbage.pth cannot be read"):
         build_model("resnet18", pretrained=garbage)

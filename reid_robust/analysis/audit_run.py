@@ -87,21 +87,21 @@ def audit_checkpoint(checkpoint: str | os.PathLike, config: str | os.PathLike | 
     """
     from reid_robust.data.noise import load_noisy_label_list
     from reid_robust.engine.builders import build_dataset_from_config, build_loss_terms, build_test_transform
-    from reid_robust.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
+    from reid_robust.engine.checkpoint import load_checkpoint, model_from_checkpoint
     from reid_robust.engine.config import load_config, save_config
     from reid_robust.engine.noise import apply_label_noise, class_space
 
     run = run_dir_of(checkpoint)
+    state = load_checkpoint(checkpoint)  # read once, without running code, before anything is written
     out = Path(out) if out is not None else run / "audit"
     out.mkdir(parents=True, exist_ok=True)
-    state = load_checkpoint(checkpoint)
     if config is None:
         config = run / "config.yaml"
         if not config.is_file():
             config = out / "checkpoint_config.yaml"
             save_config(state["config"], config)
     cfg = load_config(config, overrides)
-    model, ckpt_cfg = load_model_from_checkpoint(checkpoint)
+    model, ckpt_cfg = model_from_checkpoint(state, checkpoint), state["config"]
     splits = build_dataset_from_config(cfg)
     clean = np.array([r.pid for r in splits.train], dtype=np.int64)
     labels = load_noisy_label_list(labels_list, splits.train) if labels_list else \

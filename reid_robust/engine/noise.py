@@ -14,17 +14,19 @@ from reid_robust.data.noise import (
     write_noise_manifest,
 )
 from reid_robust.data.records import ImageRecord
+from reid_robust.safe_load import numpy_load
 
 log = logging.getLogger("reid_robust")
 
 
 def _load_confusable(path: str, cfg: dict, records: Sequence[ImageRecord], clean: np.ndarray) -> np.ndarray:
-    """``data.noise.confusable`` is a ``.npy`` array (one identity per identity) or a clean-trained checkpoint."""
+    """``data.noise.confusable`` is a ``.npy`` array (one identity per identity) or a clean-trained checkpoint;
+    both are read without running code (``allow_pickle=False``, ``torch.load(weights_only=True)``)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"data.noise.confusable: file not found: {p}")
     if p.suffix == ".npy":
-        return np.load(p)
+        return numpy_load(p, "data.noise.confusable file")  # allow_pickle=False: never runs code
     from reid_robust.engine.builders import build_test_transform
     from reid_robust.engine.checkpoint import load_model_from_checkpoint
     from reid_robust.engine.inference import extract_features

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from reid_robust.safe_load import torch_load
+
 _MAX_LISTED = 10
 
 
@@ -20,15 +22,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict from ``path``: a raw state dict, or a dict holding one under "state_dict" or "model".
 
     A "module." prefix (from DataParallel / DDP) is removed.  Raises FileNotFoundError if the file is
-    missing and ValueError if it holds no state dict.
+    missing and ValueError if it cannot be read, holds pickled code or objects (it is read with
+    ``torch.load(weights_only=True)``), or holds no state dict.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained weights file {path!r} does not exist (nothing is downloaded)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unreadable file gets the same clear message
-        raise ValueError(f"cannot read pretrained weights file {path!r}: {err}") from err
+    obj = torch_load(path, "pretrained weights file")  # never runs code: tensors and plain containers only
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), Mapping):
