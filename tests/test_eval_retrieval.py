@@ -89,7 +89,7 @@ def test_nmi_is_one_for_separated_clusters_and_lower_for_random_labels():
 
 def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="labels has 3 entries but the features have 4 rows"):
-        evaluate_retrieval(np.zeros((4, 2)), [0, 0, 1])
+        evaluate_retrieval(np.ones((4, 2)), [0, 0, 1])
     with pytest.raises(ValueError, match="NaN"):
         evaluate_retrieval(np.array([[0.0], [np.nan]]), [0, 0])
     with pytest.raises(ValueError, match="no item has another item"):

@@ -103,7 +103,7 @@ def test_cub_protocol_on_one_feature_file(tool, tmp_path):
     (["--query", "MISSING.npz", "--gallery", "MISSING.npz"], "query features file 'MISSING.npz' does not exist"),
     (["--query", "{q}", "--gallery", "{bad}"], "lacks array(s) ['pids']"),
     (["--query", "{q}", "--gallery", "{wide}"], "dimensions"),
-    (["--query", "{q}", "--gallery", "{nan}"], "gallery_feats has NaN"),
+    (["--query", "{q}", "--gallery", "{nan}"], "nan.npz': feats row 2 is not finite"),
     (["--query", "{q}", "--gallery", "{g}", "--flip"], "--flip needs --checkpoint"),
     (["--query", "{q}"], "--query and --gallery go together"),
     (["--query", "{q}", "--gallery", "{g}", "--visualize", "1", "--protocol", "cub"], "leave-one-out"),
@@ -114,7 +114,7 @@ def test_cub_protocol_on_one_feature_file(tool, tmp_path):
 def test_user_mistakes_give_one_line_and_status_2(tool, npz_pair, tmp_path, capsys, argv, message):
     base, (qf, gf, q_pids, g_pids, q_cams, g_cams) = npz_pair
     np.savez(tmp_path / "bad.npz", feats=gf)
-    np.savez(tmp_path / "wide.npz", feats=np.zeros((3, 5)), pids=[1, 2, 3], camids=[1, 1, 1])
+    np.savez(tmp_path / "wide.npz", feats=np.ones((3, 5)), pids=[1, 2, 3], camids=[1, 1, 1])
     nan = gf.copy()
     nan[2, 3] = np.nan
     np.savez(tmp_path / "nan.npz", feats=nan, pids=g_pids, camids=g_cams)

@@ -2,7 +2,8 @@
 """Evaluate embeddings with the Market-1501 (query/gallery, cameras) or CUB-200-2011 (leave-one-out) protocol.
 
 Features come from one of:
-  --query Q.npz --gallery G.npz            saved embeddings (arrays feats, pids, camids[, paths])
+  --query Q.npz --gallery G.npz            saved embeddings (arrays feats, pids[, camids, paths]; without
+                                           camids, add --no-camera-filter)
   --checkpoint CKPT [--config C] [--data-root R]
                                            extract them from the dataset's query/gallery images
                                            (dataset and test transform from C, else from the checkpoint)
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ap-mode", choices=("standard", "official"), default="standard",
                     help="standard AP (torchreid, fast-reid) or the official MATLAB trapezoid rule")
     ev.add_argument("--max-rank", type=int, default=50, help="length of the CMC curve (default 50)")
+    ev.add_argument("--no-camera-filter", action="store_true",
+                    help="protocol market without the same-camera rule: every gallery item of the query's identity "
+                         "is a true match (for features without camids; a copy of the query image in the gallery "
+                         "then counts as a match too)")
     ev.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (Zhong et al. 2017)")
     ev.add_argument("--k1", type=int, default=20, help="re-ranking: k-reciprocal neighbourhood size (default 20)")
     ev.add_argument("--k2", type=int, default=6, help="re-ranking: neighbours of the local query expansion (default 6)")
@@ -97,6 +102,19 @@ def _check_arguments(args) -> None:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
     if args.rerank and args.approximate:
         raise UsageError("--rerank and --approximate cannot be combined")
+    _check_outputs(args)
+
+
+def _check_outputs(args) -> None:
+    """Output paths that cannot be written are refused before any work is done."""
+    from reid_robust.evaluation.report import check_output_path
+
+    if args.json:
+        check_output_path(args.json, "--json")
+    if args.visualize:
+        check_output_path(args.visualize_dir, "--visualize-dir", folder=True)
+    if args.save_features:
+        check_output_path(args.save_features, "--save-features", folder=True)
 
 
 def _from_records(model, records, transform, args, what):
@@ -120,8 +138,8 @@ def load_inputs(args):
             if source is not None and Path(source).is_dir():
                 raise UsageError(f"{flag} {source} is a folder of images: extracting their features needs "
                                  "--checkpoint CKPT (without it, --query/--gallery are .npz feature files)")
-        query = load_features_npz(args.query, "query features")
-        gallery = load_features_npz(args.gallery, "gallery features") if args.gallery else None
+        query = load_features_npz(args.query, "query features", args.metric)
+        gallery = load_features_npz(args.gallery, "gallery features", args.metric) if args.gallery else None
         return protocol or "market", query, gallery
 
     from reid_robust.engine.builders import build_dataset_from_config, build_test_transform
@@ -131,6 +149,8 @@ def load_inputs(args):
     if args.config:
         from reid_robust.engine.config import load_config
         cfg = {**cfg, "data": load_config(args.config, [])["data"]}
+    if not isinstance(cfg.get("data"), dict):
+        raise UsageError(f"checkpoint {args.checkpoint}: its config has no 'data' section; give --config C")
     if args.data_root:
         cfg = {**cfg, "data": {**cfg["data"], "root": args.data_root}}
     transform = build_test_transform(cfg)
@@ -144,7 +164,7 @@ def load_inputs(args):
             elif Path(source).is_dir():
                 sets.append(_from_records(model, load_market_folder(source, strict=False), transform, args, what))
             else:
-                sets.append(load_features_npz(source, f"{what} features"))
+                sets.append(load_features_npz(source, f"{what} features", args.metric))
         return protocol or "market", sets[0], sets[1]
     splits = build_dataset_from_config(cfg)
     protocol = protocol or splits.protocol
@@ -157,6 +177,9 @@ def load_inputs(args):
 def save_features(directory, query, gallery) -> None:
     from reid_robust.models.export import save_embeddings_npz
 
+    for name, fs in (("query", query), ("gallery", gallery)):
+        if fs is not None and fs.camids is None:
+            raise UsageError(f"--save-features: the {name} features have no camids to save")
     for name, fs in (("query", query), ("gallery", gallery)):
         if fs is not None:
             path = save_embeddings_npz(Path(directory) / f"{name}.npz", fs.feats, fs.pids, fs.camids,
@@ -172,8 +195,8 @@ def without_junk(features):
 
     keep = np.asarray(features.pids) != -1
     paths = None if features.paths is None else [p for p, k in zip(features.paths, keep) if k]
-    return FeatureSet(np.asarray(features.feats)[keep], np.asarray(features.pids)[keep],
-                      np.asarray(features.camids)[keep], paths)
+    camids = None if features.camids is None else np.asarray(features.camids)[keep]
+    return FeatureSet(np.asarray(features.feats)[keep], np.asarray(features.pids)[keep], camids, paths)
 
 
 def rerank_distances(args, query, gallery):
@@ -184,6 +207,20 @@ def rerank_distances(args, query, gallery):
     return k_reciprocal_rerank(prepare(as_feature_matrix(query.feats, "query_feats"), args.metric),
                                prepare(as_feature_matrix(gallery.feats, "gallery_feats"), args.metric),
                                k1=args.k1, k2=args.k2, lambda_value=args.lambda_value)
+
+
+def check_cameras(args, protocol, query, gallery) -> None:
+    """Protocol market drops same-camera matches: features without camids need --no-camera-filter."""
+    if protocol != "market":
+        if args.no_camera_filter:
+            raise UsageError("--no-camera-filter applies to protocol market only")
+        return
+    if args.no_camera_filter:
+        return
+    for source, features in ((args.query, query), (args.gallery, gallery)):
+        if features is not None and features.camids is None:
+            raise UsageError(f"{source} has no camids: the Market-1501 protocol drops same-camera matches; pass "
+                             "--no-camera-filter (camera_filter=False) to evaluate without that rule")
 
 
 def evaluate(args, protocol, query, gallery, distances=None) -> dict:
@@ -199,7 +236,8 @@ def evaluate(args, protocol, query, gallery, distances=None) -> dict:
         raise UsageError("protocol market needs a gallery (--gallery)")
     if distances is not None:
         return evaluate_reid_distances(distances, query.pids, gallery.pids, query.camids, gallery.camids,
-                                       max_rank=args.max_rank, ap_mode=args.ap_mode)
+                                       max_rank=args.max_rank, ap_mode=args.ap_mode,
+                                       camera_filter=not args.no_camera_filter)
     approximate = None
     if args.approximate:
         approximate = ApproximateSearch(kind=args.approximate, topk=args.topk, nlist=args.nlist, nprobe=args.nprobe,
@@ -208,7 +246,8 @@ def evaluate(args, protocol, query, gallery, distances=None) -> dict:
     rerank_params = {"k1": args.k1, "k2": args.k2, "lambda_value": args.lambda_value}
     return evaluate_reid(query.feats, gallery.feats, query.pids, gallery.pids, query.camids, gallery.camids,
                          metric=args.metric, max_rank=args.max_rank, ap_mode=args.ap_mode, approximate=approximate,
-                         rerank=args.rerank, rerank_params=rerank_params if args.rerank else None)
+                         rerank=args.rerank, rerank_params=rerank_params if args.rerank else None,
+                         camera_filter=not args.no_camera_filter)
 
 
 def check_visualizable(query, gallery) -> None:
@@ -226,7 +265,7 @@ def visualize(args, query, gallery, distances=None) -> list[Path]:
 
     return save_ranked_lists(args.visualize_dir, query.paths, gallery.paths, query.feats, gallery.feats,
                              query.pids, gallery.pids, query.camids, gallery.camids, args.visualize,
-                             metric=args.metric, distances=distances)
+                             metric=args.metric, distances=distances, camera_filter=not args.no_camera_filter)
 
 
 def run(args) -> dict:
@@ -237,6 +276,7 @@ def run(args) -> dict:
         from reid_robust.evaluation import set_num_threads
         set_num_threads(args.threads)
     protocol, query, gallery = load_inputs(args)
+    check_cameras(args, protocol, query, gallery)
     if args.visualize:
         check_visualizable(query, gallery)
     if args.save_features:
@@ -251,12 +291,13 @@ def run(args) -> dict:
     metrics = evaluate(args, protocol, query, gallery, distances)
     sizes = f"{len(query.pids)} queries" + (f" x {num_gallery} gallery" if gallery is not None else "")
     print(f"protocol {protocol}, {sizes}, metric {args.metric}" + (", re-ranked" if args.rerank else "")
-          + (f", approximate {args.approximate}" if args.approximate else ""))
+          + (f", approximate {args.approximate}" if args.approximate else "")
+          + (", no camera filter" if args.no_camera_filter else ""))
     print(metrics_table(metrics, protocol))
     if args.json:
         info = {"protocol": protocol, "metric": args.metric, "ap_mode": args.ap_mode, "rerank": args.rerank,
                 "approximate": args.approximate, "num_query": len(query.pids),
-                "num_gallery": num_gallery}
+                "num_gallery": num_gallery, "camera_filter": not args.no_camera_filter}
         print(f"wrote {write_json(args.json, json_summary(metrics, **info))}")
     if args.visualize:
         written = visualize(args, query, gallery, distances)
@@ -271,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run(args)
             code = 0
-        except (UsageError, ValueError, FileNotFoundError, NotADirectoryError, OSError, KeyError) as exc:
+        except (ValueError, OSError) as exc:  # user mistakes (UsageError, ConfigError) and unreadable files
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(f"error: {message}", file=sys.stderr)
             code = 2

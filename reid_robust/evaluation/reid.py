@@ -5,6 +5,8 @@ For a query with identity q seen by camera c:
 - junk, deleted from the rank list: identity -1 items and items with identity q seen by camera c;
 - distractors (identity 0) and all other identities are negatives and stay in the list.
 Queries with identity -1 or 0, or whose identity has no true match left, are skipped and counted.
+With ``camera_filter=False`` (features without cameras) the same-camera rule is off: every gallery item
+with identity q is a true match (identity -1 items stay junk).
 
 Ties are broken by gallery index: of two gallery items with equal scores, the one earlier in the gallery
 ranks first (as a stable sort would order them).
@@ -32,7 +34,9 @@ from .search import (
     as_feature_matrix,
     as_label_vector,
     build_index,
+    check_block_size,
     check_metric,
+    check_positive_int,
     check_same_dim,
     iter_matrix_blocks,
     iter_score_blocks,
@@ -72,21 +76,42 @@ def inverse_negative_penalty(ranks: np.ndarray, num_matches: np.ndarray) -> np.n
     return np.where(last > 0, num_matches / np.maximum(last, 1), 0.0)
 
 
-def _check_options(ap_mode: str, max_rank: int) -> None:
+def _check_options(ap_mode: str, max_rank: int, block_size: int | None, camera_filter: bool) -> None:
     if ap_mode not in AP_MODES:
         raise ValueError(f"ap_mode must be one of {AP_MODES}, got {ap_mode!r}")
-    if max_rank < 1:
-        raise ValueError(f"max_rank must be >= 1, got {max_rank}")
+    check_positive_int(max_rank, "max_rank")
+    check_block_size(block_size)
+    if not isinstance(camera_filter, (bool, np.bool_)):
+        raise ValueError(f"camera_filter must be True or False, got {camera_filter!r}")
 
 
-def _validate(query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids):
-    qf = as_feature_matrix(query_feats, "query_feats")
-    gf = as_feature_matrix(gallery_feats, "gallery_feats")
+def protocol_cameras(query_camids, gallery_camids, num_query: int, num_gallery: int,
+                     camera_filter: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Camera vectors [Q], [G] (int64) for the protocol.
+
+    With ``camera_filter`` both must be given (the same-camera rule needs them). Without it, given cameras
+    are checked but not used: query and gallery get different cameras, so no same-identity item is junk.
+    """
+    cameras = []
+    for name, camids, length in (("query_camids", query_camids, num_query),
+                                 ("gallery_camids", gallery_camids, num_gallery)):
+        if camids is None and camera_filter:
+            raise ValueError(f"{name} is None: the Market-1501 protocol drops same-camera matches; pass "
+                             "camera_filter=False to evaluate without that rule")
+        cameras.append(None if camids is None else as_label_vector(camids, name, length))
+    if not camera_filter:
+        return np.zeros(num_query, dtype=np.int64), np.ones(num_gallery, dtype=np.int64)
+    return cameras[0], cameras[1]
+
+
+def _validate(query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids, metric,
+              camera_filter):
+    qf = as_feature_matrix(query_feats, "query_feats", metric)
+    gf = as_feature_matrix(gallery_feats, "gallery_feats", metric)
     check_same_dim(qf, gf)
     q_pids = as_label_vector(query_pids, "query_pids", qf.shape[0])
     g_pids = as_label_vector(gallery_pids, "gallery_pids", gf.shape[0])
-    q_cams = as_label_vector(query_camids, "query_camids", qf.shape[0])
-    g_cams = as_label_vector(gallery_camids, "gallery_camids", gf.shape[0])
+    q_cams, g_cams = protocol_cameras(query_camids, gallery_camids, qf.shape[0], gf.shape[0], camera_filter)
     return qf, gf, q_pids, g_pids, q_cams, g_cams
 
 
@@ -157,13 +182,17 @@ def _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, 
     return _summarize(ap, inp, first, has_match, max_rank, num_q, per_query)
 
 
-def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids,
+def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_camids=None, gallery_camids=None,
                   metric: str = "cosine", max_rank: int = 50, ap_mode: str = "standard",
                   block_size: int | None = None, approximate: ApproximateSearch | None = None,
-                  rerank: bool = False, rerank_params: dict | None = None, per_query: bool = False) -> dict:
+                  rerank: bool = False, rerank_params: dict | None = None, per_query: bool = False,
+                  camera_filter: bool = True) -> dict:
     """Market-1501 protocol metrics of query features [Q, D] against gallery features [G, D].
 
-    numpy arrays or torch tensors; ids and cameras are integer vectors of matching lengths.
+    numpy arrays or torch tensors; ids and cameras are integer vectors of matching lengths. Cameras may be
+    None only with ``camera_filter=False``, which turns the same-camera rule off (every same-identity gallery
+    item is a true match, a copy of the query image in the gallery too).
+    Features must be finite, not too large for float32 scores, and (cosine) of non-zero norm.
     Returns ``mAP``, ``rank1``, ``rank5``, ``rank10``, ``mINP`` (fractions in [0, 1]), ``cmc`` (list of
     ``max_rank`` fractions, ``cmc[k-1]`` = rank-k rate), ``num_valid_queries`` and ``num_skipped_queries``.
     Exact by default (scores in blocks of ``block_size`` queries, no gallery sort). With ``approximate``
@@ -175,9 +204,9 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     ``ap``, ``inp``, ``first_rank`` (0 = no match retrieved) and ``valid`` over all queries.
     """
     check_metric(metric)
-    _check_options(ap_mode, max_rank)
+    _check_options(ap_mode, max_rank, block_size, camera_filter)
     qf, gf, q_pids, g_pids, q_cams, g_cams = _validate(
-        query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids)
+        query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids, metric, camera_filter)
     keep = g_pids != -1  # junk for every query: drop once (order, hence the tie rule, is preserved)
     if not keep.any():
         raise ValueError("the gallery holds only junk items (identity -1)")
@@ -197,11 +226,11 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     return _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query)
 
 
-def evaluate_reid_distances(distances, query_pids, gallery_pids, query_camids, gallery_camids,
+def evaluate_reid_distances(distances, query_pids, gallery_pids, query_camids=None, gallery_camids=None,
                             max_rank: int = 50, ap_mode: str = "standard", block_size: int | None = None,
-                            per_query: bool = False) -> dict:
+                            per_query: bool = False, camera_filter: bool = True) -> dict:
     """The same protocol from a precomputed distance matrix [Q, G] (lower = closer), e.g. after re-ranking."""
-    _check_options(ap_mode, max_rank)
+    _check_options(ap_mode, max_rank, block_size, camera_filter)
     if isinstance(distances, torch.Tensor):
         distances = distances.detach().cpu().numpy()
     distances = np.asarray(distances)
@@ -209,10 +238,12 @@ def evaluate_reid_distances(distances, query_pids, gallery_pids, query_camids, g
         raise ValueError(f"distances must be a non-empty [Q, G] matrix, got shape {distances.shape}")
     if not np.isfinite(distances).all():
         raise ValueError("distances hold NaN or infinite values")
+    if np.abs(distances).max() > np.finfo(np.float32).max:
+        raise ValueError("distances hold values too large for float32 scores")
     q_pids = as_label_vector(query_pids, "query_pids", distances.shape[0])
     g_pids = as_label_vector(gallery_pids, "gallery_pids", distances.shape[1])
-    q_cams = as_label_vector(query_camids, "query_camids", distances.shape[0])
-    g_cams = as_label_vector(gallery_camids, "gallery_camids", distances.shape[1])
+    q_cams, g_cams = protocol_cameras(query_camids, gallery_camids, distances.shape[0], distances.shape[1],
+                                      camera_filter)
     keep = g_pids != -1
     if not keep.any():
         raise ValueError("the gallery holds only junk items (identity -1)")

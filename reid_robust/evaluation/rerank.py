@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .search import as_feature_matrix, check_same_dim, default_block_size
+from .search import as_feature_matrix, check_block_size, check_positive_int, check_same_dim, default_block_size
 
 
 def _top_neighbours(dist_rows: torch.Tensor, k: int) -> torch.Tensor:
@@ -95,10 +95,13 @@ def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, la
     original distance is the Euclidean distance of the features as given (normalise them first for
     cosine-trained embeddings, as BoT does).
     """
-    if k1 < 1 or k2 < 1 or k2 > k1 + 1:
+    check_positive_int(k1, "k1")
+    check_positive_int(k2, "k2")
+    if k2 > k1 + 1:
         raise ValueError(f"need k1 >= 1 and 1 <= k2 <= k1 + 1, got k1={k1}, k2={k2}")
     if not 0.0 <= lambda_value <= 1.0:
         raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
+    check_block_size(block_size)
     qf = as_feature_matrix(query_feats, "query_feats")
     gf = as_feature_matrix(gallery_feats, "gallery_feats")
     check_same_dim(qf, gf)

@@ -18,7 +18,15 @@ import warnings
 import numpy as np
 
 from .ranking import group_members, match_ranks
-from .search import as_feature_matrix, as_label_vector, check_metric, iter_score_blocks, prepare
+from .search import (
+    as_feature_matrix,
+    as_label_vector,
+    check_block_size,
+    check_metric,
+    check_positive_int,
+    iter_score_blocks,
+    prepare,
+)
 
 
 def normalized_mutual_info(feats: np.ndarray, labels: np.ndarray, seed: int = 0, n_init: int = 1) -> float:
@@ -33,6 +41,16 @@ def normalized_mutual_info(feats: np.ndarray, labels: np.ndarray, seed: int = 0,
     return float(normalized_mutual_info_score(labels, clusters, average_method="arithmetic"))
 
 
+def _check_ks(ks) -> tuple[int, ...]:
+    """The cutoffs of Recall@K: a non-empty sequence of positive integers (1.5, True, "4" are refused)."""
+    if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__"):
+        raise ValueError(f"ks must be a sequence of positive integers, got {ks!r}")
+    checked = tuple(check_positive_int(k, "each of ks") for k in ks)
+    if not checked:
+        raise ValueError("ks must hold at least one cutoff, got an empty sequence")
+    return checked
+
+
 def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", compute_nmi: bool = True,
                        nmi_seed: int = 0, block_size: int | None = None,
                        per_query: bool = False) -> dict:
@@ -41,12 +59,13 @@ def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", c
     Returns ``recall@K`` for each K in ``ks``, ``precision_at_1``, ``map_at_r``, ``nmi`` (NaN when
     ``compute_nmi`` is False), all fractions in [0, 1], plus ``num_valid_queries`` and ``num_lone_queries``;
     ``per_query=True`` adds ``per_query``: arrays ``first_rank``, ``map_at_r`` and ``valid`` over all items.
+    ``ks`` are positive integers; features must be finite, not too large for float32 scores, and (cosine)
+    of non-zero norm.
     """
     check_metric(metric)
-    ks = tuple(int(k) for k in ks)
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be positive integers, got {ks}")
-    x = as_feature_matrix(feats, "feats")
+    ks = _check_ks(ks)
+    check_block_size(block_size)
+    x = as_feature_matrix(feats, "feats", metric)
     y = as_label_vector(labels, "labels", x.shape[0])
     x = prepare(x, metric)
 

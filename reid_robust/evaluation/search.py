@@ -21,10 +21,19 @@ import torch
 
 METRICS = ("cosine", "euclidean")
 DEFAULT_BLOCK_ELEMENTS = 1 << 24  # scores per block: 64 MB of float32
+# squared norms of a scorable row: 2 qᵀg - ||g||² and the squared distances of re-ranking stay far below
+# the float32 maximum (~3.4e38); below the minimum, a row cannot be normalised in float32 (cosine)
+MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 16
+MIN_SQUARED_NORM = float(np.finfo(np.float32).tiny) ** 2
 
 
-def as_feature_matrix(x, name: str) -> np.ndarray:
-    """Validate a feature matrix [N, D] (numpy array or torch tensor) and return it as float32 numpy."""
+def as_feature_matrix(x, name: str, metric: str | None = None) -> np.ndarray:
+    """Validate a feature matrix [N, D] (numpy array or torch tensor) and return it as float32 numpy.
+
+    Refused, naming the first bad row: a row that is not finite, a row too large to score in float32
+    (squared norm above ``MAX_SQUARED_NORM``: its products or distances would overflow), and under the
+    ``cosine`` metric a row whose norm is zero or too small to normalise in float32.
+    """
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
@@ -34,15 +43,39 @@ def as_feature_matrix(x, name: str) -> np.ndarray:
         raise ValueError(f"{name} is empty (0 rows)")
     if x.shape[1] == 0:
         raise ValueError(f"{name} has 0 feature dimensions")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise ValueError(f"{name} must hold numbers, got dtype {x.dtype}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    finite = np.isfinite(x)
+    finite = np.isfinite(x).all(axis=1)
     if not finite.all():
-        bad_rows = np.flatnonzero(~finite.all(axis=1))
-        raise ValueError(f"{name} has NaN or infinite values in {bad_rows.size} row(s), "
-                         f"first at row {int(bad_rows[0])}")
+        bad = np.flatnonzero(~finite)
+        raise ValueError(f"{name} row {int(bad[0])} is not finite (NaN or infinite; {bad.size} such row(s))")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf: check_norms names the row
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    check_norms(x, name, metric)
     return x
+
+
+def check_norms(x: np.ndarray, name: str, metric: str | None = None) -> None:
+    """Refuse rows of the float32 matrix ``x`` [N, D] that cannot be scored exactly (see as_feature_matrix)."""
+    squared = np.einsum("ij,ij->i", x, x, dtype=np.float64)  # float64: neither overflows nor underflows here
+    too_large = ~(squared <= MAX_SQUARED_NORM)  # also catches values that overflowed the float32 cast
+    if too_large.any():
+        row = int(np.flatnonzero(too_large)[0])
+        raise ValueError(f"{name} row {row} is too large to score in float32 (norm {np.sqrt(squared[row]):.3g}, "
+                         f"at most {np.sqrt(MAX_SQUARED_NORM):.3g})")
+    if metric == "cosine":
+        too_small = squared < MIN_SQUARED_NORM
+        if too_small.any():
+            row = int(np.flatnonzero(too_small)[0])
+            what = "is all zeros" if squared[row] == 0 else f"has norm {np.sqrt(squared[row]):.3g}, too small"
+            raise ValueError(f"{name} row {row} {what}: the cosine metric cannot normalise it")
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an int if it is a positive integer (Python or numpy; bool and 1.0 are refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def as_label_vector(x, name: str, length: int) -> np.ndarray:
@@ -71,16 +104,22 @@ def check_same_dim(query: np.ndarray, gallery: np.ndarray, qname="query_feats", 
         raise ValueError(f"{qname} have {query.shape[1]} dimensions but {gname} have {gallery.shape[1]}")
 
 
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows divided by their L2 norm (a new float32 array; zero rows stay zero)."""
-    t = torch.from_numpy(x)
-    norms = torch.linalg.vector_norm(t, dim=1).clamp_(min=eps)
-    return (t / norms.unsqueeze(1)).numpy()
+def l2_normalize(x: np.ndarray, eps: float = float(np.finfo(np.float32).tiny)) -> np.ndarray:
+    """Rows [N, D] float32 divided by their L2 norm, taken in float64 (a new float32 array; rows of norm
+    below ``eps`` are divided by ``eps``: the evaluators refuse such rows first, see :func:`check_norms`)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    return x / np.maximum(norms, eps).astype(np.float32)[:, None]
 
 
 def prepare(x: np.ndarray, metric: str) -> np.ndarray:
     """The representation searched for ``metric``: L2-normalised rows for cosine, the raw rows otherwise."""
     return l2_normalize(x) if metric == "cosine" else x
+
+
+def check_block_size(block_size: int | None) -> None:
+    """``block_size`` (queries per score block) is None (automatic) or a positive integer."""
+    if block_size is not None:
+        check_positive_int(block_size, "block_size")
 
 
 def default_block_size(num_gallery: int, block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> int:
@@ -138,10 +177,9 @@ class ApproximateSearch:
         if self.kind not in ("ivf", "hnsw"):
             raise ValueError(f"approximate kind must be 'ivf' or 'hnsw', got {self.kind!r}")
         for field in ("topk", "nprobe", "hnsw_m", "ef_construction", "ef_search"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"approximate {field} must be >= 1, got {getattr(self, field)}")
-        if self.nlist is not None and self.nlist < 1:
-            raise ValueError(f"approximate nlist must be >= 1, got {self.nlist}")
+            check_positive_int(getattr(self, field), f"approximate {field}")
+        if self.nlist is not None:
+            check_positive_int(self.nlist, "approximate nlist")
 
 
 def build_index(gallery: np.ndarray, metric: str, approximate: ApproximateSearch | None = None):

@@ -9,7 +9,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .search import as_feature_matrix, as_label_vector, build_index, check_same_dim, prepare, search_topk
+from .reid import protocol_cameras
+from .search import (
+    as_feature_matrix,
+    as_label_vector,
+    build_index,
+    check_positive_int,
+    check_same_dim,
+    prepare,
+    search_topk,
+)
 
 MATCH_COLOUR, MISS_COLOUR, QUERY_COLOUR = "#1a9850", "#d73027", "#4575b4"
 
@@ -21,25 +30,28 @@ def pick_queries(num_queries: int, count: int) -> np.ndarray:
 
 
 def ranked_lists(query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids,
-                 query_indices, topk: int = 10, metric: str = "cosine", distances=None):
+                 query_indices, topk: int = 10, metric: str = "cosine", distances=None, camera_filter: bool = True):
     """Junk-free top-``topk`` gallery indices for the chosen queries, and whether each is a true match.
 
     Ranks come from an exact FAISS flat index over the features, or from rows of ``distances`` [Q, G]
-    (lower = closer, e.g. re-ranked) when given. Returns ``(indices [n, <=topk], is_match [n, <=topk])``
-    as lists of arrays (a list is shorter when the gallery has fewer valid items).
+    (lower = closer, e.g. re-ranked) when given. Junk is as in :func:`reid_robust.evaluation.evaluate_reid`
+    (``camera_filter=False``: cameras may be None, same-camera items stay). Returns
+    ``(indices [n, <=topk], is_match [n, <=topk])`` as lists of arrays (shorter when the gallery has fewer
+    valid items).
     """
+    check_positive_int(topk, "topk")
     query_indices = np.asarray(query_indices, dtype=np.int64)
     g_pids = np.asarray(gallery_pids)
-    g_cams = np.asarray(gallery_camids)
+    q_cams, g_cams = protocol_cameras(query_camids, gallery_camids, len(query_pids), len(g_pids), camera_filter)
     q_pids = np.asarray(query_pids)[query_indices]
-    q_cams = np.asarray(query_camids)[query_indices]
+    q_cams = q_cams[query_indices]
     keep = np.flatnonzero(g_pids != -1)
     if distances is not None:
         rows = np.asarray(distances)[query_indices][:, keep]
         candidates = keep[np.argsort(rows, axis=1, kind="stable")]
     else:
-        qf = prepare(as_feature_matrix(query_feats, "query_feats")[query_indices], metric)
-        gf = prepare(as_feature_matrix(gallery_feats, "gallery_feats")[keep], metric)
+        qf = prepare(as_feature_matrix(query_feats, "query_feats", metric)[query_indices], metric)
+        gf = prepare(as_feature_matrix(gallery_feats, "gallery_feats", metric)[keep], metric)
         check_same_dim(qf, gf)
         same_id_same_cam = max(int(((g_pids[keep] == p) & (g_cams[keep] == c)).sum()) for p, c in zip(q_pids, q_cams))
         _, found = search_topk(build_index(gf, metric), qf, topk + same_id_same_cam, metric)
@@ -81,13 +93,15 @@ def save_ranked_list(query_path: str, gallery_paths, is_match, out_path, query_l
 
 def save_ranked_lists(out_dir, query_paths, gallery_paths, query_feats, gallery_feats, query_pids, gallery_pids,
                       query_camids, gallery_camids, num_queries: int, topk: int = 10, metric: str = "cosine",
-                      distances=None) -> list[Path]:
+                      distances=None, camera_filter: bool = True) -> list[Path]:
     """Pictures ``out_dir/rank_XXXXX.png`` for ``num_queries`` queries spread over the query set."""
+    check_positive_int(num_queries, "num_queries")
     q_pids = as_label_vector(query_pids, "query_pids", len(query_paths))
     as_label_vector(gallery_pids, "gallery_pids", len(gallery_paths))
     chosen = pick_queries(len(query_paths), num_queries)
     indices, matches = ranked_lists(query_feats, gallery_feats, query_pids, gallery_pids, query_camids,
-                                    gallery_camids, chosen, topk=topk, metric=metric, distances=distances)
+                                    gallery_camids, chosen, topk=topk, metric=metric, distances=distances,
+                                    camera_filter=camera_filter)
     written = []
     for q, row, match in zip(chosen, indices, matches):
         out = Path(out_dir) / f"rank_{q:05d}.png"
