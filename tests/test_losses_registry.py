@@ -109,7 +109,7 @@ def test_unknown_and_missing_parameters_are_named():
 def test_every_class_declares_its_needs():
     for name, cls in LOSSES.items():
         assert isinstance(cls.needs_num_classes, bool), name
-        assert cls.weights_meaning in (None, "reliability", "hardness"), name
+        assert cls.weights_meaning in (None, "reliability", "hardness", "emphasis"), name
 
 
 def test_duplicate_registration_and_non_loss_classes_are_rejected():

@@ -170,7 +170,8 @@ RELIABILITY = sorted(n for n, c in LOSSES.items() if c.weights_meaning == "relia
 
 
 def test_reliability_list_is_the_documented_one():
-    assert RELIABILITY == ["dm", "imae", "osm_caa", "prism", "proselflc"]
+    assert RELIABILITY == ["osm_caa", "prism", "proselflc"]
+    assert sorted(n for n, c in LOSSES.items() if c.weights_meaning == "emphasis") == ["dm", "imae"]
 
 
 def unweighted_counterpart(name: str, loss):
@@ -207,6 +208,37 @@ def test_planted_mislabel_gets_lowest_weight_and_smaller_gradient_share(name):
     assert int(w.argmin()) == 12, w
     assert w[12] < w[:12].min()
     assert weighted_shares[12] < plain_shares[12], (weighted_shares[12], plain_shares[12])
+
+
+@pytest.mark.parametrize("name", ["dm", "imae"])
+def test_emphasis_weights_are_low_at_both_ends_so_they_are_no_reliability(name):
+    """DM/IMAE weigh ``exp(beta p^lam (1 - p))``: with lam = 1 the maximum is at p = 0.5 and a confidently right
+    sample (p ~ 1) weighs less than a mislabeled one (p ~ 0), so the weights must not be read as reliability."""
+    loss = with_identity_classifier(build_loss(name, num_classes=4, embedding_dim=8))
+    x = torch.zeros(4, 8)
+    x[0, 0] = 12.0              # label 0, p = e^12 / (e^12 + 3) ~ 1 - 2e-5: confidently right
+    x[1, 0] = math.log(3.0)     # label 0, p = 3 / (3 + 3) = 0.5: the mode
+    x[2, 0] = 10.0              # label 3, p = 1 / (e^10 + 3) ~ 5e-5: confidently mislabeled
+    #  x[3] = 0                 # label 1, p = 0.25
+    loss(x, torch.tensor([0, 0, 3, 1]))
+    w = loss.last_sample_weights
+    assert loss.weights_meaning == "emphasis"
+    assert int(w.argmax()) == 1
+    assert int(w.argmin()) == 0 and w[0] < w[2] < w[3]  # the right, confident sample weighs least
+
+
+@pytest.mark.parametrize("name", ["dm", "imae"])
+def test_emphasis_losses_give_a_planted_mislabel_a_smaller_gradient_share_than_cross_entropy(name):
+    """What DM/IMAE do promise: a confidently mislabeled sample, which dominates cross entropy's gradient, gets a
+    smaller share of it, whether the clean samples are moderately (p ~ 0.86) or very (p ~ 1) confident."""
+    x, y = planted_batch()
+    for sharpness in (1.0, 4.0):
+        loss = with_identity_classifier(build_loss(name, num_classes=4, embedding_dim=8))
+        with torch.no_grad():
+            loss.classifier.weight.mul_(sharpness)
+        weighted_shares = gradient_shares(copy.deepcopy(loss), x, y)
+        plain_shares = gradient_shares(unweighted_counterpart(name, loss), x, y)
+        assert weighted_shares[12] < plain_shares[12], (sharpness, weighted_shares[12], plain_shares[12])
 
 
 def test_prism_selection_drops_the_planted_sample_and_keeps_memory():
@@ -363,7 +395,7 @@ def test_proselflc_corrected_target_by_hand():
 
 def test_dm_with_lam_zero_says_its_weights_measure_hardness():
     assert build_loss("dm", num_classes=4, embedding_dim=8, lam=0.0).weights_meaning == "hardness"
-    assert build_loss("dm", num_classes=4, embedding_dim=8).weights_meaning == "reliability"
+    assert build_loss("dm", num_classes=4, embedding_dim=8).weights_meaning == "emphasis"
     loss = with_identity_classifier(build_loss("dm", num_classes=4, embedding_dim=8, lam=0.0))
     x, y = planted_batch()
     loss(x, y)

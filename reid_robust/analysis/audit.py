@@ -3,11 +3,12 @@
 Two kinds of evidence, each turned into a suspicion score where higher = more suspect:
 
 - *loss reliability*: how much the checkpoint's robust loss terms (``weights_meaning == "reliability"``)
-  trust each label, inverted (``1 - w``). Terms with a classifier (OSM+CAA, DM, IMAE, ProSelfLC) give the
+  trust each label, inverted (``1 - w``). Terms with a classifier (OSM+CAA, ProSelfLC) give the
   class-aware attention of their classifier's probability for the label (Wang et al., AAAI 2019), one value
   per image; batch-dependent terms (PRISM) give their sample weights over PK batches of the (noisy) training
   labels, averaged per image over several passes. A checkpoint with no such term falls back to the
-  class-aware attention computed with its cross-entropy classifier.
+  class-aware attention computed with its first classifier term (cross entropy, DM or IMAE: DM/IMAE weights
+  are an ``"emphasis"``, low at both p -> 0 and p -> 1, never read as a reliability).
 - *neighbourhood*: ``knn``, the share of the k nearest training neighbours (cosine, self excluded) that carry
   another label; ``margin``, cosine to the nearest other class centre minus cosine to the image's own class
   centre (leave-one-out: the image itself is removed from its centre).
@@ -124,9 +125,8 @@ def reliability_weights(outputs: dict[str, torch.Tensor], labels: np.ndarray, te
     if not reliable:  # fall back: CAA attention from a classifier term (e.g. the cross entropy)
         classifier = next((t for t in terms if isinstance(t.module, ClassifierLoss)), None)
         return None if classifier is None else attention(classifier)
-    # classifier-based terms (osm_caa, dm, imae, proselflc) are scored by their classifier's p_y directly:
-    # it does not depend on the batch, and DM/IMAE's own weights are not monotone in p (a confident,
-    # correct example weighs as little as a mislabeled one)
+    # classifier-based terms (osm_caa, proselflc) are scored by their classifier's p_y directly: it does not
+    # depend on the batch (DM/IMAE say "emphasis", so they only reach here through the fallback above)
     per_term = [attention(t) for t in reliable if isinstance(t.module, ClassifierLoss)]
     batched = [t for t in reliable if not isinstance(t.module, ClassifierLoss)]
     if batched:

@@ -76,11 +76,16 @@ class MetricLoss(nn.Module):
 
     Class attributes:
         needs_num_classes: True when the constructor takes ``num_classes`` and ``embedding_dim``.
+        needs_positives: True when the loss needs same-label pairs in a batch (pair, triplet, ranking
+            losses: PK batches with K >= 2); False for classification losses.
         weights_meaning: ``"reliability"`` (low = likely mislabeled/outlier), ``"hardness"``
-            (high = harder) or None when the loss exposes no sample weights.
+            (high = harder), ``"emphasis"`` (highest at an intermediate confidence, low at both p -> 0 and
+            p -> 1: DM/IMAE; neither a reliability nor a hardness) or None when the loss exposes no sample
+            weights.
     """
 
     needs_num_classes: ClassVar[bool] = False
+    needs_positives: ClassVar[bool] = True
     weights_meaning: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -163,6 +168,7 @@ class ClassifierLoss(MetricLoss):
     """
 
     needs_num_classes: ClassVar[bool] = True
+    needs_positives: ClassVar[bool] = False
 
     def __init__(self, num_classes: int, embedding_dim: int) -> None:
         super().__init__()

@@ -37,14 +37,15 @@ class DerivativeManipulationLoss(ClassifierLoss):
             prefers 0.5 at 20 % and 1-2 at 40-80 % symmetric noise). Default 1 (mode p = 0.5).
         beta: spread of the weights (default 2, the paper's Clothing1M setting with lam = 1; official
             grids use 6-15).
-    ``last_sample_weights``: the normalised weights. With lam > 0 they are labelled reliability (an example
-    the classifier gives p ~ 0 under its label weighs less than the emphasised ones), but they are not
-    monotone in p: a confidently right example (p ~ 1) weighs as little as a mislabeled one. The label
-    audit therefore ranks examples by the classifier's p_y instead. With lam = 0 the weight grows as p
-    falls, so the instance says ``weights_meaning == "hardness"``.
+    ``last_sample_weights``: the normalised weights. With lam > 0 they are an *emphasis*
+    (``weights_meaning == "emphasis"``): highest at the mode p = lam / (lam + 1) and low at both ends, so a
+    confidently right example (p ~ 1) weighs as little as a mislabeled one (p ~ 0). They are not a
+    reliability and consumers that need one (the label audit) must not read them as such; the classifier's
+    p_y is the reliability signal. With lam = 0 the weight grows as p falls, so the instance says
+    ``weights_meaning == "hardness"``.
     """
 
-    weights_meaning = "reliability"
+    weights_meaning = "emphasis"
 
     def __init__(self, num_classes: int, embedding_dim: int, lam: float = 1.0, beta: float = 2.0) -> None:
         super().__init__(num_classes, embedding_dim)
