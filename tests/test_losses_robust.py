@@ -45,6 +45,41 @@ def test_osm_caa_id_term_is_cross_entropy():
     assert full(x, PK).item() == pytest.approx(metric(x, PK).item() + ce.item(), rel=1e-5)
 
 
+def _osm_caa_three_points(**params):
+    """Unit vectors e_0, e_1 (label 0) and (e_0 + e_1)/sqrt(2) (label 1); a zero classifier (p = 1/2 everywhere,
+    so the attention is uniform and the ID term is exactly log 2)."""
+    loss = build_loss("osm_caa", num_classes=2, embedding_dim=2, **params).double()
+    torch.nn.init.zeros_(loss.classifier.weight)
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2 ** -0.5, 2 ** -0.5]], dtype=torch.float64)
+    return loss, x, torch.tensor([0, 0, 1])
+
+
+@pytest.mark.parametrize("id_weight", [0.0, 1.0])
+def test_osm_caa_both_normalisations_by_hand(id_weight):
+    # one positive pair, d^2 = 2 (its normalised weight is 1 whatever sigma_osm);
+    # two negative pairs at d = sqrt(2 - sqrt 2) ~ 0.765 < margin 1.2, equal weights 1/2 each
+    wcl = 0.25 * (2.0 + (1.2 - math.sqrt(2.0 - math.sqrt(2.0))) ** 2)
+    assert wcl == pytest.approx(0.5472265, abs=1e-7)
+    expected = {"weights": wcl, "pairs": wcl / 3.0}  # N(N-1)/2 = 3 unordered pairs
+    for normalization, value in expected.items():
+        loss, x, y = _osm_caa_three_points(id_weight=id_weight, normalization=normalization)
+        # abs 1e-10: the official layer's "+ 1e-12" in each weight normaliser shifts the value by ~1e-12
+        assert loss(x, y).item() == pytest.approx(value + id_weight * math.log(2.0), abs=1e-10)
+
+
+def test_osm_caa_pairs_normalisation_scales_the_metric_gradient_by_the_pair_count_and_gradchecks():
+    torch.manual_seed(12)
+    x = torch.randn(10, 5, dtype=torch.float64)
+    by_weights = build_loss("osm_caa", num_classes=4, embedding_dim=5, id_weight=0.0).double()
+    by_pairs = copy.deepcopy(by_weights)
+    by_pairs.normalization = "pairs"
+    v_w, g_w = value_and_grad(lambda e: by_weights(e, PK), x)
+    v_p, g_p = value_and_grad(lambda e: by_pairs(e, PK), x)
+    assert v_p == pytest.approx(v_w / 45, rel=1e-12) and torch.allclose(g_p, g_w / 45, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        build_loss("osm_caa", num_classes=4, embedding_dim=5, normalization="pair")
+
+
 def test_ranked_list_matches_loop_reference_value_and_gradient():
     torch.manual_seed(2)
     x = torch.randn(10, 4, dtype=torch.float64)

@@ -6,6 +6,11 @@ AAAI 2019. On L2-normalised embeddings with distances d:
 ``w+ ~ exp(-d^2 / 2 s_osm^2) min(a_i, a_j)``, ``w- ~ [alpha - d]_+ min(a_i, a_j)`` (each normalised over its
 set) and ``a_i = exp(-(1 - p_i)^2 / 2 s_caa^2)``, p_i the classifier's probability of the annotated label.
 The full objective of the official code adds the classifier's cross entropy (``id_weight``).
+
+Normalisation: the backward of the official Caffe layer (DistanceWeightedValidPairLossV5 over Caffe's
+ContrastiveLoss, which divides by its number of pairs) is the gradient of ``L_WCL / P``, P = N(N-1)/2
+unordered pairs (``normalization="pairs"``); ``"weights"`` (the default) stops at the per-set weight
+normalisation, which weighs the metric term P times more against the ID term (1540x at batch 56).
 """
 
 from __future__ import annotations
@@ -33,10 +38,15 @@ from .weighting import (
 )
 
 
+NORMALIZATIONS = ("weights", "pairs")
+
+
 def weighted_contrastive(sq_dist: Tensor, dist: Tensor, pos: Tensor, neg: Tensor, pos_weights: Tensor,
                          neg_weights: Tensor, margin: float) -> Tensor:
     """``1/2 sum_pos w+ d^2/2 + 1/2 sum_neg w- [margin - d]_+^2 / 2`` with weights normalised per set
-    (sum + 1e-12, as in the official layer). All inputs [N, N]; the weights are constants."""
+    (sum + 1e-12, as in the official layer). All inputs [N, N]; the weights are constants.
+    Summing over ordered pairs with weights normalised over ordered pairs equals the same sum over unordered
+    pairs (each pair counted once, as the official layer does)."""
     wp = torch.where(pos, pos_weights, torch.zeros_like(pos_weights))
     wn = torch.where(neg, neg_weights, torch.zeros_like(neg_weights))
     wp = wp / (wp.sum() + 1e-12)
@@ -53,26 +63,35 @@ class OSMCAALoss(ClassifierLoss):
         margin: negative margin alpha on normalised distances (1.2).
         sigma_osm: width of the positive soft-mining Gaussian (0.8; code uses 1.0 on MARS, 0.6 on LPW).
         sigma_caa: width of the class-aware attention Gaussian (0.68).
-        id_weight: weight of the classifier's cross entropy in the returned loss (1.0, as in the code).
-            This term is what trains the classifier; with 0 the attention stays uniform unless the
+        id_weight: weight of the classifier's cross entropy in the returned loss (1.0). The official
+            prototxts give each ID loss loss_weight 1 against the pair-normalised metric term, so the official
+            balance is ``normalization="pairs"`` with 1. This term is what trains the classifier; with 0 the attention stays uniform unless the
             classifier's weights are trained or set elsewhere.
         confidence_weighted_id: weight the ID loss by a Gaussian of p (mean 0.5, std 0.18) as the
             official prototxts do; off by default.
         soft_mining / class_attention: switch either weighting off (uniform weights) for ablations.
+        normalization: ``"weights"`` (default): the weighted contrastive loss as above, weights normalised per
+            set; ``"pairs"``: that value divided by the number of unordered pairs N(N-1)/2, the official
+            objective's scale (the official layer's backward equals this gradient, up to its ``d + 1e-4``
+            in the negative pairs' denominator).
     ``last_sample_weights``: the attention a_i (reliability; low = the classifier doubts the label).
     """
 
+    needs_positives = True  # a weighted contrastive loss on top of its classifier
     weights_meaning = "reliability"
 
     def __init__(self, num_classes: int, embedding_dim: int, margin: float = 1.2, sigma_osm: float = 0.8,
                  sigma_caa: float = 0.68, id_weight: float = 1.0, confidence_weighted_id: bool = False,
-                 soft_mining: bool = True, class_attention: bool = True) -> None:
+                 soft_mining: bool = True, class_attention: bool = True, normalization: str = "weights") -> None:
         super().__init__(num_classes, embedding_dim)
         if margin <= 0 or sigma_osm <= 0 or sigma_caa <= 0:
             raise ValueError(f"OSMCAALoss: margin, sigma_osm and sigma_caa must be > 0, "
                              f"got {margin}, {sigma_osm}, {sigma_caa}")
         if id_weight < 0:
             raise ValueError(f"OSMCAALoss: id_weight must be >= 0, got {id_weight}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"OSMCAALoss: normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        self.normalization = normalization
         self.margin, self.sigma_osm, self.sigma_caa = float(margin), float(sigma_osm), float(sigma_caa)
         self.id_weight = float(id_weight)
         self.confidence_weighted_id = bool(confidence_weighted_id)
@@ -98,6 +117,9 @@ class OSMCAALoss(ClassifierLoss):
             pair_attention = pairwise_min(attention).to(dist.dtype)
             w_pos, w_neg = w_pos * pair_attention, w_neg * pair_attention
         loss = weighted_contrastive(sq_dist, dist, pos, neg, w_pos, w_neg, self.margin)
+        n = embeddings.shape[0]
+        if self.normalization == "pairs" and n > 1:
+            loss = loss / (n * (n - 1) / 2)
 
         if self.id_weight > 0:
             if self.confidence_weighted_id:
@@ -110,4 +132,5 @@ class OSMCAALoss(ClassifierLoss):
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, margin={self.margin}, "
-                f"sigma_osm={self.sigma_osm}, sigma_caa={self.sigma_caa}, id_weight={self.id_weight}")
+                f"sigma_osm={self.sigma_osm}, sigma_caa={self.sigma_caa}, id_weight={self.id_weight}, "
+                f"normalization={self.normalization!r}")
