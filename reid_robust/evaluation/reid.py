@@ -93,14 +93,14 @@ def protocol_cameras(query_camids, gallery_camids, num_query: int, num_gallery: 
     are checked but not used: query and gallery get different cameras, so no same-identity item is junk.
     """
     cameras = []
-    for name, camids, length in (("query_camids", query_camids, num_query),
-                                 ("gallery_camids", gallery_camids, num_gallery)):
+    for name, camids, length, stand_in in (("query_camids", query_camids, num_query, 0),
+                                           ("gallery_camids", gallery_camids, num_gallery, 1)):
         if camids is None and camera_filter:
             raise ValueError(f"{name} is None: the Market-1501 protocol drops same-camera matches; pass "
                              "camera_filter=False to evaluate without that rule")
-        cameras.append(None if camids is None else as_label_vector(camids, name, length))
-    if not camera_filter:
-        return np.zeros(num_query, dtype=np.int64), np.ones(num_gallery, dtype=np.int64)
+        if camids is not None:
+            camids = as_label_vector(camids, name, length)
+        cameras.append(camids if camera_filter else np.full(length, stand_in, dtype=np.int64))
     return cameras[0], cameras[1]
 
 
