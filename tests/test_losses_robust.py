@@ -313,6 +313,48 @@ def test_prism_threshold_window():
     assert keep.tolist() == [True, False, True, True] and len(t.values) == 1
 
 
+def test_prism_empty_window_drops_the_lowest_floor_rn_as_the_official_code():
+    """The window stays empty while every boundary value is 1 (no class centre yet): the official code then drops
+    the lowest floor(r N) samples anyway (ties in batch order); keeping all of them was our old behaviour."""
+    from reid_robust.losses.prism import SlidingWindowThreshold
+
+    t = SlidingWindowThreshold(noise_rate=0.5, window_size=3)
+    keep = t.select(torch.tensor([1.0, 1.0, 1.0, 1.0]))
+    assert keep.tolist() == [False, False, True, True] and t.values == []
+    # in the loss: the memory knows classes 0 and 1 only, the batch holds classes 2-5 (probability 1 each)
+    loss = build_loss("prism", num_classes=6, embedding_dim=8, noise_rate=0.25, memory_size=64)
+    gen = torch.Generator().manual_seed(0)
+    loss(torch.randn(4, 8, generator=gen), torch.tensor([0, 0, 1, 1]))
+    loss(torch.randn(8, 8, generator=gen), torch.tensor([2, 2, 3, 3, 4, 4, 5, 5]))
+    assert loss.last_sample_weights.tolist() == [1.0] * 8 and loss.threshold.values == []
+    assert loss.last_kept_mask.tolist() == [False, False] + [True] * 6
+
+
+def test_prism_memory_term_is_divided_by_the_batch_size_and_the_batch_term_by_the_kept_count():
+    """Official memory_contrastive_loss_w_PRISM: the memory loss masks the dropped rows and divides by the whole
+    batch n; the batch loss runs on the kept samples only and divides by their number."""
+    x, y = planted_batch()
+    loss = build_loss("prism", num_classes=4, embedding_dim=8, noise_rate=0.1, memory_size=64).double()
+    for seed in range(1, 4):
+        xc, yc = planted_batch(seed)
+        loss(xc[:12].double(), yc[:12])
+    filled = loss.memory_labels >= 0
+    memory, memory_labels = loss.memory[filled].clone(), loss.memory_labels[filled].clone()
+    value = loss(x.double(), y).item()
+    kept = loss.last_kept_mask
+    assert int(kept.sum()) == 12  # the planted sample is dropped
+    xn = torch.nn.functional.normalize(x.double(), dim=1)
+
+    def pair_cost(s: float, same: bool) -> float:
+        return 1.0 - s if same else (s if s > 0.5 else 0.0)
+
+    rows = [i for i in range(13) if kept[i]]
+    batch = sum(pair_cost(float(xn[i] @ xn[j]), bool(y[i] == y[j])) for i in rows for j in rows if i != j)
+    mem = sum(pair_cost(float(xn[i] @ memory[m]), bool(y[i] == memory_labels[m]))
+              for i in rows for m in range(memory.shape[0]))
+    assert value == pytest.approx(batch / 12 + mem / 13, abs=1e-10)
+
+
 def test_prism_state_dict_carries_the_window_so_a_restored_copy_selects_the_same():
     x, y = planted_batch()
     trained = build_loss("prism", num_classes=4, embedding_dim=8, noise_rate=0.1, memory_size=64, window_size=3)
@@ -414,8 +456,9 @@ def test_centre_probabilities_by_hand():
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
     prob = centre_probabilities(x, torch.tensor([0, 0, 2]), memory, memory_labels, num_classes=3)
     e = math.e
-    # logits (1, 0) -> p0 = e / (e + 1); logits (0, 2) -> p0 = 1 / (1 + e^2); class 2 has no centre -> 1
-    torch.testing.assert_close(prob, torch.tensor([e / (e + 1), 1 / (1 + e**2), 1.0]))
+    # the softmax runs over all 3 classes, class 2's zero centre giving logit 0 (official: zero-initialised centres):
+    # logits (1, 0, 0) -> p0 = e / (e + 2); logits (0, 2, 0) -> p0 = 1 / (2 + e^2); class 2 has no centre -> 1
+    torch.testing.assert_close(prob, torch.tensor([e / (e + 2), 1 / (2 + e**2), 1.0]))
 
 
 def test_proselflc_corrected_target_by_hand():

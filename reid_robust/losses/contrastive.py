@@ -31,15 +31,16 @@ def contrastive_from_distances(dist: Tensor, pos: Tensor, neg: Tensor, pos_margi
     return torch.where(pos, hinge, 0.0).sum() / pos_count + torch.where(neg, hinge, 0.0).sum() / neg_count
 
 
-def xbm_contrastive(sim: Tensor, pos: Tensor, neg: Tensor, neg_threshold: float = 0.5) -> Tensor:
+def xbm_contrastive(sim: Tensor, pos: Tensor, neg: Tensor, neg_threshold: float = 0.5,
+                    num_anchors: int | None = None) -> Tensor:
     """Cosine contrastive loss of XBM/PRISM: ``(sum_pos (1 - S) + sum_{neg, S > t} S) / N``.
 
-    ``sim`` [N, M] cosine similarities of N anchors to M references; the sum runs over all pairs and is
-    divided by the number of anchors N.
+    ``sim`` [n, M] cosine similarities of n anchors to M references; the sum runs over all pairs and is
+    divided by ``num_anchors`` (default n; PRISM's memory term divides by the whole batch, dropped or not).
     """
     pos_loss = torch.where(pos, 1.0 - sim, torch.zeros_like(sim)).sum()
     neg_loss = torch.where(neg & (sim > neg_threshold), sim, torch.zeros_like(sim)).sum()
-    return (pos_loss + neg_loss) / sim.shape[0]
+    return (pos_loss + neg_loss) / (sim.shape[0] if num_anchors is None else num_anchors)
 
 
 class ContrastiveLoss(MetricLoss):

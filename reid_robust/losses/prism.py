@@ -2,12 +2,15 @@
 
 Liu et al., "Noise-resistant Deep Metric Learning with Ranking-based Instance Selection", CVPR 2021
 (official code alibaba-edu/Ranking-based-Instance-Selection, built on XBM). Each step:
-1. class centres ``c_k`` = mean of the memory embeddings labelled k;
-2. clean probability ``P_i = softmax_k(c_k^T f_i)[y_i]`` over classes with a centre (1 if y_i has none);
+1. class centres ``c_k`` = mean of the memory embeddings labelled k (zero for a class with no row);
+2. clean probability ``P_i = softmax_k(c_k^T f_i)[y_i]`` over all K classes (a class without a centre adds
+   ``e^0 = 1`` to the denominator, as the official zero-initialised centres do); 1 if y_i has no centre;
 3. the value at the boundary of the lowest ``floor(r N)`` probabilities (r = assumed noise rate) joins a
-   sliding window; samples with ``P_i > mean(window)`` are kept (if none is, exactly the lowest
-   ``floor(r N)`` are dropped and the window restarts from its last value);
-4. the pair loss runs on kept samples, within the batch and against the memory; kept samples are enqueued.
+   sliding window (unless it is 1); samples with ``P_i > mean(window)`` are kept; when the window is empty,
+   or nobody is above its mean, exactly the lowest ``floor(r N)`` are dropped (in the second case the window
+   restarts from its last value);
+4. the pair loss runs on kept samples, within the batch (divided by the number kept) and against the memory
+   (divided by the batch size N, kept or not, as the official memory loss does); kept samples are enqueued.
 """
 
 from __future__ import annotations
@@ -29,16 +32,16 @@ def centre_probabilities(x: Tensor, labels: Tensor, memory: Tensor, memory_label
                          num_classes: int) -> Tensor:
     """Clean probability [N] of each embedding x [N, D] for its label, from memory class centres.
 
-    Centres are plain (un-normalised) means of memory rows [M, D] per label; the softmax runs over the
-    classes that have a centre; a sample whose class has none gets probability 1.
+    Centres are plain (un-normalised) means of memory rows [M, D] per label, zero for a class with no row;
+    the softmax runs over all ``num_classes`` classes (as the official code's zero-initialised centres do,
+    each centreless class adds ``e^0 = 1`` to the denominator); a sample whose class has no centre gets 1.
     """
     sums = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, device=x.device)
     sums.index_add_(0, memory_labels, memory.to(x.dtype))
     counts = torch.bincount(memory_labels, minlength=num_classes)
     has = counts > 0
     centres = sums / counts.clamp_min(1).to(x.dtype).unsqueeze(1)
-    logits = (x @ centres.t()).masked_fill(~has.unsqueeze(0), float("-inf"))
-    prob = torch.softmax(logits, dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+    prob = torch.softmax(x @ centres.t(), dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
     return torch.where(has[labels], prob, torch.ones_like(prob))
 
 
@@ -57,17 +60,17 @@ class SlidingWindowThreshold:
         keep = torch.ones(n, dtype=torch.bool, device=clean_prob.device)
         if n_drop == 0:
             return keep
-        order = torch.argsort(clean_prob)
+        order = torch.argsort(clean_prob, stable=True)
         boundary = float(clean_prob[order[n_drop - 1]])
         if math.isfinite(boundary) and boundary != 1.0:
             self.values = (self.values + [boundary])[-self.window_size:]
-        if not self.values:
-            return keep
-        keep = clean_prob > sum(self.values) / len(self.values)
-        if not bool(keep.any()):
-            keep = torch.ones(n, dtype=torch.bool, device=clean_prob.device)
-            keep[order[:n_drop]] = False
+        if self.values:
+            keep = clean_prob > sum(self.values) / len(self.values)
+            if bool(keep.any()):
+                return keep
             self.values = self.values[-1:]
+        keep = torch.ones(n, dtype=torch.bool, device=clean_prob.device)
+        keep[order[:n_drop]] = False  # empty window or nobody above its mean: drop the lowest floor(r N)
         return keep
 
 
@@ -121,11 +124,12 @@ class PRISMLoss(MetricLoss):
         super().set_progress(step, total_steps)
         self.iteration = int(step)
 
-    def _pair_term(self, sim: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+    def _pair_term(self, sim: Tensor, pos: Tensor, neg: Tensor, num_anchors: int) -> Tensor:
+        """Pair loss of the rows of ``sim`` [n, M], summed over anchors and divided by ``num_anchors``."""
         if self.pair_loss == "contrastive":
-            return xbm_contrastive(sim, pos, neg, self.neg_threshold)
+            return xbm_contrastive(sim, pos, neg, self.neg_threshold, num_anchors)
         pos, neg = multi_similarity_mining(sim, pos, neg, 0.1)
-        return multi_similarity_per_anchor(sim, pos, neg, 2.0, 50.0, 0.5).mean()
+        return multi_similarity_per_anchor(sim, pos, neg, 2.0, 50.0, 0.5).sum() / num_anchors
 
     def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         if embeddings.shape[1] != self.embedding_dim:
@@ -150,11 +154,11 @@ class PRISMLoss(MetricLoss):
         xk, yk = x[keep], labels[keep]
         loss = zero_loss(embeddings)
         if xk.shape[0] > 1:
-            loss = loss + self._pair_term(xk @ xk.t(), positive_mask(yk), negative_mask(yk))
+            loss = loss + self._pair_term(xk @ xk.t(), positive_mask(yk), negative_mask(yk), xk.shape[0])
         if bool(filled.any()) and self.memory_weight > 0:
             mem, mem_labels = self.memory[filled].to(xk.dtype), self.memory_labels[filled]
             same = same_label_matrix(yk, mem_labels)
-            loss = loss + self.memory_weight * self._pair_term(xk @ mem.t(), same, ~same)
+            loss = loss + self.memory_weight * self._pair_term(xk @ mem.t(), same, ~same, x.shape[0])
         if self.training:
             self._enqueue(xk.detach(), yk)
             self.iteration += 1
