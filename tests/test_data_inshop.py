@@ -57,6 +57,8 @@ def test_every_gallery_match_counts(tmp_path):
     gf = np.array([feats[p] for p in gp]) + np.array([[0.0, 0.1], [0.1, 0.0], [0.2, 0.0]])
     result = evaluate_reid(np.array([feats[p] for p in qp]), gf, qp, gp, qc, gc)
     assert result["num_valid_queries"] == 2 and result["rank1"] == 1.0 and result["mAP"] == 1.0
+    without_cameras = evaluate_reid(np.array([feats[p] for p in qp]), gf, qp, gp, qc, gc, camera_filter=False)
+    assert {k: without_cameras[k] for k in ("mAP", "cmc", "mINP")} == {k: result[k] for k in ("mAP", "cmc", "mINP")}
 
 
 def test_missing_files_are_named_with_the_source(tmp_path):
