@@ -72,9 +72,32 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # a full disk: one line naming the file; `path` stays as it was
+        raise _write_error(exc, path) from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _write_error(exc: Exception, path: Path) -> Exception:
+    """An OSError naming ``path`` for a failed write: ENOSPC, or torch's writer failing ("[enforce fail at
+    inline_container.cc] ... file write failed") on a nearly full disk, says "no space left on device"."""
+    import errno
+    import shutil
+
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and "file write failed" not in text and "inline_container" not in text:
+        return exc  # not a write failure
+    full = getattr(exc, "errno", None) == errno.ENOSPC
+    if isinstance(exc, RuntimeError):
+        try:
+            full = shutil.disk_usage(path.parent).free < 64 * 2**20
+        except OSError:
+            full = False
+    if full:
+        return OSError(errno.ENOSPC, f"no space left on device while writing {path}")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return OSError(getattr(exc, "errno", None) or errno.EIO, f"cannot write {path}: {first}")
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
