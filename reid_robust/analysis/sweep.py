@@ -36,7 +36,7 @@ import numpy as np
 log = logging.getLogger("reid_robust")
 
 KEPT_TERMS = ("cross_entropy",)
-CLASSIFICATION_LOSSES = ("dm", "imae", "proselflc")  # they replace the cross-entropy term, not the metric term
+CLASSIFICATION_LOSSES = ("dm", "imae", "proselflc", "mae", "gce", "sce")  # replace the cross-entropy term, not the metric term
 CLEAN = "clean"
 REID_METRICS = ("mAP", "rank1")
 RETRIEVAL_METRICS = ("recall@1", "map_at_r")

@@ -4,7 +4,7 @@
 scalar. See docs/losses.md for the table of losses, formulas and defaults.
 """
 
-from .base import ClassifierLoss, MetricLoss, check_embeddings_and_labels
+from .base import ClassifierLoss, MetricLoss, check_embeddings_and_labels, check_finite_parameters
 from .circle import CircleLoss
 from .contrastive import ContrastiveLoss, contrastive_from_distances, xbm_contrastive
 from .cross_entropy import CrossEntropyLoss, label_smoothing_cross_entropy
@@ -41,6 +41,14 @@ from .prism import PRISMLoss, SlidingWindowThreshold, centre_probabilities
 from .proselflc import ProSelfLCLoss
 from .ranked_list import RankedListLoss
 from .registry import LOSSES, build_loss, check_loss_parameters, loss_parameters, register_loss
+from .robust_classification import (
+    GCELoss,
+    MAELoss,
+    SCELoss,
+    generalized_cross_entropy,
+    mean_absolute_error,
+    symmetric_cross_entropy,
+)
 from .triplet import TripletLoss, batch_all_triplet, batch_hard_triplet, semi_hard_triplet
 from .weighting import (
     class_aware_attention,
@@ -63,14 +71,17 @@ __all__ = [
     "ContrastiveLoss",
     "CrossEntropyLoss",
     "DerivativeManipulationLoss",
+    "GCELoss",
     "IMAELoss",
     "InstanceCrossEntropyLoss",
+    "MAELoss",
     "MetricLoss",
     "MultiSimilarityLoss",
     "OSMCAALoss",
     "PRISMLoss",
     "ProSelfLCLoss",
     "RankedListLoss",
+    "SCELoss",
     "SlidingWindowThreshold",
     "TripletLoss",
     "batch_all_triplet",
@@ -78,6 +89,7 @@ __all__ = [
     "build_loss",
     "centre_probabilities",
     "check_embeddings_and_labels",
+    "check_finite_parameters",
     "check_loss_parameters",
     "class_aware_attention",
     "contrastive_from_distances",
@@ -85,6 +97,7 @@ __all__ = [
     "emphasis_density_weights",
     "euclidean_distance_matrix",
     "gaussian_confidence_weights",
+    "generalized_cross_entropy",
     "gradient_rescaled_cross_entropy",
     "gradient_rescaling_coefficients",
     "gram_matrix",
@@ -98,6 +111,7 @@ __all__ = [
     "masked_min",
     "masked_softmax",
     "masked_sum",
+    "mean_absolute_error",
     "multi_similarity_mining",
     "multi_similarity_pair_weights",
     "multi_similarity_per_anchor",
@@ -114,6 +128,7 @@ __all__ = [
     "same_label_matrix",
     "semi_hard_triplet",
     "squared_euclidean_distance_matrix",
+    "symmetric_cross_entropy",
     "temperature_softmax_weights",
     "true_class_probability",
     "unit_euclidean_distance_matrix",

@@ -37,7 +37,6 @@ from .weighting import (
     true_class_probability,
 )
 
-
 NORMALIZATIONS = ("weights", "pairs")
 
 
@@ -65,8 +64,8 @@ class OSMCAALoss(ClassifierLoss):
         sigma_caa: width of the class-aware attention Gaussian (0.68).
         id_weight: weight of the classifier's cross entropy in the returned loss (1.0). The official
             prototxts give each ID loss loss_weight 1 against the pair-normalised metric term, so the official
-            balance is ``normalization="pairs"`` with 1. This term is what trains the classifier; with 0 the attention stays uniform unless the
-            classifier's weights are trained or set elsewhere.
+            balance is ``normalization="pairs"`` with 1. This term is what trains the classifier; with 0
+            the attention stays uniform unless the classifier's weights are trained or set elsewhere.
         confidence_weighted_id: weight the ID loss by a Gaussian of p (mean 0.5, std 0.18) as the
             official prototxts do; off by default.
         soft_mining / class_attention: switch either weighting off (uniform weights) for ablations.

@@ -80,6 +80,7 @@ def _register_builtin() -> None:
     from .prism import PRISMLoss
     from .proselflc import ProSelfLCLoss
     from .ranked_list import RankedListLoss
+    from .robust_classification import GCELoss, MAELoss, SCELoss
     from .triplet import TripletLoss
 
     for name, cls in {
@@ -95,6 +96,9 @@ def _register_builtin() -> None:
         "dm": DerivativeManipulationLoss,
         "proselflc": ProSelfLCLoss,
         "prism": PRISMLoss,
+        "mae": MAELoss,
+        "gce": GCELoss,
+        "sce": SCELoss,
     }.items():
         register_loss(name, cls)
 
