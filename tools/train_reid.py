@@ -4,8 +4,13 @@
 Examples:
   python tools/train_reid.py --config configs/quickstart.yaml
   python tools/train_reid.py --config configs/quickstart.yaml output_dir=runs/q2 train.epochs=1
-  python tools/train_reid.py --config configs/quickstart.yaml data.noise.rate=0.4 data.noise.mode=symmetric
-  torchrun --nproc_per_node 2 tools/train_reid.py --config configs/quickstart.yaml
+  python tools/train_reid.py --config configs/quickstart.yaml output_dir=runs/q_noise40 data.noise.rate=0.4
+  python tools/train_reid.py --config configs/quickstart.yaml train.resume=runs/quickstart/checkpoints/last.pth
+  torchrun --nproc_per_node 2 tools/train_reid.py --config configs/quickstart.yaml output_dir=runs/q_ddp
+
+A folder holding an earlier run is refused unless train.resume points into it or train.overwrite=true
+(which moves the earlier run to <output_dir>/previous-<UTC time>/); a folder another run is training in
+(its .lock names the process) is refused.
 """
 from __future__ import annotations
 
@@ -38,10 +43,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         train(cfg)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C: saved and stopped, or (twice) stopped keeping the last checkpoint
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # exiting now: a further Ctrl-C prints no traceback
+        print(f"interrupted{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
-    except (OSError, ValueError, ConfigError, FloatingPointError) as exc:  # bad files or values, a NaN loss
+    except (OSError, ValueError, ConfigError, FloatingPointError) as exc:  # bad files or values, divergence
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

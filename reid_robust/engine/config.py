@@ -63,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
         "grad_clip": 0.0,
         "amp": False,
         "resume": None,
+        "overwrite": False,
         "gather_embeddings": False,
         "checkpoint_every": 1,
         "best_metric": "mAP",
@@ -298,6 +299,7 @@ def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -
     validate_model(cfg["model"])
     validate_data(cfg["data"])
     validate_train(cfg)
+    validate_positives(cfg)
     return cfg
 
 
@@ -351,6 +353,46 @@ def validate_train(cfg: dict) -> None:
     if train["tensorboard"] and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("train.tensorboard: the tensorboard package is not installed "
                           "(pip install tensorboard, or pip install -e \".[tensorboard]\")")
+
+
+# train.resume with a key changed from the checkpoint's config: "applied" keys take effect (listed in the
+# log), "ignored" keys only shape outputs, every other key (data, model, loss, seed, optimizer) is refused
+RESUME_APPLIED = ("train.epochs", "train.lr", "train.loss_lr", "train.weight_decay", "train.momentum",
+                  "train.scheduler", "train.milestones", "train.gamma", "train.warmup_epochs", "train.warmup_factor",
+                  "train.grad_clip", "train.amp", "train.checkpoint_every", "train.best_metric",
+                  "train.gather_embeddings", "device", "data.root", "eval.")
+RESUME_IGNORED = ("output_dir", "train.resume", "train.overwrite", "train.progress", "train.num_threads",
+                  "train.tensorboard", "data.num_workers", "data.test_batch_size", "model.pretrained", "sweep.")
+
+
+def resume_changes(saved: dict, cfg: dict) -> dict[str, list[tuple[str, Any, Any]]]:
+    """Keys whose value in ``cfg`` differs from a checkpoint's config ``saved`` (a key the checkpoint lacks
+    had its default), as ``{"applied": [...], "ignored": [...], "refused": [...]}`` of (key, old, new)."""
+    old = _flatten(DEFAULTS)
+    old.update({k: v for k, v in _flatten(saved).items() if k in old})
+    new = _flatten(cfg)
+    out: dict[str, list[tuple[str, Any, Any]]] = {"applied": [], "ignored": [], "refused": []}
+    for key in sorted(new):
+        if key in old and old[key] != new[key]:
+            kind = "applied" if key.startswith(RESUME_APPLIED) else \
+                "ignored" if key.startswith(RESUME_IGNORED) else "refused"
+            out[kind].append((key, old[key], new[key]))
+    return out
+
+
+def validate_positives(cfg: dict) -> None:
+    """Pair, triplet and ranking losses need a positive pair in the batch: ``data.sampler.num_instances``
+    >= 2 (the loss class's ``needs_positives``; classification losses such as cross_entropy do not)."""
+    from reid_robust.losses import LOSSES
+
+    k = cfg["data"]["sampler"]["num_instances"]
+    if k >= 2:
+        return
+    for i, term in enumerate(cfg["loss"]["terms"]):
+        if getattr(LOSSES.get(term["name"]), "needs_positives", True):
+            raise ConfigError(f"data.sampler.num_instances={k} gives no positive pairs, which loss.terms[{i}] "
+                              f"({term['name']}) needs: use data.sampler.num_instances >= 2 (only classification "
+                              "losses such as cross_entropy train with one image per identity)")
 
 
 def validate_loss_terms(terms: Any) -> None:
@@ -415,8 +457,8 @@ def with_absolute_paths(cfg: dict) -> dict:
 
 def save_config(cfg: dict, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML (atomically)."""
+    from reid_robust.engine.run_dir import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(cfg, sort_keys=False))

@@ -6,15 +6,16 @@ every ``eval.every`` epochs the model is evaluated with the dataset's protocol; 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
-import os
 import random
+import re
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from reid_robust.data.dataset import ImageDataset
 from reid_robust.data.samplers import DistributedPKSampler, PKSampler
 from reid_robust.data.summary import summarize
 from reid_robust.engine import checkpoint as ckpt_io
+from reid_robust.engine import run_dir
 from reid_robust.engine.builders import (
     build_dataset_from_config,
     build_loss_terms,
@@ -35,11 +37,18 @@ from reid_robust.engine.builders import (
     build_test_transform,
     build_train_transform,
 )
-from reid_robust.engine.config import PROTOCOL_METRICS, save_config, with_absolute_paths
+from reid_robust.engine.config import (
+    PROTOCOL_METRICS,
+    resume_changes,
+    save_config,
+    validate_positives,
+    with_absolute_paths,
+)
 from reid_robust.engine.distributed import (
     DistInfo,
     any_rank,
     barrier,
+    broadcast_object,
     cleanup,
     gather_with_grad,
     gathered_loss_factor,
@@ -65,7 +74,7 @@ def setup_logging(output_dir: Path | None, is_main: bool) -> None:
     console.setFormatter(fmt)
     log.addHandler(console)
     if is_main and output_dir is not None:
-        fh = logging.FileHandler(output_dir / "train.log", encoding="utf-8")
+        fh = _LogFile(output_dir / "train.log", encoding="utf-8")
         fh.setFormatter(fmt)
         log.addHandler(fh)
 
@@ -94,6 +103,7 @@ def _worker_init(worker_id: int) -> None:
     group, and only the main process handles it (it finishes the step, saves and stops the workers); a
     worker would otherwise run the trainer's handler it inherited and report the interrupt once more."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the trainer's handler: the main process stops them
     s = torch.initial_seed() % 2**32
     random.seed(s)
     np.random.seed(s)
@@ -121,17 +131,93 @@ def _weight_stats(terms) -> dict[str, float]:
     return stats
 
 
+MAX_SKIPPED_STEPS = 20  # consecutive mixed-precision steps skipped for non-finite gradients: divergence
+
+
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate as ``cfg`` says; returns the final metrics (also written to metrics.json)."""
     info = init_distributed(cfg["device"])  # the configured device picks the backend (gloo for cpu)
     try:
-        return _train(cfg, info)
+        # the saved config (and every checkpoint's) finds the data from anywhere
+        return _train_in_folder(with_absolute_paths(cfg), info)
     finally:
         cleanup(info)
 
 
-def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
-    cfg = with_absolute_paths(cfg)  # the saved config (and every checkpoint's) finds the data from anywhere
+def _train_in_folder(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
+    """Check the resume and take ``output_dir`` (run_dir.prepare on rank 0, whose verdict reaches every rank
+    before any work), train, and release the folder's lock on every exit (SIGTERM included)."""
+    validate_positives(cfg)
+    device = resolve_device(cfg["device"], info)
+    resume = _load_resume(cfg, device)  # refused keys fail here, before the folder is touched
+    lock, refusal = None, None
+    notices: list[str] = []
+    if info.is_main:
+        try:
+            lock, notices = run_dir.prepare(Path(cfg["output_dir"]), cfg["train"]["resume"],
+                                            cfg["train"]["overwrite"])
+        except (OSError, ValueError) as exc:
+            refusal = exc
+    message = broadcast_object(None if refusal is None else str(refusal), info)
+    if refusal is not None:
+        raise refusal
+    if message is not None:  # other ranks: rank 0 refused the folder
+        raise run_dir.RunDirError(message)
+    try:
+        with _sigterm_exits():
+            return _train(cfg, info, device, resume, notices)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+@contextmanager
+def _sigterm_exits():
+    """SIGTERM (kill, torchrun stopping its workers) exits through every ``finally`` (the lock is released,
+    a checkpoint being written is abandoned and the last one kept) with code 143."""
+    if not threading_main():
+        yield
+        return
+
+    def on_sigterm(signum, frame):
+        log.warning("terminated (SIGTERM): stopping without saving; the last checkpoint is kept as it was")
+        raise SystemExit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _load_resume(cfg: dict[str, Any], device: torch.device) -> tuple[dict[str, Any], list[str]] | None:
+    """The ``train.resume`` checkpoint and the log lines of the keys changed since (applied or ignored);
+    a changed optimizer type or data/model/loss key is a ValueError naming them (nothing is kept silently)."""
+    path = cfg["train"]["resume"]
+    if not path:
+        return None
+    state = ckpt_io.load_checkpoint(path, device)
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"train.resume={path}: the checkpoint's config is not a mapping")
+    changes = resume_changes(saved, cfg)
+    for key, old, new in changes["refused"]:
+        if key == "train.optimizer":
+            raise ValueError(f"train.optimizer changed from {old} to {new}: cannot resume the {old} optimizer "
+                             f"state of {path}; keep train.optimizer={old}, or start a new run in another "
+                             "output_dir")
+    if changes["refused"]:
+        shown = ", ".join(f"{k} ({o!r} -> {n!r})" for k, o, n in changes["refused"])
+        raise ValueError(f"train.resume={path}: cannot resume with changed {shown}: they change the data, model "
+                         "or losses being trained; keep the checkpoint's values, or start a new run in another "
+                         "output_dir")
+    lines = [f"resuming with changed {k}: {o!r} -> {n!r} ({kind}{': output only' if kind == 'ignored' else ''})"
+             for kind in ("applied", "ignored") for k, o, n in changes[kind]]
+    return state, lines
+
+
+def _train(cfg: dict[str, Any], info: DistInfo, device: torch.device,
+           resume: tuple[dict[str, Any], list[str]] | None, notices: list[str]) -> dict[str, Any]:
     t_cfg, e_cfg, d_cfg = cfg["train"], cfg["eval"], cfg["data"]
     out = Path(cfg["output_dir"])
     if info.is_main:
@@ -139,9 +225,10 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
         save_config(cfg, out / "config.yaml")
     barrier(info)
     setup_logging(out, info.is_main)
+    for line in notices + (resume[1] if resume else []):
+        log.warning("%s", line)
     if t_cfg["num_threads"]:
         torch.set_num_threads(t_cfg["num_threads"])
-    device = resolve_device(cfg["device"], info)
     seed_everything(cfg["seed"])
     started = time.time()
 
@@ -181,10 +268,10 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
 
     start_epoch, skip_iters, history, best = 0, 0, [], None
     results: dict[str, Any] = {}
-    if t_cfg["resume"]:
-        state = ckpt_io.load_checkpoint(t_cfg["resume"], device)
+    if resume is not None:
+        state = resume[0]
         _load_resumable_state(t_cfg["resume"], state, model, optimizer, terms)
-        scheduler.load_state_dict(state["scheduler"])
+        _apply_configured_schedule(scheduler, state["scheduler"])
         saved_amp = (state.get("config") or {}).get("train", {}).get("amp")
         if saved_amp is not None and bool(saved_amp) != bool(t_cfg["amp"]):
             log.warning("train.amp was %s in the run of %s and is %s now: the gradient scaler starts afresh",
@@ -199,6 +286,8 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
         results["untrained"] = state.get("untrained")
         started = time.time() - float(state.get("elapsed_s", 0.0))  # train_time_s spans every session
         log.info("resumed from %s at epoch %d (iteration %d)", t_cfg["resume"], start_epoch, skip_iters)
+        if info.is_main:  # epochs after the checkpoint were trained again: their rows go
+            _write_csv(out / "log.csv", [r for r in _read_csv(out / "log.csv") if _epoch_of(r) <= start_epoch])
 
     if e_cfg["untrained"] and start_epoch == 0 and not t_cfg["resume"] and info.is_main:
         results["untrained"] = evaluate_model(model, splits, cfg, test_tf, device)
@@ -221,14 +310,26 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                 "untrained": results.get("untrained"), "elapsed_s": time.time() - started}
 
     csv_path = out / "log.csv"
+    last_path = out / "checkpoints" / "last.pth"
     writer = _TensorBoard(out, t_cfg["tensorboard"] and info.is_main)
-    epoch, it = start_epoch, 0
+    epoch, it, skipped = start_epoch, 0, 0
     interrupted = {"flag": False}
     previous_handler = signal.getsignal(signal.SIGINT)
 
+    def save(checkpoint: dict[str, Any], path: Path) -> None:
+        """Refuse non-finite weights (the last finite checkpoint stays), then write atomically; a second
+        Ctrl-C during the write leaves ``path`` as it was."""
+        where = f"epoch {checkpoint['epoch'] + (checkpoint['iteration'] > 0)}"
+        _check_finite_state(model, terms, optimizer, where, _kept(last_path))
+        try:
+            ckpt_io.atomic_save(checkpoint, path)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"interrupted again while writing {path.name}: stopped without saving; "
+                                    f"{_kept(path)}") from None
+
     def on_sigint(signum, frame):  # finish the current step, save, then stop
         if interrupted["flag"]:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(f"interrupted again: stopped without saving; {_kept(last_path)}")
         interrupted["flag"] = True
         log.warning("interrupt received: saving a checkpoint after this step (Ctrl-C again to abort)")
 
@@ -250,7 +351,8 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
             sums: dict[str, float] = {}
             weight_stats: dict[str, float] = {}
             n_images, t0 = 0, time.time()
-            bar = _progress(loader, epoch, t_cfg, info, skip_iters, steps_per_epoch)
+            batches = _batches(loader)
+            bar = _progress(batches, epoch, t_cfg, info, skip_iters, steps_per_epoch)
             it, stop = skip_iters, False
             for it, batch_data in enumerate(bar, start=skip_iters):
                 images = batch_data["image"].to(device, non_blocking=True)
@@ -269,9 +371,9 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                     value = term.module(x, all_targets)
                     parts[term.name] = float(value.detach())
                     loss = loss + term.weight * value
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}, iteration {it + 1}; "
-                                             f"terms: {parts}. The last good checkpoint is untouched.")
+                if any_rank(not math.isfinite(float(loss.detach())), info, device):
+                    raise FloatingPointError(_divergence(epoch, it, _nonfinite_loss(parts, outputs, info),
+                                                         _kept(last_path)))
                 optimizer.zero_grad(set_to_none=True)
                 # with gathered embeddings every rank computes the loss of the global batch, and rank r's model
                 # gradient is that loss's gradient through its own images only: DDP's mean over ranks would
@@ -279,7 +381,8 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                 factor = gathered_loss_factor(info, t_cfg["gather_embeddings"])
                 scaler.scale(loss * factor).backward()
                 average_loss_gradients(terms, info, factor)  # DDP syncs the model; loss parameters here
-                clip_gradients(optimizer, scaler, t_cfg["grad_clip"])
+                norm = clip_gradients(optimizer, scaler, t_cfg["grad_clip"])
+                skipped = _check_gradients(optimizer, scaler, norm, skipped, epoch, it, _kept(last_path))
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
@@ -300,11 +403,11 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                 if stop:
                     break
             if stop:
+                batches.close()  # the loader's workers stop before the save
                 if info.is_main:
-                    ckpt_io.atomic_save(make_checkpoint(epoch, it + 1), out / "checkpoints" / "last.pth")
+                    save(make_checkpoint(epoch, it + 1), last_path)
                     log.warning("saved %s (epoch %d, iteration %d); resume with train.resume=%s",
-                                out / "checkpoints" / "last.pth", epoch + 1, it + 1,
-                                out / "checkpoints" / "last.pth")
+                                last_path, epoch + 1, it + 1, last_path)
                 barrier(info)  # the other ranks exit only once rank 0's checkpoint is written
                 raise KeyboardInterrupt
             n_steps = max(it + 1 - skip_iters, 1)
@@ -324,9 +427,9 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                     metrics = evaluate_model(model, splits, cfg, test_tf, device)
                     row.update({k: v for k, v in metrics.items() if isinstance(v, float)})
                     key = _best_key(cfg, splits)
-                    if best is None or metrics[key] > best["value"]:
+                    if best is None or best["metric"] != key or metrics[key] > best["value"]:
                         best = {"metric": key, "value": metrics[key], "epoch": epoch + 1}
-                        ckpt_io.atomic_save(make_checkpoint(epoch + 1, 0), out / "checkpoints" / "best.pth")
+                        save(make_checkpoint(epoch + 1, 0), out / "checkpoints" / "best.pth")
                     log.info("epoch %d evaluation:\n%s", epoch + 1, metrics_table({f"epoch {epoch + 1}": metrics}))
                     results["final"] = metrics
                 barrier(info)
@@ -338,7 +441,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
                          "  ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
                 last_epoch = epoch + 1 == t_cfg["epochs"]
                 if last_epoch or (epoch + 1) % max(t_cfg["checkpoint_every"], 1) == 0:
-                    ckpt_io.atomic_save(make_checkpoint(epoch + 1, 0), out / "checkpoints" / "last.pth")
+                    save(make_checkpoint(epoch + 1, 0), last_path)
     finally:
         if threading_main():
             signal.signal(signal.SIGINT, previous_handler)
@@ -356,9 +459,7 @@ def _train(cfg: dict[str, Any], info: DistInfo) -> dict[str, Any]:
         summary["train_time_s"] = round(time.time() - started, 1)
         summary["noise"] = {"rate": d_cfg["noise"]["rate"], "mode": d_cfg["noise"]["mode"],
                             "realised_rate": float(np.mean(noisy != clean)) if len(clean) else 0.0}
-        tmp = out / "metrics.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=_json_default), encoding="utf-8")
-        os.replace(tmp, out / "metrics.json")
+        run_dir.atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2, default=_json_default))
         rows = {"trained (final)": final}
         if results.get("untrained"):
             rows = {"untrained": results["untrained"], **rows}
@@ -408,10 +509,106 @@ def _load_resumable_state(path, state: dict[str, Any], model, optimizer, terms) 
             term.module.load_state_dict(sd)
         except RuntimeError as exc:
             raise refuse(f"loss term {term.name}", ckpt_io.state_dict_mismatch(exc)) from exc
+    configured = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise refuse("optimizer state", ckpt_io.state_dict_mismatch(exc)) from exc
+    for group, hyper in zip(optimizer.param_groups, configured):  # the config's lr, weight decay, momentum
+        group.update(hyper)
+
+
+def _apply_configured_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, saved: dict[str, Any]) -> None:
+    """Load the scheduler's position (``last_epoch``) but keep this config's base learning rates (the
+    groups' ``initial_lr``) and schedule, and set each group's lr to it: a resumed run with a new
+    ``train.lr`` or schedule uses them (the saved state would bring the old base rates back)."""
+    scheduler.load_state_dict(saved)
+    groups = scheduler.optimizer.param_groups
+    scheduler.base_lrs = [g["initial_lr"] for g in groups]
+    for group, base, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in groups]
+
+
+def _kept(path: Path) -> str:
+    """What a diverged or aborted run leaves: the last checkpoint as it was."""
+    return f"{path} is kept as it was" if path.is_file() else "no checkpoint was written"
+
+
+def _divergence(epoch: int, it: int, what: str, kept: str) -> str:
+    return (f"training diverged at epoch {epoch + 1}, step {it + 1}: {what}; {kept} "
+            "(lower train.lr or set train.grad_clip)")
+
+
+def _nonfinite_loss(parts: dict[str, float], outputs: dict[str, torch.Tensor], info: DistInfo) -> str:
+    """Which loss terms (and which embeddings) are not finite, e.g. "loss term triplet = nan (feat non-finite)"."""
+    bad = [f"{name} = {value}" for name, value in parts.items() if not math.isfinite(value)]
+    if not bad:
+        return "the loss is non-finite on another rank"
+    inputs = [name for name, x in outputs.items() if not bool(torch.isfinite(x.detach()).all())]
+    return f"loss term {', '.join(bad)}" + (f" (embeddings {', '.join(inputs)} non-finite)" if inputs else "")
+
+
+def _check_gradients(optimizer, scaler: torch.amp.GradScaler, norm: torch.Tensor | None, skipped: int,
+                     epoch: int, it: int, kept: str) -> int:
+    """FloatingPointError when the gradient norm is not finite, or, with a mixed-precision scaler (which skips
+    such steps and lowers its scale), after ``MAX_SKIPPED_STEPS`` consecutive skipped steps. Returns the
+    number of consecutive skipped steps."""
+    if norm is None:
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+    if math.isfinite(float(norm)):
+        return 0
+    if not scaler.is_enabled():
+        raise FloatingPointError(_divergence(epoch, it, f"the gradient norm is {float(norm)}", kept))
+    skipped += 1
+    if skipped >= MAX_SKIPPED_STEPS:
+        raise FloatingPointError(_divergence(epoch, it, f"the gradients were non-finite in {skipped} consecutive "
+                                             f"steps (mixed-precision scale now {scaler.get_scale():g})", kept))
+    return skipped
+
+
+def _check_finite_state(model: torch.nn.Module, terms, optimizer, where: str, kept: str) -> None:
+    """FloatingPointError naming the first non-finite parameter, buffer or optimiser state (nothing is saved)."""
+    named = [(f"model.{k}", v) for k, v in model.state_dict().items()]
+    named += [(f"loss {t.name}.{k}", v) for t in terms for k, v in t.module.state_dict().items()]
+    named += [(f"optimizer state {k}", v) for st in optimizer.state.values() for k, v in st.items()]
+    for name, value in named:
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise FloatingPointError(f"training diverged before the checkpoint of {where}: {name} is not finite; "
+                                     f"not saving, {kept} (lower train.lr or set train.grad_clip)")
+
+
+def _batches(loader):
+    """Iterate ``loader``; an error re-raised from a DataLoader worker (its message holds the worker's whole
+    traceback) becomes the one-line error it is with ``num_workers=0``. Closing stops the workers."""
+    iterator = iter(loader)
+    try:
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise _unwrap_worker_error(exc) from None
+            yield batch
+    finally:
+        del iterator
+
+
+def _unwrap_worker_error(exc: Exception) -> Exception:
+    """``Caught ImageReadError in DataLoader worker process 0. Original Traceback ... ImageReadError: msg``
+    -> ``ImageReadError(msg)``; any other exception unchanged."""
+    text = str(exc)
+    if not re.match(r"Caught \w+ in DataLoader worker process", text):
+        return exc
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    match = re.match(r"^[\w.]+: (.*)$", last)
+    message = match.group(1) if match else last
+    try:
+        return type(exc)(message)
+    except Exception:
+        return RuntimeError(message)
 
 
 def clip_gradients(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, max_norm: float):
@@ -475,25 +672,38 @@ def _progress(loader, epoch: int, t_cfg: dict, info: DistInfo, skip: int, total:
                 unit="it", leave=False, dynamic_ncols=True, mininterval=1.0)
 
 
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _epoch_of(row: dict[str, Any]) -> int:
+    try:
+        return int(float(row.get("epoch") or 0))
+    except ValueError:
+        return 0
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` (columns in order of appearance) atomically; nothing when there are none."""
+    if not rows and not path.exists():
+        return
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    run_dir.atomic_write_text(path, text.getvalue())
+
+
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    exists = path.exists()
-    fields = list(row)
-    if exists:
-        with open(path, newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), [])
-        fields = header + [k for k in row if k not in header]
-        if fields != header:  # new columns (e.g. evaluation): rewrite with the wider header
-            with open(path, newline="", encoding="utf-8") as fh:
-                old = list(csv.DictReader(fh))
-            with open(path, "w", newline="", encoding="utf-8") as fh:
-                w = csv.DictWriter(fh, fieldnames=fields)
-                w.writeheader()
-                w.writerows(old)
-    with open(path, "a", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        if not exists:
-            w.writeheader()
-        w.writerow(row)
+    """One row per epoch; the whole (small) file is rewritten atomically, so columns added later (evaluation
+    metrics) widen the header and a full disk never leaves half a row."""
+    _write_csv(path, _read_csv(path) + [row])
 
 
 def _json_default(obj):
@@ -502,6 +712,18 @@ def _json_default(obj):
     if isinstance(obj, float) and math.isnan(obj):
         return None
     return str(obj)
+
+
+class _LogFile(logging.FileHandler):
+    """train.log; a failed write (a full disk) is one warning line on stderr, once, not a traceback per record."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            print(f"warning: cannot write {self.baseFilename}: {error}", file=sys.stderr)
 
 
 class _TensorBoard:
