@@ -8,6 +8,7 @@ from torch import nn
 from reid_robust.models import (
     BNNeck,
     GeM,
+    ResNetBackbone,
     build_model,
     get_backbone_spec,
     list_backbones,
@@ -38,20 +39,40 @@ def test_torchvision_resnets_are_registered_with_their_feature_dims():
     assert dims == {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
 
 
-@pytest.mark.parametrize("name", list_backbones())
-def test_every_backbone_outputs_named_embeddings_and_last_stride_1_doubles_the_map(name):
+def _has_timm():
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# every registered backbone, and one timm model (its family is resolved by the "timm:" prefix, not registered)
+ALL_BACKBONES = list_backbones() + [
+    pytest.param("timm:resnet18", marks=pytest.mark.skipif(not _has_timm(), reason="needs the timm extra"))
+]
+
+
+@pytest.mark.parametrize("name", ALL_BACKBONES)
+def test_every_backbone_outputs_named_embeddings_trains_and_last_stride_1_doubles_the_map(name):
     torch.manual_seed(0)
     spec = get_backbone_spec(name)
-    model = build_model(name, last_stride=1).eval()
-    with torch.no_grad():
-        out = model(_images(2))
-        fmap1 = model.backbone(_images(2))
-        set_last_stride(model.backbone.layer4, 2)
-        fmap2 = model.backbone(_images(2))
+    model = build_model(name, last_stride=1)
+    out = model(_images(2))
     assert set(out) == {"feat", "bn_feat"}
     assert model.out_dim == spec.feat_dim
     assert out["feat"].shape == out["bn_feat"].shape == (2, spec.feat_dim)
     assert torch.isfinite(out["bn_feat"]).all()
+    (out["feat"].sum() + out["bn_feat"].pow(2).sum()).backward()
+    first = next(model.backbone.parameters())
+    assert first.grad is not None and torch.isfinite(first.grad).all() and first.grad.abs().sum() > 0
+    with torch.no_grad():
+        fmap1 = model.eval().backbone(_images(2))
+        if isinstance(model.backbone, ResNetBackbone):  # cheaper than building the network again
+            set_last_stride(model.backbone.layer4, 2)
+            fmap2 = model.backbone(_images(2))
+        else:
+            fmap2 = build_model(name, last_stride=2).eval().backbone(_images(2))
     assert fmap1.shape == (2, spec.feat_dim, H // 16, W // 16)
     assert fmap2.shape == (2, spec.feat_dim, H // 32, W // 32)
 
@@ -277,3 +298,38 @@ def test_pretrained_file_without_state_dict_is_refused(tmp_path):
     garbage.write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="garbage.pth cannot be read"):
         build_model("resnet18", pretrained=garbage)
+
+
+# ---------------------------------------------------------------- ResNet-50-IBN-a (Pan et al., ECCV 2018)
+
+
+def test_ibn_normalises_the_first_half_per_instance_and_the_rest_per_batch():
+    from reid_robust.models import IBN
+
+    torch.manual_seed(0)
+    ibn = IBN(6).train()
+    x = torch.randn(4, 6, 5, 3) * 3 + 2
+    y = ibn(x)
+    assert ibn.instance_channels == 3 and y.shape == x.shape
+    per_instance = y[:, :3].mean(dim=(2, 3))
+    assert torch.allclose(per_instance, torch.zeros(4, 3), atol=1e-5)
+    per_batch = y[:, 3:].mean(dim=(0, 2, 3))
+    assert torch.allclose(per_batch, torch.zeros(3), atol=1e-5)
+    assert not torch.allclose(y[:, 3:].mean(dim=(2, 3)), torch.zeros(4, 3), atol=1e-2)  # not per instance
+
+
+def test_resnet50_ibn_a_has_the_authors_key_layout():
+    """Keys and shapes of github.com/XingangPan/IBN-Net ibnnet/resnet_ibn.py (ibn_cfg a, a, a, None)."""
+    state = build_model("resnet50_ibn_a").backbone.state_dict()
+    in_layers = sorted({k.rsplit(".bn1.IN.", 1)[0] for k in state if ".bn1.IN." in k})
+    assert len(in_layers) == 3 + 4 + 6  # every block of layer1..layer3, none in layer4
+    assert not any(k.startswith("layer4") and ".IN." in k for k in state)
+    expected = {
+        "conv1.weight": (64, 3, 7, 7), "bn1.running_mean": (64,),
+        "layer1.0.bn1.IN.weight": (32,), "layer1.0.bn1.IN.bias": (32,), "layer1.0.bn1.BN.running_var": (32,),
+        "layer3.5.bn1.IN.weight": (128,), "layer3.5.bn1.BN.weight": (128,),
+        "layer4.0.bn1.weight": (512,), "layer4.2.conv3.weight": (2048, 512, 1, 1),
+        "layer4.0.downsample.0.weight": (2048, 1024, 1, 1), "layer4.0.downsample.1.running_mean": (2048,),
+    }
+    assert {k: tuple(state[k].shape) for k in expected} == expected
+    assert not any(k.startswith("fc.") for k in state)

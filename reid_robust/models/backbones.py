@@ -1,7 +1,9 @@
 """torchvision ResNet backbones (He et al., CVPR 2016) returning the last feature map.
 
-Weights are never downloaded (``weights=None``); ImageNet weights come from a local file through
-``reid_robust.models.pretrained``.  The module keeps torchvision's attribute names (``conv1``, ``bn1``,
+The modules are built without weights (``weights=None``); ``pretrained="imagenet"`` loads the V1 ImageNet
+file named by torchvision's weight API (``ResNet50_Weights.IMAGENET1K_V1``: ``resnet50-0676ba61.pth``, as
+BoT) through ``reid_robust.models.imagenet``, and a local file through ``reid_robust.models.pretrained``.
+The module keeps torchvision's attribute names (``conv1``, ``bn1``,
 ``layer1`` ... ``layer4``) so a torchvision state dict loads into it once its ``fc.*`` keys are dropped.
 """
 
@@ -63,9 +65,14 @@ def _resnet_factory(constructor: Callable[..., torchvision.models.ResNet], out_c
     return factory
 
 
-resnet18 = register_backbone("resnet18", feat_dim=512)(_resnet_factory(torchvision.models.resnet18, 512))
-resnet34 = register_backbone("resnet34", feat_dim=512)(_resnet_factory(torchvision.models.resnet34, 512))
-resnet50 = register_backbone("resnet50", feat_dim=2048)(_resnet_factory(torchvision.models.resnet50, 2048))
-resnet101 = register_backbone("resnet101", feat_dim=2048)(
-    _resnet_factory(torchvision.models.resnet101, 2048)
-)
+def _register_resnet(name: str, feat_dim: int) -> Callable[..., nn.Module]:
+    """Register torchvision's ``name`` with its IMAGENET1K_V1 weights as the ``imagenet`` file."""
+    url = torchvision.models.get_model_weights(name)["IMAGENET1K_V1"].url
+    constructor = getattr(torchvision.models, name)
+    return register_backbone(name, feat_dim=feat_dim, imagenet_url=url)(_resnet_factory(constructor, feat_dim))
+
+
+resnet18 = _register_resnet("resnet18", 512)
+resnet34 = _register_resnet("resnet34", 512)
+resnet50 = _register_resnet("resnet50", 2048)
+resnet101 = _register_resnet("resnet101", 2048)

@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from . import backbones as _backbones  # noqa: F401 - registers the torchvision ResNets
+from . import ibn as _ibn  # noqa: F401 - registers resnet50_ibn_a
 from .heads import EmbeddingHead
+from .imagenet import IMAGENET
 from .pretrained import load_pretrained_backbone
-from .registry import get_backbone_spec
+from .registry import BackboneSpec, get_backbone_spec
 
 
 class ReIDModel(nn.Module):
@@ -49,10 +51,12 @@ def build_model(
     neck: str = "bnneck",
     freeze_stages: int = 0,
 ) -> ReIDModel:
-    """Build a ReID embedder from a registered backbone (see ``reid_robust.models.registry``).
+    """Build a ReID embedder from a registered backbone or ``timm:<model>`` (see ``reid_robust.models.registry``).
 
-    - ``pretrained``: path of a local torchvision state dict for the backbone (``fc.*`` keys ignored);
-      None keeps the random initialisation. Nothing is downloaded.
+    - ``pretrained``: ``"imagenet"`` for the backbone's official ImageNet weights from the library's cache,
+      downloaded when missing and the machine is online (``reid_robust.models.imagenet``, docs/models.md);
+      or the path of a local state dict in the backbone's key layout (``fc.*`` keys ignored); None keeps
+      the random initialisation.
     - ``embedding_dim``: 0 keeps the backbone's channel count, D > 0 adds a bias-free Linear(C, D).
     - ``last_stride``: 1 halves the downsampling of the last stage (BoT's "last stride 1").
     - ``pooling``: "avg" or "gem" (learnable exponent); ``neck``: "bnneck" or "none".
@@ -65,9 +69,7 @@ def build_model(
     if last_stride not in (1, 2):
         raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
     head = EmbeddingHead(spec.feat_dim, embedding_dim=embedding_dim, pooling=pooling, neck=neck)
-    body = spec.factory(last_stride=last_stride)
-    if pretrained:
-        load_pretrained_backbone(body, pretrained)
+    body = _build_body(spec, pretrained, last_stride)
     frozen: list[nn.Module] = []
     if freeze_stages:
         if not hasattr(body, "stages"):
@@ -80,3 +82,16 @@ def build_model(
             )
         frozen = [module for stage in stages[:freeze_stages] for module in stage]
     return ReIDModel(body, head, frozen=frozen)
+
+
+def _build_body(spec: BackboneSpec, pretrained: str | os.PathLike | None, last_stride: int) -> nn.Module:
+    """The backbone with its weights: random, ImageNet (``"imagenet"``) or a local file."""
+    if pretrained == IMAGENET:
+        if spec.imagenet is None:
+            raise ValueError(f"backbone {spec.name!r} has no known ImageNet weights; set model.pretrained to a local "
+                             "state-dict file or null")
+        return spec.imagenet(last_stride=last_stride)
+    body = spec.factory(last_stride=last_stride)
+    if pretrained:
+        load_pretrained_backbone(body, pretrained)
+    return body
