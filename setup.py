@@ -27,6 +27,7 @@ setup(
     extras_require={
         "onnx": ["onnx", "onnxruntime"],
         "tensorboard": ["tensorboard"],
-        "test": ["pytest", "pytorch-metric-learning", "onnx", "onnxruntime"],
+        "timm": ["timm"],  # model.backbone=timm:<model> (docs/models.md)
+        "test": ["pytest", "pytorch-metric-learning", "onnx", "onnxruntime", "timm"],
     },
 )

@@ -29,9 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from reid_robust.analysis.audit_run import audit_checkpoint
+    from reid_robust.data.files import check_output_folder
     from reid_robust.engine.config import ConfigError
 
     try:
+        if args.out is not None:
+            check_output_folder(args.out, "--out")
         summary = audit_checkpoint(args.checkpoint, args.config, args.overrides, args.out, top=args.top, k=args.k,
                                    passes=args.passes, labels_list=args.labels)
     except (FileNotFoundError, ValueError, ConfigError) as exc:

@@ -65,6 +65,12 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"--atol must be >= 0, got {args.atol}")
     if os.path.isdir(args.out):
         parser.error(f"--out {args.out} is a directory; give a file name")
+    from reid_robust.data.files import check_output_folder
+
+    try:
+        check_output_folder(os.path.dirname(os.path.abspath(args.out)), f"--out {args.out}: its folder")
+    except ValueError as exc:
+        parser.error(str(exc))
     import torch
 
     try:
@@ -118,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     _check_arguments(parser, args)
 
     from reid_robust.engine.checkpoint import load_model_from_checkpoint
+    from reid_robust.engine.config import require_sections
 
     try:
         model, cfg = load_model_from_checkpoint(args.checkpoint, device="cpu")
+        require_sections(cfg, f"checkpoint {args.checkpoint}", ("data", "data.transforms"))
         cfg = {**cfg, "data": {**cfg["data"], "transforms": dict(cfg["data"]["transforms"])}}
         if args.size is not None:
             cfg["data"]["transforms"]["size"] = list(args.size)

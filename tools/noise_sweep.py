@@ -56,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from reid_robust.analysis.sweep import build_cells, collect_results, run_sweep, write_results
+    from reid_robust.data.files import check_output_folder
 
     out = Path(args.out or f"{base['output_dir']}/sweep")
     try:
+        check_output_folder(out, "--out" if args.out else "the sweep folder (output_dir/sweep)")
         if args.collect_only:
             rows = collect_results(out, build_cells(args.losses, args.rates, args.modes, args.seeds))
             out.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,7 @@ def audit_checkpoint(checkpoint: str | os.PathLike, config: str | os.PathLike | 
     from reid_robust.data.noise import load_noisy_label_list
     from reid_robust.engine.builders import build_dataset_from_config, build_loss_terms, build_test_transform
     from reid_robust.engine.checkpoint import load_checkpoint, model_from_checkpoint
-    from reid_robust.engine.config import load_config, save_config
+    from reid_robust.engine.config import load_config, require_sections, save_config
     from reid_robust.engine.noise import apply_label_noise, class_space
 
     run = run_dir_of(checkpoint)
@@ -98,6 +98,7 @@ def audit_checkpoint(checkpoint: str | os.PathLike, config: str | os.PathLike | 
     if config is None:
         config = run / "config.yaml"
         if not config.is_file():
+            require_sections(state["config"], f"checkpoint {checkpoint}", hint=" (give --config C)")
             config = out / "checkpoint_config.yaml"
             save_config(state["config"], config)
     cfg = load_config(config, overrides)

@@ -164,9 +164,9 @@ def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -
 def check_files(cfg: Config) -> None:
     """Files a training run reads before any data is generated (not checked when a checkpoint reloads)."""
     pretrained = cfg.model.pretrained
-    if pretrained is not None and not Path(pretrained).is_file():
-        raise ConfigError(f"model.pretrained: file not found: {pretrained} (a torchvision state-dict file you "
-                          "downloaded yourself; nothing is downloaded)")
+    if pretrained not in (None, IMAGENET) and not Path(pretrained).is_file():
+        raise ConfigError(f"model.pretrained: file not found: {pretrained} (a state-dict file, or `imagenet` for "
+                          "the backbone's official weights)")
 
 
 def config_from_mapping(mapping: Any, where: str, notice: Callable[[str], None] | None = None) -> Config:
@@ -191,6 +191,7 @@ def with_overrides(cfg: Config, overrides: Mapping[str, Any] | Iterable[str], wh
 
 
 PATH_KEYS = ("data.root", "data.noise.list", "data.noise.confusable", "model.pretrained")
+IMAGENET = "imagenet"  # model.pretrained: a name (reid_robust.models.IMAGENET), never made a path
 
 
 def with_absolute_paths(cfg: Config) -> Config:
@@ -198,7 +199,8 @@ def with_absolute_paths(cfg: Config) -> Config:
     saved with a run then finds its data from any directory. ``output_dir`` keeps its form."""
     tree = cfg.to_dict()
     flat = flatten(tree)
-    absolute = {k: str(Path(flat[k]).expanduser().resolve()) for k in PATH_KEYS if flat.get(k) is not None}
+    absolute = {k: str(Path(flat[k]).expanduser().resolve()) for k in PATH_KEYS
+                if flat.get(k) is not None and not (k == "model.pretrained" and flat[k] == IMAGENET)}
     return with_overrides(cfg, absolute, "absolute paths") if absolute else cfg
 
 

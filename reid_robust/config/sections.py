@@ -115,8 +115,9 @@ class DataConfig(Section):
 @dataclass(frozen=True)
 class ModelConfig(Section):
     PREFIX = "model."
-    backbone: str = option("resnet50", "a registered backbone (`reid_robust.models.BACKBONES`)")
-    pretrained: str | None = option(None, "local torchvision state-dict file; nothing is downloaded")
+    backbone: str = option("resnet50", "a registered backbone (`reid_robust.models.BACKBONES`) or `timm:<model>`")
+    pretrained: str | None = option(None, "`imagenet` (the backbone's official weights, docs/models.md) or a "
+                                    "local state-dict file")
     embedding_dim: int = option(0, "0 keeps the backbone's dimension, otherwise a linear reduction",
                                 at_least(0, " (0: the backbone's width)"))
     last_stride: int = option(1, "1 removes the last down-sampling (BoT)", Rule("1 or 2", lambda v: v in (1, 2)))
@@ -125,10 +126,11 @@ class ModelConfig(Section):
     freeze_stages: int = option(0, "freeze the stem and early residual stages", at_least(0))
 
     def check(self) -> None:
-        from reid_robust.models import BACKBONES
+        from reid_robust.models import backbone_problem
 
-        if self.backbone not in BACKBONES:
-            raise ConfigError(f"model.backbone: unknown backbone '{self.backbone}'{closest(self.backbone, BACKBONES)}")
+        problem = backbone_problem(self.backbone)
+        if problem is not None:
+            raise ConfigError(f"model.backbone: {problem}")
 
 
 def check_loss_parameters(where: str, name: str, given: Iterable[str]) -> None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .files import check_files_exist, require_dir
+from .files import InsideRoot, check_files_exist, require_dir
 from .records import DatasetSplits, ImageRecord, relabel, require_nonempty
 
-Entry = tuple[str, int, tuple | None]  # (relative path, class, (x1, y1, x2, y2) or None)
+Entry = tuple[str, int, tuple | None]  # (image path under the root, class, (x1, y1, x2, y2) or None)
 
 
-def _read_mat(path: Path) -> list[Entry]:
+def _read_mat(path: Path, inside: InsideRoot) -> list[Entry]:
     try:
         from scipy.io import loadmat
     except ImportError:  # pragma: no cover - scipy ships with scikit-learn
@@ -32,11 +32,11 @@ def _read_mat(path: Path) -> list[Entry]:
     missing = [f for f in fields if f not in (annotations.dtype.names or ())]
     if missing:
         raise ValueError(f"{path}: annotations lack field(s) {missing}")
-    return [(str(a["relative_im_path"]), int(a["class"]),
-             tuple(float(a[f]) for f in fields[2:])) for a in annotations.reshape(-1)]
+    return [(str(inside(str(a["relative_im_path"]), f"{path}: annotation {i}")), int(a["class"]),
+             tuple(float(a[f]) for f in fields[2:])) for i, a in enumerate(annotations.reshape(-1), 1)]
 
 
-def _read_text(path: Path) -> list[Entry]:
+def _read_text(path: Path, inside: InsideRoot) -> list[Entry]:
     entries = []
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
@@ -48,9 +48,10 @@ def _read_text(path: Path) -> list[Entry]:
                 raise ValueError(f"{path}:{line_no}: expected '<path> <class> [<x1> <y1> <x2> <y2>]', got {text!r}")
             try:
                 box = tuple(float(v) for v in fields[2:]) or None
-                entries.append((fields[0], int(fields[1]), box))
+                cls = int(fields[1])
             except ValueError:
                 raise ValueError(f"{path}:{line_no}: non-numeric class or box in {text!r}") from None
+            entries.append((str(inside(fields[0], f"{path}:{line_no}")), cls, box))
     return entries
 
 
@@ -60,9 +61,9 @@ def load_cars196(root: str | os.PathLike, crop_bbox: bool = False, num_train_cla
     base = require_dir(root, "the Cars196 root directory")
     mat, text = base / "cars_annos.mat", base / "cars_annos.txt"
     if mat.is_file():
-        entries, source = _read_mat(mat), mat
+        entries, source = _read_mat(mat, InsideRoot(base)), mat
     elif text.is_file():
-        entries, source = _read_text(text), text
+        entries, source = _read_text(text, InsideRoot(base)), text
     else:
         raise FileNotFoundError(f"Cars196: expected annotations 'cars_annos.mat' or 'cars_annos.txt' in {base}")
     if not entries:
@@ -71,11 +72,11 @@ def load_cars196(root: str | os.PathLike, crop_bbox: bool = False, num_train_cla
         num_train_classes = max(cls for _, cls, _ in entries) // 2
     train: list[ImageRecord] = []
     test: list[ImageRecord] = []
-    for rel_path, cls, box in entries:
+    for path, cls, box in entries:
         if crop_bbox and box is None:
-            raise ValueError(f"{source}: crop_bbox=True but {rel_path} has no box")
+            raise ValueError(f"{source}: crop_bbox=True but {path} has no box")
         bbox = (box[0] - 1, box[1] - 1, box[2] - box[0] + 1, box[3] - box[1] + 1) if crop_bbox and box is not None else None
-        (train if cls <= num_train_classes else test).append(ImageRecord(str(base / rel_path), cls, 0, bbox))
+        (train if cls <= num_train_classes else test).append(ImageRecord(path, cls, 0, bbox))
     require_nonempty(train, "train", name, str(source))
     require_nonempty(test, "test", name, str(source))
     check_files_exist([r.path for r in train + test], "Cars196", str(source))

@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .files import check_files_exist, find_root, require_dir, require_file
+from .files import InsideRoot, check_files_exist, find_root, require_dir, require_file
 from .records import DatasetSplits, ImageRecord, relabel, require_nonempty
 
 
-def _read_table(path: Path, columns: int, what: str) -> dict[int, list[str]]:
-    """Parse "<image id> <value> ..." lines into {image id: values}; errors name the file and line."""
+def _read_table(path: Path, columns: int, what: str, inside: InsideRoot | None = None) -> dict[int, list[str]]:
+    """Parse "<image id> <value> ..." lines into {image id: values}; errors name the file and line.
+
+    inside: the first value is an image path that must stay inside this folder (refused otherwise).
+    """
     table: dict[int, list[str]] = {}
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
@@ -28,6 +31,8 @@ def _read_table(path: Path, columns: int, what: str) -> dict[int, list[str]]:
             image_id = int(fields[0])
             if image_id in table:
                 raise ValueError(f"{path}:{line_no}: image id {image_id} appears twice")
+            if inside is not None:
+                fields[1] = str(inside(fields[1].strip(), f"{path}:{line_no}"))
             table[image_id] = fields[1:]
     return table
 
@@ -59,7 +64,7 @@ def load_cub200(
     images_txt = require_file(base / "images.txt", "the CUB-200-2011 image list 'images.txt'")
     labels_txt = require_file(base / "image_class_labels.txt", "the CUB-200-2011 labels 'image_class_labels.txt'")
     classes_txt = require_file(base / "classes.txt", "the CUB-200-2011 class names 'classes.txt'")
-    paths = _read_table(images_txt, 1, "<relative path>")
+    paths = _read_table(images_txt, 1, "<relative path>", InsideRoot(image_dir))
     labels = _read_table(labels_txt, 1, "<class id>")
     class_names = _read_table(classes_txt, 1, "<class name>")
     missing = sorted(set(paths) - set(labels))
@@ -89,7 +94,7 @@ def load_cub200(
     for image_id in sorted(paths):
         label = class_of[image_id]
         bbox = tuple(float(v) for v in boxes[image_id]) if crop_bbox else None
-        record = ImageRecord(str(image_dir / paths[image_id][0].strip()), label, 0, bbox)
+        record = ImageRecord(paths[image_id][0], label, 0, bbox)
         in_train = is_train.get(image_id, False) if split == "classification" else label <= num_train_classes
         (train if in_train else test).append(record)
     check_files_exist([r.path for r in train + test], "CUB-200-2011", str(images_txt))

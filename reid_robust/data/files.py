@@ -44,6 +44,40 @@ def check_files_exist(paths: list[str], dataset: str, listed_in: str) -> None:
         )
 
 
+class InsideRoot:
+    """Joins the image paths listed in an index file to their folder, refusing any that leaves it.
+
+    ``inside(entry, where)`` returns ``root / entry``; an absolute entry, one that climbs out with ``..`` or
+    one that leaves through a symbolic link (paths are resolved, so a root that is itself a link is fine)
+    raises ValueError naming ``where`` (file:line) and the entry. An official index file never points outside
+    its dataset; a tampered one could make any readable image of the machine a training or query image.
+    Resolved folders are cached for the life of the object (one loader call).
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.real_root = os.path.realpath(self.root)
+        self._real_dirs: dict[str, str] = {}
+
+    def _resolve(self, path: Path) -> str:
+        if path.name in ("", ".", "..") or os.path.islink(path):
+            return os.path.realpath(path)
+        parent = str(path.parent)
+        if parent not in self._real_dirs:
+            self._real_dirs[parent] = os.path.realpath(parent)
+        return os.path.join(self._real_dirs[parent], path.name)
+
+    def __call__(self, entry: str, where: str) -> Path:
+        if os.path.isabs(entry):
+            raise ValueError(f"{where}: entry {entry!r} is an absolute path; entries must be relative to {self.root}")
+        path = self.root / entry
+        real = self._resolve(path)
+        if os.path.commonpath([self.real_root, real]) != self.real_root:
+            how = "climbs out with '..'" if ".." in Path(entry).parts else "leads out through a symbolic link"
+            raise ValueError(f"{where}: entry {entry!r} points outside {self.root} (it {how})")
+        return path
+
+
 def find_root(root: str | os.PathLike, marker: str, nested: tuple[str, ...], what: str) -> Path:
     """Return the directory holding `marker`: `root` itself or one of its `nested` subdirectories.
 
@@ -57,3 +91,17 @@ def find_root(root: str | os.PathLike, marker: str, nested: tuple[str, ...], wha
     raise FileNotFoundError(
         f"{what}: expected {marker!r} in {base}" + (f" (or in {places})" if nested else "")
     )
+
+
+def check_output_folder(path: str | os.PathLike, flag: str) -> Path:
+    """``path`` as a Path when it is a folder or can be made one; else ValueError naming ``flag`` (``--out``)
+    and the file in the way (the folder itself or one of its parents)."""
+    path = Path(path)
+    for ancestor in (path, *path.parents):
+        if ancestor.is_dir():
+            return path
+        if ancestor.exists():
+            if ancestor == path:
+                raise ValueError(f"{flag} {path} is a file; give a folder")
+            raise ValueError(f"{flag} {path}: {ancestor} is a file, so no folder can be made there; give a folder")
+    return path

@@ -14,7 +14,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from .files import check_files_exist, require_dir, require_file
+from .files import InsideRoot, check_files_exist, require_dir, require_file
 from .records import DatasetSplits, ImageRecord, relabel, require_nonempty
 
 TEST_PID_OFFSET = 1
@@ -32,6 +32,7 @@ def parse_msmt_camera(path: str) -> int:
 
 def _read_list(list_path: Path, image_dir: Path) -> list[ImageRecord]:
     records = []
+    inside = InsideRoot(image_dir)
     with open(list_path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
@@ -39,7 +40,8 @@ def _read_list(list_path: Path, image_dir: Path) -> list[ImageRecord]:
             fields = line.split()
             if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
                 raise ValueError(f"{list_path}:{line_no}: expected '<relative path> <pid>', got {line.strip()!r}")
-            records.append(ImageRecord(str(image_dir / fields[0]), int(fields[1]), parse_msmt_camera(fields[0])))
+            path = inside(fields[0], f"{list_path}:{line_no}")
+            records.append(ImageRecord(str(path), int(fields[1]), parse_msmt_camera(fields[0])))
     return records
 
 

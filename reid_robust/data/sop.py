@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .files import check_files_exist, find_root, require_file
+from .files import InsideRoot, check_files_exist, find_root, require_file
 from .records import DatasetSplits, ImageRecord, relabel, require_nonempty
 
 
 def _read_ebay(list_path: Path, base: Path) -> list[ImageRecord]:
     records = []
+    inside = InsideRoot(base)
     with open(list_path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
             fields = line.split()
@@ -24,7 +25,7 @@ def _read_ebay(list_path: Path, base: Path) -> list[ImageRecord]:
             if len(fields) != 4 or not (fields[0].isdigit() and fields[1].isdigit()):
                 raise ValueError(f"{list_path}:{line_no}: expected '<image id> <class id> <super-class id> <path>', "
                                  f"got {line.strip()!r}")
-            records.append(ImageRecord(str(base / fields[3]), int(fields[1]), 0))
+            records.append(ImageRecord(str(inside(fields[3], f"{list_path}:{line_no}")), int(fields[1]), 0))
     return records
 
 

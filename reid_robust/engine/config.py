@@ -248,30 +248,87 @@ def _merge_flat(cfg: dict, flat: dict[str, Any], where: str) -> None:
         if mapping is not None:  # e.g. data.options.num_identities=50: one entry inside a free-form mapping
             _set(cfg, key, value)
             continue
+        if key not in defaults and any(k.startswith(key + ".") for k in defaults):  # e.g. "data: null"
+            raise ConfigError(f"{where}: '{key}' is a section: give a mapping of its keys or leave it out, "
+                              f"got {value!r}")
         if key not in defaults:
             raise ConfigError(f"{where}: unknown config key '{key}'{_suggest(key)}")
         _set(cfg, key, _check_value(key, value, defaults[key], where))
 
 
-def _read_yaml(path: Path, seen: tuple = ()) -> dict[str, Any]:
-    """Read one YAML file and its ``_BASE_`` chain into a flat dict (later files win)."""
-    path = Path(path)
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: ``line L, column C: problem`` (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc).strip().splitlines()[0]
+    if mark is None and getattr(exc, "position", None) is not None:  # a ReaderError: a forbidden character
+        return f"character {exc.position}: {problem}"  # type: ignore[attr-defined]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The top-level mapping of one YAML file; every way the file can be wrong is one ConfigError naming it."""
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder; give a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    if path.resolve() in seen:
-        raise ConfigError(f"{path}: _BASE_ inheritance loops back to itself")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          "save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+    if raw is None:  # an empty file (or only comments)
+        return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got a {type(raw).__name__}")
+    return raw
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read one YAML file and its ``_BASE_`` chain into a flat dict (later files win).
+
+    ``chain``: the files that inherit this one (to name a loop). ``_BASE_`` is a path relative to the file.
+    """
+    path = Path(path)
+    raw = _read_yaml_mapping(path)
     flat: dict[str, Any] = {}
     base = raw.pop("_BASE_", None)
     if base is not None:
-        flat.update(_read_yaml(path.parent / base, seen + (path.resolve(),)))
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{path}: _BASE_ must be the path of one YAML file (relative to {path.parent}), "
+                              f"got {base!r}")
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: _BASE_ file not found: {base_path}")
+        resolved = [p.resolve() for p in chain + (path,)]
+        if base_path.resolve() in resolved:
+            loop = " -> ".join(str(p) for p in chain[resolved.index(base_path.resolve()):] + (path, base_path))
+            raise ConfigError(f"{path}: _BASE_ inheritance loops back ({loop})")
+        flat.update(_read_yaml(base_path, chain + (path,)))
     flat.update(_flatten(raw))
     return flat
+
+
+def require_sections(cfg: Any, where: str, sections: Iterable[str] = ("model", "data"), hint: str = "") -> dict:
+    """``cfg``, a resolved config read back from a file (a checkpoint's), if it is a mapping whose
+    ``sections`` (dotted: ``data.transforms``) are mappings; otherwise one ConfigError naming ``where`` and the
+    missing or wrong key, followed by ``hint``."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where}: its config is a {type(cfg).__name__}, not a mapping of config keys{hint}")
+    for dotted in sections:
+        node: Any = cfg
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            raise ConfigError(f"{where}: its config has no '{dotted}' section{hint}")
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: its config's '{dotted}' section is {node!r}, not a mapping of keys{hint}")
+    return cfg
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
@@ -310,13 +367,14 @@ def _closest(name: str, valid: Iterable[str]) -> str:
 
 def validate_model(model: dict) -> None:
     """The backbone is registered and a pretrained weights file exists (before any data is generated)."""
-    from reid_robust.models import BACKBONES
+    from reid_robust.models import IMAGENET, backbone_problem
 
-    if model["backbone"] not in BACKBONES:
-        raise ConfigError(f"model.backbone: unknown backbone '{model['backbone']}'{_closest(model['backbone'], BACKBONES)}")
-    if model["pretrained"] is not None and not Path(model["pretrained"]).is_file():
-        raise ConfigError(f"model.pretrained: file not found: {model['pretrained']} (a torchvision state-dict file "
-                          "you downloaded yourself; nothing is downloaded)")
+    problem = backbone_problem(model["backbone"])
+    if problem is not None:
+        raise ConfigError(f"model.backbone: {problem}")
+    if model["pretrained"] not in (None, IMAGENET) and not Path(model["pretrained"]).is_file():
+        raise ConfigError(f"model.pretrained: file not found: {model['pretrained']} (a state-dict file, or "
+                          "`imagenet` for the backbone's official weights)")
 
 
 def validate_data(data: dict) -> None:
@@ -450,8 +508,8 @@ def with_absolute_paths(cfg: dict) -> dict:
         node = out
         for part in parents:
             node = node[part]
-        if node.get(leaf) is not None:
-            node[leaf] = str(Path(node[leaf]).expanduser().resolve())
+        if node.get(leaf) is not None and not (dotted == "model.pretrained" and node[leaf] == "imagenet"):
+            node[leaf] = str(Path(node[leaf]).expanduser().resolve())  # `imagenet` is a name, not a file
     return out
 
 
