@@ -2,14 +2,17 @@ from setuptools import find_packages, setup
 
 setup(
     name="reid_robust",
-    version="0.1.0",
+    version="0.2.0",
+    license="Apache-2.0",
     description="Noise-robust deep metric learning and person re-identification toolkit",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["reid_robust", "reid_robust.*"]),
     python_requires=">=3.9",
     install_requires=[
-        "torch",
+        # torch.load(weights_only=True) admitting numpy's RNG state of 0.1 checkpoints under both of numpy's
+        # module names: safe_globals with (global, "module.name") pairs, torch 2.6
+        "torch>=2.6",
         "torchvision",
         "faiss-cpu",
         "scikit-learn",

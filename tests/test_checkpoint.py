@@ -1,8 +1,15 @@
-"""Atomic checkpoint writes: a crash while saving never corrupts the previous file."""
+"""Checkpoints: atomic writes (a crash while saving never corrupts the previous file), plain data only, and
+loading that never runs code and refuses anything else in one line."""
+import random
+
+import numpy as np
 import pytest
 import torch
+from test_losses_registry import DIM
 
 from reid_robust.engine import checkpoint as ck
+from reid_robust.losses import LOSSES
+from reid_robust.safe_load import numpy_load
 
 
 def test_atomic_save_round_trip(tmp_path):
@@ -38,3 +45,81 @@ def test_missing_and_corrupt_checkpoints_have_clear_errors(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="not a reid_robust checkpoint"):
         ck.load_checkpoint(tmp_path / "other.pth")
+
+
+@pytest.mark.parametrize("content, message", [
+    ([1, 2], "expected a dict with keys 'model' and 'config'; found list"),
+    ({"model": {}}, "found ['model']"),
+    ({"model": {}, "config": [1, 2]}, "its 'config' is a list, not a mapping"),
+    ({"model": [torch.ones(1)], "config": {}}, "its 'model' is not a state dict"),
+    ({"model": {}, "config": {}, "rng": {"python": 1}}, "its 'rng' entry is not a random-generator state"),
+])
+def test_checkpoints_of_the_wrong_shape_are_refused_in_one_line(tmp_path, content, message):
+    path = tmp_path / "c.pth"
+    torch.save(content, path)
+    with pytest.raises(ValueError) as info:
+        ck.load_checkpoint(path)
+    assert message in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_truncated_checkpoint_is_one_line(tmp_path):
+    path = tmp_path / "t.pth"
+    ck.atomic_save({"model": {"w": torch.ones(1000)}, "config": {}}, path)
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(ValueError, match=r"t\.pth cannot be read \(RuntimeError: ") as info:
+        ck.load_checkpoint(path)
+    assert "\n" not in str(info.value)
+
+
+def test_atomic_save_writes_plain_data_only(tmp_path):
+    path = tmp_path / "c.pth"
+    with pytest.raises(TypeError, match=r"checkpoint\['extra'\]\[1\] is a numpy.ndarray"):
+        ck.atomic_save({"model": {}, "config": {}, "extra": [1, np.zeros(2)]}, path)
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_legacy_numpy_globals_admit_the_rng_array_only(tmp_path):
+    """The numpy globals admitted for 0.1's RNG state do not let other arrays through."""
+    path = tmp_path / "c.pth"
+    torch.save({"model": {}, "config": {}, "x": np.zeros(2, dtype=np.float64)}, path)
+    with pytest.raises(ValueError, match="was refused: .*Float64DType"):
+        ck.load_checkpoint(path)
+    torch.save({"model": {}, "config": {}, "x": np.zeros(2, dtype=np.uint32)}, path)
+    with pytest.raises(ValueError, match="numpy array outside the RNG state"):
+        ck.load_checkpoint(path)
+
+
+def test_rng_state_round_trip_is_plain_and_exact(tmp_path):
+    state = ck.rng_state()
+    ck.check_plain(state)
+    expected = (random.random(), float(np.random.normal()), float(torch.rand(())))  # numpy caches a gaussian
+    ck.atomic_save({"model": {}, "config": {}, "rng": state}, tmp_path / "r.pth")
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    ck.set_rng_state(torch.load(tmp_path / "r.pth", weights_only=True)["rng"])
+    assert (random.random(), float(np.random.normal()), float(torch.rand(()))) == expected
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_state_is_plain_data_after_training_steps(name, tmp_path):
+    """Loss states (buffers, PRISM's extra state) go into checkpoints: weights-only loadable, and restorable."""
+    from test_losses_registry import make
+
+    loss_fn = make(name)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(12, DIM, generator=gen), torch.arange(4).repeat_interleave(3)
+    for step in range(2):
+        loss_fn.set_progress(step, 2)
+        loss_fn(x, y)
+    ck.atomic_save({"model": {}, "config": {}, "losses": [loss_fn.state_dict()]}, tmp_path / "l.pth")
+    make(name).load_state_dict(torch.load(tmp_path / "l.pth", weights_only=True)["losses"][0])
+
+
+def test_npy_with_pickled_objects_is_refused(tmp_path):
+    path = tmp_path / "a.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"a\.npy cannot be read as a plain numpy file .*never loaded"):
+        numpy_load(path, "array file")
+    np.save(path, np.arange(3))
+    assert numpy_load(path, "array file").tolist() == [0, 1, 2]

@@ -3,7 +3,8 @@
 
 Each loss replaces the config's metric term; the cross-entropy term, backbone, epochs and schedule stay the
 same for every loss (see reid_robust/analysis/sweep.py). Finished cells (metrics.json present) are skipped, so
-a stopped sweep continues where it was. Examples:
+a stopped sweep continues where it was; a cell folder trained with another config (another base config or
+override into the same --out) is refused, naming the keys. Examples:
   python tools/noise_sweep.py --config configs/sweep_synthetic.yaml --losses triplet,osm_caa,ranked_list \\
       --rates 0,0.2,0.4 --modes symmetric --seeds 0,1,2
   python tools/noise_sweep.py --config configs/market1501/bot_r50.yaml --losses triplet,osm_caa \\

@@ -14,8 +14,11 @@ rather than pairs) swap places: such a cell keeps the config's metric term uncha
 metric term and one classifier.
 
 A cell is finished when its ``metrics.json`` exists (the trainer writes it atomically at the very end);
-restarting the sweep skips finished cells and resumes an interrupted one from its ``checkpoints/last.pth``.
-Rate 0 is trained once per (loss, seed) (mode ``clean``) and shared by every noise mode.
+restarting the sweep skips finished cells and resumes an interrupted one from its ``checkpoints/last.pth``,
+but only when the config stored there (else in the cell's ``config.yaml``) is that cell's config, up to the
+keys in ``RUN_KEYS`` and paths made absolute: a sweep rerun with another base config into the same folder is
+refused before any training, naming the keys that differ. Rate 0 is trained once per (loss, seed) (mode
+``clean``) and shared by every noise mode.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -40,6 +43,9 @@ CLASSIFICATION_LOSSES = ("dm", "imae", "proselflc", "mae", "gce", "sce")  # repl
 CLEAN = "clean"
 REID_METRICS = ("mAP", "rank1")
 RETRIEVAL_METRICS = ("recall@1", "map_at_r")
+# keys that say how a run is driven, not what it trains: they may differ between a cell's stored config and now
+RUN_KEYS = ("output_dir", "train.resume", "train.overwrite", "train.progress", "train.num_threads",
+            "data.num_workers")
 RESULT_COLUMNS = ("loss", "mode", "rate", "seed", "mAP", "rank1", "recall@1", "map_at_r", "train_time_s",
                   "cpu_time_s", "realised_rate", "run_dir")
 
@@ -145,6 +151,77 @@ def is_finished(out_root: str | os.PathLike, cell: Cell) -> bool:
     return (Path(out_root) / cell.relpath / "metrics.json").is_file()
 
 
+def _flatten(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
+    """``{"train.lr": 0.1, ...}``: nested mappings as dotted keys, tuples as lists."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.loads(json.dumps(value, default=str))  # tuples -> lists, plain values
+    return out
+
+
+def _same(stored: Any, now: Any) -> bool:
+    """Equal values, or two spellings of one path (the trainer stores data and file paths made absolute)."""
+    if stored == now:
+        return True
+    if isinstance(stored, str) and isinstance(now, str) and stored and now:
+        return Path(stored).expanduser().resolve() == Path(now).expanduser().resolve()
+    return False
+
+
+def config_differences(stored: Mapping, cfg: Mapping) -> list[str]:
+    """Dotted keys (not in ``RUN_KEYS``) whose value differs between a stored run config and ``cfg``; a key
+    the stored config lacks counts as its default (configs of older versions)."""
+    from reid_robust.engine.config import DEFAULTS
+
+    defaults, old, new = _flatten(DEFAULTS), _flatten(stored), _flatten(cfg)
+    differing = []
+    for key in sorted(set(old) | set(new)):
+        if key in RUN_KEYS:
+            continue
+        before = old[key] if key in old else defaults.get(key, "<absent>")
+        if not _same(before, new.get(key, "<absent>")):
+            differing.append(key)
+    return differing
+
+
+def stored_config(cell_dir: str | os.PathLike) -> tuple[dict | None, Path | None]:
+    """``(config, file)`` a cell folder was trained with: its ``checkpoints/last.pth``'s (read without running
+    code), else its ``config.yaml``; ``(None, None)`` when it holds neither."""
+    import yaml
+
+    from reid_robust.engine.checkpoint import load_checkpoint
+
+    cell_dir = Path(cell_dir)
+    last, saved = cell_dir / "checkpoints" / "last.pth", cell_dir / "config.yaml"
+    if last.is_file():
+        return dict(load_checkpoint(last)["config"]), last
+    if saved.is_file():
+        try:
+            cfg = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{saved} cannot be read as YAML ({type(exc).__name__})") from None
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{saved} is not a config (a mapping of sections)")
+        return cfg, saved
+    return None, None
+
+
+def check_cell_config(cfg: Mapping, cell: Cell) -> None:
+    """Refuse in one line a cell folder whose stored config (:func:`stored_config`) is not ``cfg``."""
+    stored, source = stored_config(cfg["output_dir"])
+    if stored is None:
+        return
+    differing = config_differences(stored, cfg)
+    if differing:
+        shown = ", ".join(differing[:8]) + (f" and {len(differing) - 8} more" if len(differing) > 8 else "")
+        raise ValueError(f"sweep cell {cell.relpath} was trained with another config ({source}) than this sweep "
+                         f"gives it; differing keys: {shown}. Use another --out for this sweep, or move the "
+                         "cell's folder away to train it anew")
+
+
 def compute_confusable(checkpoint: str | os.PathLike, cfg: dict, path: str | os.PathLike) -> Path:
     """Most confusable identity of each training identity from a clean-trained checkpoint, saved as ``.npy``."""
     from reid_robust.data.noise import confusable_identities
@@ -206,6 +283,8 @@ def run_sweep(base: dict, losses: Sequence[str], rates: Sequence[float], modes: 
     reference = Cell(losses[0], CLEAN, 0.0, int(seeds[0]))
     if "pattern" in modes and reference not in cells:
         cells.insert(0, reference)  # a dedicated clean run for the confusable identities only
+    for cell in cells:  # finished and interrupted cells alike: before any training
+        check_cell_config(cell_config(base, cell, out_root, str(confusable_path)), cell)
     todo = [c for c in cells if not is_finished(out_root, c)]
     log.info("sweep: %d cells, %d finished, %d to train (%d at a time), results in %s", len(cells),
              len(cells) - len(todo), len(todo), jobs, out_root)

@@ -95,9 +95,11 @@ def _write_error(exc: Exception, path: Path) -> Exception:
         except OSError:
             full = False
     if full:
-        return OSError(errno.ENOSPC, f"no space left on device while writing {path}")
+        error = OSError(f"no space left on device while writing {path}")
+        error.errno = errno.ENOSPC  # str() stays the message alone
+        return error
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return OSError(getattr(exc, "errno", None) or errno.EIO, f"cannot write {path}: {first}")
+    return OSError(f"cannot write {path}: {first}")
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -144,7 +146,7 @@ def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
                    "gauss_next": gauss_next},
-        "numpy": {"bit_generator": str(name), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+        "numpy": {"bit_generator": str(name), "key": torch.from_numpy(np.asarray(key, dtype=np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "torch": torch.get_rng_state(),
     }
