@@ -4,4 +4,4 @@ Subpackages: ``losses`` (robust and standard metric losses), ``data`` (datasets,
 transforms), ``models`` (backbones and embedding heads), ``evaluation`` (FAISS-based ReID and retrieval
 protocols), ``engine`` (configs, training, checkpoints).
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
