@@ -48,19 +48,30 @@ class Registry(dict[str, T], Generic[T]):
 
         def add(item: T) -> T:
             if name in self:
-                raise ValueError(f"{self.kind} name {name!r} is already registered (to {self[name]!r})")
+                raise ValueError(f"{self.kind} name {name!r} is already registered to {_describe(self[name])}")
             self[name] = item
             return item
 
         return add if obj is None else add(obj)
 
+    def copy(self) -> Registry[T]:
+        """A shallow copy that is still a Registry (``dict.copy`` would return a plain dict)."""
+        twin: Registry[T] = Registry(self.kind)
+        twin.update(self)
+        return twin
+
     def names(self) -> list[str]:
         """The registered names, sorted."""
         return sorted(self)
 
-    def lookup(self, name: str) -> T:
+    def lookup(self, name: object) -> T:
         """The object registered as ``name``; ValueError naming the closest and all valid names otherwise."""
         if not isinstance(name, str) or name not in self:
             raise ValueError(f"unknown {self.kind} {name!r}{did_you_mean(name, self)}; "
                              f"valid names: {', '.join(self.names())}")
         return self[name]
+
+
+def _describe(obj: object) -> str:
+    """A registered object as messages show it: its name when it has one (a class, a function), else repr."""
+    return getattr(obj, "__qualname__", None) or repr(obj)

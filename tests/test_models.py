@@ -27,7 +27,7 @@ def _images(n=2, seed=0):
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """A copy of the registry, so that test registrations do not leak into other tests."""
-    monkeypatch.setattr(registry_module, "BACKBONES", dict(registry_module.BACKBONES))
+    monkeypatch.setattr(registry_module, "BACKBONES", registry_module.BACKBONES.copy())
     return registry_module.BACKBONES
 
 

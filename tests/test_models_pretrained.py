@@ -108,7 +108,7 @@ def test_imagenet_for_a_backbone_without_known_weights_is_refused(monkeypatch):
     from reid_robust.models import register_backbone
     from reid_robust.models import registry as registry_module
 
-    monkeypatch.setattr(registry_module, "BACKBONES", dict(registry_module.BACKBONES))
+    monkeypatch.setattr(registry_module, "BACKBONES", registry_module.BACKBONES.copy())
     register_backbone("tiny_conv", feat_dim=8)(lambda last_stride=2: nn.Conv2d(3, 8, 3))
     with pytest.raises(ValueError, match="'tiny_conv' has no known ImageNet weights"):
         build_model("tiny_conv", pretrained="imagenet")
@@ -193,7 +193,7 @@ def test_config_accepts_imagenet_as_a_name_and_timm_and_ibn_backbones(tmp_path, 
         from reid_robust.engine.config import ConfigError, load_config, with_absolute_paths
 
         def pretrained_of(cfg):
-            return cfg["model"]["pretrained"]
+            return cfg.model.pretrained
 
     monkeypatch.chdir(tmp_path)  # no file called "imagenet" here
     for backbone in ["resnet50", "resnet50_ibn_a"] + (["timm:resnet18"] if _has_timm() else []):

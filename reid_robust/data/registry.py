@@ -6,42 +6,38 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from reid_robust.registry import Registry
+
 from .records import DatasetSplits
 
-_BUILDERS: dict[str, Callable[..., DatasetSplits]] = {}
+DatasetLoader = Callable[..., DatasetSplits]
+DATASETS: Registry[DatasetLoader] = Registry("dataset")
 
 
-def register_dataset(name: str) -> Callable:
+def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
     """Decorator adding a loader `fn(root, **options) -> DatasetSplits` under `name`; duplicates are errors."""
-
-    def add(fn: Callable[..., DatasetSplits]) -> Callable[..., DatasetSplits]:
-        if name in _BUILDERS:
-            raise ValueError(f"dataset name {name!r} is already registered")
-        _BUILDERS[name] = fn
-        return fn
-
-    return add
+    return DATASETS.register(name)
 
 
 def dataset_names() -> list[str]:
     """The registered dataset names, sorted."""
-    return sorted(_BUILDERS)
+    return DATASETS.names()
 
 
 def dataset_options(name: str) -> list[str]:
     """The keyword options the loader of dataset ``name`` accepts (besides ``root``)."""
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
-    return [p for p in inspect.signature(_BUILDERS[name]).parameters if p != "root"]
+    return [p for p in inspect.signature(DATASETS.lookup(name)).parameters if p != "root"]
 
 
 def build_dataset(name: str, root: str | os.PathLike, **options) -> DatasetSplits:
-    """Load dataset `name` from `root`; `options` go to its loader (e.g. `crop_bbox=True` for cub200)."""
+    """Load dataset `name` from `root`; `options` go to its loader (e.g. `crop_bbox=True` for cub200).
+
+    ValueError for an unknown name (with the closest one); TypeError for an unknown option."""
     accepted = dataset_options(name)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(f"dataset {name!r} got unknown option(s) {unknown}; accepted: {accepted or 'none'}")
-    return _BUILDERS[name](root, **options)
+    return DATASETS[name](root, **options)
 
 
 @register_dataset("market1501")

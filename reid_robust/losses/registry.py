@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Iterable
 
+from reid_robust.registry import Registry, did_you_mean
+
 from .base import MetricLoss, check_finite_parameters
 
-LOSSES: dict[str, type[MetricLoss]] = {}
+LOSSES: Registry[type[MetricLoss]] = Registry("loss")
 
 
 def register_loss(name: str, cls: type[MetricLoss]) -> type[MetricLoss]:
     """Add ``cls`` under ``name``; a duplicate name or a class that is not a MetricLoss raises."""
-    if name in LOSSES:
-        raise ValueError(f"loss name {name!r} is already registered to {LOSSES[name].__name__}")
     if not (isinstance(cls, type) and issubclass(cls, MetricLoss)):
         raise TypeError(f"loss {name!r}: {cls!r} is not a subclass of MetricLoss")
-    LOSSES[name] = cls
-    return cls
+    return LOSSES.register(name, cls)
 
 
 def loss_parameters(name: str) -> dict[str, object]:
     """Constructor parameters of loss ``name`` with their defaults (``inspect.Parameter.empty`` if none)."""
-    cls = _lookup(name)
+    cls = LOSSES.lookup(name)
     params = inspect.signature(cls.__init__).parameters
     return {k: p.default for k, p in params.items() if k != "self"}
 
@@ -34,7 +32,7 @@ def check_loss_parameters(name: str, given: Iterable[str], supplied_later: Itera
     accepted = set(loss_parameters(name)) - set(supplied_later)
     unknown = sorted(set(given) - accepted)
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}{_did_you_mean(unknown[0], accepted)}; "
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}{did_you_mean(unknown[0], accepted)}; "
                          f"accepted: {', '.join(sorted(accepted)) or '(none)'}")
 
 
@@ -45,7 +43,7 @@ def build_loss(name: str, **params: object) -> MetricLoss:
     the accepted ones), a missing required parameter (e.g. ``num_classes`` for classifier losses) or a NaN or
     infinite real-valued parameter (``"triplet: margin must be finite, got nan"``).
     """
-    cls = _lookup(name)
+    cls = LOSSES.lookup(name)
     try:
         check_loss_parameters(name, params)
     except ValueError as exc:
@@ -56,17 +54,6 @@ def build_loss(name: str, **params: object) -> MetricLoss:
         raise ValueError(f"loss {name!r}: missing required parameter(s) {', '.join(missing)}")
     check_finite_parameters(name, params)
     return cls(**params)
-
-
-def _did_you_mean(name: str, valid: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(name), sorted(valid), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _lookup(name: str) -> type[MetricLoss]:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}{_did_you_mean(name, LOSSES)}; valid names: {', '.join(sorted(LOSSES))}")
-    return LOSSES[name]
 
 
 def _register_builtin() -> None:

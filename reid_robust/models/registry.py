@@ -18,14 +18,16 @@ Example (a user's own backbone)::
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
+from reid_robust.registry import Registry
+
 BackboneFactory = Callable[..., nn.Module]
 TIMM_PREFIX = "timm:"
+TIMM_FORM = f", or {TIMM_PREFIX}<model> (any timm model with a spatial feature map)"
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class BackboneSpec:
     imagenet: BackboneFactory | None = None
 
 
-BACKBONES: dict[str, BackboneSpec] = {}
+BACKBONES: Registry[BackboneSpec] = Registry("backbone")
 
 
 def register_backbone(
@@ -57,14 +59,12 @@ def register_backbone(
         raise ValueError(f"feat_dim of backbone {name!r} must be a positive int, got {feat_dim!r}")
 
     def decorator(factory: BackboneFactory) -> BackboneFactory:
-        if name in BACKBONES:
-            raise ValueError(f"backbone {name!r} is already registered (by {BACKBONES[name].factory!r})")
         imagenet = None
         if imagenet_url is not None:
             from .imagenet import with_imagenet_weights
 
             imagenet = with_imagenet_weights(name, factory, imagenet_url, download)
-        BACKBONES[name] = BackboneSpec(name=name, factory=factory, feat_dim=feat_dim, imagenet=imagenet)
+        BACKBONES.register(name, BackboneSpec(name=name, factory=factory, feat_dim=feat_dim, imagenet=imagenet))
         return factory
 
     return decorator
@@ -72,12 +72,12 @@ def register_backbone(
 
 def list_backbones() -> list[str]:
     """Names of all registered backbones, sorted (``timm:<model>`` names are not listed)."""
-    return sorted(BACKBONES)
+    return BACKBONES.names()
 
 
 def backbone_names() -> str:
     """The registered names and the ``timm:<model>`` form, for messages."""
-    return ", ".join(list_backbones()) + f", or {TIMM_PREFIX}<model> (any timm model with a spatial feature map)"
+    return ", ".join(list_backbones()) + TIMM_FORM
 
 
 def backbone_problem(name: object) -> str | None:
@@ -88,11 +88,11 @@ def backbone_problem(name: object) -> str | None:
 
         problem = timm_name_problem(name[len(TIMM_PREFIX):])
         return None if problem is None else f"unknown backbone {name!r}: {problem}"
-    if isinstance(name, str) and name in BACKBONES:
-        return None
-    close = difflib.get_close_matches(str(name), list_backbones(), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else f"; valid names: {backbone_names()}"
-    return f"unknown backbone {name!r}{hint}"
+    try:
+        BACKBONES.lookup(name)
+    except ValueError as exc:
+        return f"{exc}{TIMM_FORM}"
+    return None
 
 
 def is_known_backbone(name: object) -> bool:
@@ -108,6 +108,6 @@ def get_backbone_spec(name: str) -> BackboneSpec:
 
         return timm_backbone_spec(name[len(TIMM_PREFIX):])
     try:
-        return BACKBONES[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown backbone {name!r}; backbones: {backbone_names()}") from None
+        return BACKBONES.lookup(name)
+    except ValueError as exc:
+        raise ValueError(f"{exc}{TIMM_FORM}") from None
