@@ -78,7 +78,7 @@ def test_a_folder_as_config_and_an_empty_config(tmp_path):
     with pytest.raises(ConfigError, match="is a folder; give a YAML file"):
         load_config(tmp_path)
     (tmp_path / "empty.yaml").write_text("# nothing yet\n")
-    assert load_config(tmp_path / "empty.yaml")["seed"] == 0
+    assert load_config(tmp_path / "empty.yaml").seed == 0
 
 
 def test_section_override_that_is_not_a_mapping(tmp_path):

@@ -11,10 +11,12 @@ from reid_robust.config.loader import (
     config_from_mapping,
     load_config,
     parse_overrides,
+    save_config,
     to_yaml,
     with_absolute_paths,
     with_overrides,
 )
+from reid_robust.config.resume import RESUME_APPLIED, RESUME_IGNORED, resume_changes
 from reid_robust.config.sections import (
     PROTOCOL_METRICS,
     Config,
@@ -31,7 +33,8 @@ from reid_robust.config.sections import (
 )
 
 __all__ = [
-    "PATH_KEYS", "PROTOCOL_METRICS", "VALID_KEYS", "Config", "ConfigError", "DataConfig", "EvalConfig", "LossConfig",
-    "LossTermConfig", "ModelConfig", "NoiseConfig", "SamplerConfig", "SweepConfig", "TrainConfig", "TransformConfig",
-    "config_from_mapping", "load_config", "parse_overrides", "to_yaml", "with_absolute_paths", "with_overrides",
+    "PATH_KEYS", "PROTOCOL_METRICS", "RESUME_APPLIED", "RESUME_IGNORED", "VALID_KEYS", "Config", "ConfigError",
+    "DataConfig", "EvalConfig", "LossConfig", "LossTermConfig", "ModelConfig", "NoiseConfig", "SamplerConfig",
+    "SweepConfig", "TrainConfig", "TransformConfig", "config_from_mapping", "load_config", "parse_overrides",
+    "resume_changes", "save_config", "to_yaml", "with_absolute_paths", "with_overrides",
 ]

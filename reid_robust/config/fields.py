@@ -67,7 +67,7 @@ def _is_section(hint: Any) -> bool:
     return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -94,7 +94,11 @@ def check_value(key: str, hint: Any, value: Any) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return check_value(key, inner[0], value)
+        try:
+            return check_value(key, inner[0], value)
+        except ConfigError:
+            kind = {str: "a path (a string)", float: "a number"}.get(inner[0], str(inner[0]))
+            raise ConfigError(f"'{key}' must be {kind} or null, got {value!r}") from None
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"'{key}' must be one of {', '.join(map(str, args))}; got {value!r}")

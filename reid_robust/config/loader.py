@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import importlib.util
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -92,7 +93,8 @@ def merge(tree: dict, flat: Mapping[str, Any], where: str, unknown: Callable[[st
         elif _free_mapping_of(key) is not None:  # data.options.num_identities=50: one entry of a mapping
             _set(tree, key, value)
         elif key in SECTIONS:
-            raise ConfigError(f"{where}: '{key}' is a section and must be a mapping of its keys, got {value!r}")
+            raise ConfigError(f"{where}: '{key}' is a section: give a mapping of its keys or leave it out, "
+                              f"got {value!r}")
         elif key not in LEAVES:
             if unknown is None:
                 raise ConfigError(f"{where}: unknown config key '{key}'{_suggest(key)}")
@@ -109,29 +111,58 @@ def build(tree: Mapping[str, Any]) -> Config:
     return Config.from_dict(copy.deepcopy(dict(tree)))
 
 
-def read_yaml(path: Path, seen: tuple = ()) -> dict[str, Any]:
-    """One YAML file and its ``_BASE_`` chain as a flat dict (later files win)."""
-    path = Path(path)
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: ``line L, column C: problem`` (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc).strip().splitlines()[0]
+    if mark is None and getattr(exc, "position", None) is not None:  # a ReaderError: a forbidden character
+        return f"character {exc.position}: {problem}"  # type: ignore[attr-defined]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """The top-level mapping of one YAML file; every way the file can be wrong is one ConfigError naming it."""
+    if path.is_dir():
+        raise ConfigError(f"config {path} is a folder; give a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    if path.resolve() in seen:
-        raise ConfigError(f"{path}: _BASE_ inheritance loops back to itself")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); save the config as UTF-8") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          "save the file as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+    if raw is None:  # an empty file (or only comments)
+        return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got a {type(raw).__name__}")
+    return raw
+
+
+def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One YAML file and its ``_BASE_`` chain (a path relative to the file) as a flat dict, later files winning;
+    ``chain``: the files that inherit this one (to show a loop)."""
+    path = Path(path)
+    raw = read_yaml_mapping(path)
     flat: dict[str, Any] = {}
     base = raw.pop("_BASE_", None)
     if base is not None:
-        if not isinstance(base, str):
-            raise ConfigError(f"{path}: _BASE_ must be a file name, got {base!r}")
-        flat.update(read_yaml(path.parent / base, seen + (path.resolve(),)))
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"{path}: _BASE_ must be the path of one YAML file (relative to {path.parent}), "
+                              f"got {base!r}")
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: _BASE_ file not found: {base_path}")
+        resolved = [p.resolve() for p in chain + (path,)]
+        if base_path.resolve() in resolved:
+            loop = " -> ".join(str(p) for p in chain[resolved.index(base_path.resolve()):] + (path, base_path))
+            raise ConfigError(f"{path}: _BASE_ inheritance loops back ({loop})")
+        flat.update(read_yaml(base_path, chain + (path,)))
     flat.update(flatten(raw))
     return flat
 
@@ -162,24 +193,39 @@ def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -
 
 
 def check_files(cfg: Config) -> None:
-    """Files a training run reads before any data is generated (not checked when a checkpoint reloads)."""
+    """What a training run needs from this machine, checked before any data is generated: the pretrained
+    file and the TensorBoard package (not checked when a checkpoint's config reloads elsewhere)."""
     pretrained = cfg.model.pretrained
     if pretrained not in (None, IMAGENET) and not Path(pretrained).is_file():
         raise ConfigError(f"model.pretrained: file not found: {pretrained} (a state-dict file, or `imagenet` for "
                           "the backbone's official weights)")
+    if cfg.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("train.tensorboard: the tensorboard package is not installed "
+                          "(pip install tensorboard, or pip install -e \".[tensorboard]\")")
 
 
-def config_from_mapping(mapping: Any, where: str, notice: Callable[[str], None] | None = None) -> Config:
+def config_from_mapping(mapping: Any, where: str, notice: Callable[[str], None] | None = None,
+                        required: Iterable[str] = ("model", "data")) -> Config:
     """A stored plain mapping (a checkpoint's) through the same checks: keys added since take their defaults,
-    keys removed since are dropped, each named once through ``notice``."""
+    keys removed since are dropped, each named once through ``notice``. The ``required`` sections must be
+    there: a default dataset or model in place of a missing one would silently describe another run."""
     if not isinstance(mapping, Mapping):
-        raise ConfigError(f"{where}: the stored config is not a mapping (got {type(mapping).__name__})")
+        raise ConfigError(f"{where}: its config is a {type(mapping).__name__}, not a mapping of config keys")
+    for section in required:
+        if section not in mapping:
+            raise ConfigError(f"{where}: its config has no '{section}' section")
+        if not isinstance(mapping[section], Mapping):
+            raise ConfigError(f"{where}: its config's '{section}' section is {mapping[section]!r}, not a mapping "
+                              "of keys")
     dropped: list[str] = []
     tree = default_mapping()
     merge(tree, flatten(dict(mapping)), where, unknown=dropped.append)
     if dropped and notice is not None:
         notice(f"{where}: ignoring config keys this version no longer has: {', '.join(dropped)}")
-    return build(tree)
+    try:
+        return build(tree)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def with_overrides(cfg: Config, overrides: Mapping[str, Any] | Iterable[str], where: str = "command line") -> Config:
@@ -205,4 +251,12 @@ def with_absolute_paths(cfg: Config) -> Config:
 
 
 def to_yaml(cfg: Config) -> str:
+    """The config as YAML that :func:`load_config` reads back to an equal config."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from reid_robust.atomic import atomic_write_text
+
+    atomic_write_text(Path(path), to_yaml(cfg))

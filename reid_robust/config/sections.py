@@ -9,7 +9,6 @@ The meaning of every field is the ``help`` text below; docs/config.md is generat
 from __future__ import annotations
 
 import difflib
-import importlib.util
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -237,9 +236,6 @@ class TrainConfig(Section):
     def check(self) -> None:
         if list(self.milestones) != sorted(set(self.milestones)):
             raise ConfigError(f"train.milestones: must be increasing epoch numbers >= 1, got {list(self.milestones)!r}")
-        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise ConfigError("train.tensorboard: the tensorboard package is not installed "
-                              "(pip install tensorboard, or pip install -e \".[tensorboard]\")")
 
 
 @dataclass(frozen=True)
@@ -293,6 +289,21 @@ class Config(Section):
                 torch.device(self.device)
             except (RuntimeError, ValueError):
                 raise ConfigError(f"device: '{self.device}' is not a device; use auto, cpu, cuda or cuda:N") from None
+        check_positives(self.data.sampler, self.loss.terms)
+
+
+def check_positives(sampler: SamplerConfig, terms: Iterable[LossTermConfig]) -> None:
+    """Pair, triplet and ranking losses need a positive pair in the batch: ``data.sampler.num_instances`` >= 2
+    (the loss class's ``needs_positives``; classification losses such as cross_entropy do not)."""
+    from reid_robust.losses import LOSSES
+
+    if sampler.num_instances >= 2:
+        return
+    for i, term in enumerate(terms):
+        if getattr(LOSSES.get(term.name), "needs_positives", True):
+            raise ConfigError(f"data.sampler.num_instances={sampler.num_instances} gives no positive pairs, which "
+                              f"loss.terms[{i}] ({term.name}) needs: use data.sampler.num_instances >= 2 (only "
+                              "classification losses such as cross_entropy train with one image per identity)")
 
 
 SECTION_TYPES = (NoiseConfig, SamplerConfig, TransformConfig, DataConfig, ModelConfig, LossTermConfig, LossConfig,
