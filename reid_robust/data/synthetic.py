@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from reid_robust.atomic import atomic_write_text
+
 __all__ = ["MARKER_NAME", "PALETTE", "generate_synthetic"]
 
 MARKER_NAME = "SYNTHETIC.json"
@@ -764,8 +766,6 @@ def generate_synthetic(
     else:
         count = _write_cub(root, rng, num_identities, height, width, (lo, hi))
 
-    tmp = root / (MARKER_NAME + ".tmp")
-    tmp.write_text(json.dumps({"params": params, "num_images": count}, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, root / MARKER_NAME)
+    atomic_write_text(root / MARKER_NAME, json.dumps({"params": params, "num_images": count}, indent=2) + "\n")
     (root / _PARTIAL_NAME).unlink(missing_ok=True)
     return root
