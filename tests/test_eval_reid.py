@@ -82,10 +82,14 @@ def _assert_same(result, expected):
 @pytest.mark.parametrize("ap_mode", ["standard", "official"])
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("path", ["candidates", "whole_block"])
-def test_matches_dense_reference(metric, ap_mode, seed, path, monkeypatch):
-    # both counting paths: binary search of the candidates only, and bucketing of the whole block
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matches_dense_reference(metric, ap_mode, seed, path, dtype, monkeypatch):
+    # both counting paths: the candidates only, and whole sorted rows; float32 input is checked and
+    # normalised without a copy of its own, float64 input after the cast
     monkeypatch.setattr(ranking, "DENSE_FRACTION", 1.0 if path == "candidates" else 0.0)
     data = random_protocol(seed, metric)
+    data = (data[0].astype(dtype), data[1].astype(dtype), *data[2:])
+    inputs = [a.copy() for a in data]
     expected = reference_reid(*data, metric=metric, ap_mode=ap_mode, max_rank=12)
     for block_size in (1, 7, None):
         result = _evaluate_quietly(*data, metric=metric, ap_mode=ap_mode, max_rank=12,
@@ -93,6 +97,19 @@ def test_matches_dense_reference(metric, ap_mode, seed, path, monkeypatch):
         _assert_same(result, expected)
         assert len(result["cmc"]) == 12
         assert result["num_skipped_queries"] == len(data[0]) - expected["num_valid_queries"]
+    for given, kept in zip(data, inputs):  # the gallery has junk: its kept rows are normalised in place
+        np.testing.assert_array_equal(given, kept)
+
+
+def test_float32_features_without_junk_are_not_modified():
+    qf, gf, q_pids, g_pids, q_cams, g_cams = random_protocol(3, "cosine")
+    g_pids = np.abs(g_pids)  # no junk: nothing is copied before normalising
+    qf, gf = qf.astype(np.float32), gf.astype(np.float32)
+    q_copy, g_copy = qf.copy(), gf.copy()
+    result = _evaluate_quietly(qf, gf, q_pids, g_pids, q_cams, g_cams)
+    np.testing.assert_array_equal(qf, q_copy)
+    np.testing.assert_array_equal(gf, g_copy)
+    assert result["mAP"] == pytest.approx(reference_reid(qf, gf, q_pids, g_pids, q_cams, g_cams)["mAP"], abs=1e-6)
 
 
 def _single_query(pattern):

@@ -1,11 +1,11 @@
-"""Exact ranks of the true matches of each query without sorting the gallery.
+"""Exact ranks of the true matches of each query, counted against the few match scores of its row.
 
 A query's rank list is its gallery sorted by score, best first, ties broken by gallery index (the lower
 index ranks first); excluded items (junk) are then deleted from the list. Every metric of both protocols
 (AP, INP, CMC, Recall@K, MAP@R) depends only on the 1-based ranks of the true matches in that list, and the
 rank of a match ``m`` is ``1 + #{items ranked before m} - #{excluded items ranked before m}``. The first
-count is taken against the few match scores of the row (a count, not a sort of the row); the second only
-involves the query's own "members" (its matches and its excluded same-identity items).
+count only involves the items scoring at least the row's lowest match (binary searches among them); the
+second only involves the query's own "members" (its matches and its excluded same-identity items).
 
 "Members" of a query are the gallery items that share its label; each member is either a true match or
 excluded (Market-1501: same camera; leave-one-out retrieval: the query itself). Items with other labels are
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-DENSE_FRACTION = 0.125  # above this share of candidates in a block, bucket the whole block instead
+DENSE_FRACTION = 0.125  # above this share of candidates in a block, sort whole rows instead of gathering them
 
 
 @dataclass
@@ -64,6 +64,56 @@ def _sortable_keys(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return (rows.astype(np.uint64) << np.uint64(32)) | key.astype(np.uint64)
 
 
+def _count_among_candidates(scores: np.ndarray, is_candidate: np.ndarray,
+                            thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How many scores of each row are strictly above / equal to each of its thresholds [B, P], counting
+    only the candidates (every score at least the row's lowest threshold must be one): their (row, score)
+    keys are sorted once and each threshold is found by two binary searches."""
+    num_rows, num_cols = scores.shape
+    flat = np.flatnonzero(is_candidate)
+    rows = flat // num_cols
+    keys = np.sort(_sortable_keys(scores.reshape(-1)[flat], rows))
+    row_end = np.bincount(rows, minlength=num_rows).cumsum()
+    wanted = _sortable_keys(thresholds, np.arange(num_rows)[:, None])
+    at_most = np.searchsorted(keys, wanted, side="right")
+    below = np.searchsorted(keys, wanted, side="left")
+    return row_end[:, None] - at_most, at_most - below
+
+
+def _count_in_sorted_rows(scores: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same counts as :func:`_count_among_candidates` over whole rows: each row is sorted (numpy's
+    vectorised sort) and its thresholds found by binary search."""
+    ascending = np.sort(scores, axis=1)
+    at_most = np.empty(thresholds.shape, dtype=np.int64)
+    below = np.empty(thresholds.shape, dtype=np.int64)
+    for row, (values, wanted) in enumerate(zip(ascending, thresholds)):
+        at_most[row] = np.searchsorted(values, wanted, side="right")
+        below[row] = np.searchsorted(values, wanted, side="left")
+    return scores.shape[1] - at_most, at_most - below
+
+
+def _tie_groups(thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For thresholds in rank order [B, P] (descending): each one's offset within its run of equal values,
+    and that run's length ([B, P] int64 each)."""
+    width = thresholds.shape[1]
+    pos = np.broadcast_to(np.arange(width), thresholds.shape)
+    changes = thresholds[:, 1:] != thresholds[:, :-1]
+    starts_run = np.concatenate([np.ones((len(thresholds), 1), bool), changes], axis=1)
+    ends_run = np.concatenate([changes, np.ones((len(thresholds), 1), bool)], axis=1)
+    first = np.maximum.accumulate(np.where(starts_run, pos, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends_run, pos, width - 1)[:, ::-1], axis=1)[:, ::-1]
+    return pos - first, last - first + 1
+
+
+def _positions_in_rank_list(scores: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """0-based positions of ``members`` [R, P] in their rows' rank lists (score descending, ties by index),
+    by a stable sort of each row [R, G]: the exact fallback for rows where other items tie a member."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    position = np.empty_like(order)
+    np.put_along_axis(position, order, np.arange(scores.shape[1])[None, :], axis=1)
+    return np.take_along_axis(position, np.maximum(members, 0), axis=1)
+
+
 def match_ranks(scores, members: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ranks of the true matches of a block of queries.
 
@@ -74,13 +124,15 @@ def match_ranks(scores, members: np.ndarray, excluded: np.ndarray) -> tuple[np.n
     Returns:
         ranks [B, P] int64: 1-based ranks of the true matches in the junk-free list, ascending, 0 = padding;
         num_matches [B] int64.
-    Cost: one pass over the block to find, per row, the items scoring at least the row's lowest member
-    (the candidates: a few dozen per row for a useful embedding); then one binary search per candidate
-    among all rows' member scores, keyed by (row, score): O(candidates x log(B P)); when candidates are
-    more than ``DENSE_FRACTION`` of the block, every score is bucketed among its own row's member scores
-    instead (O(B G log P)). Members' equal scores are then settled by gallery index. No row is sorted.
+    Cost: one pass over the block finds the candidates, the items scoring at least the row's lowest member
+    (only they can rank before a member). When they are at most ``DENSE_FRACTION`` of the block (a useful
+    embedding: a few dozen per row), only they are gathered and sorted, keyed by row; otherwise every row
+    is sorted (numpy's vectorised sort). Two binary searches per member then give the items strictly above it and
+    those tied with it; members tied with members are ordered by gallery index. A row where another item
+    ties a member's score (rare with real features) is settled exactly by a stable sort of that row.
     """
     scores = scores.numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
     members = members.numpy() if isinstance(members, torch.Tensor) else np.asarray(members)
     excluded = excluded.numpy() if isinstance(excluded, torch.Tensor) else np.asarray(excluded)
     num_rows, width = members.shape
@@ -95,36 +147,17 @@ def match_ranks(scores, members: np.ndarray, excluded: np.ndarray) -> tuple[np.n
                                             for a in (thresholds, members, excluded.astype(bool), valid))
     lowest = np.where(valid, thresholds, np.inf).min(axis=1).astype(np.float32)
 
-    # candidates: only items scoring at least the lowest member can rank before a member
     is_candidate = scores >= lowest[:, None]
-    ascending = thresholds[:, ::-1].copy()  # padding thresholds (-inf) first
     if np.count_nonzero(is_candidate) <= DENSE_FRACTION * scores.size:
-        rows, cols = np.nonzero(is_candidate)
-        values = scores[rows, cols]
-        # one binary search per candidate among all rows' thresholds, keyed by (row, score)
-        ascending_keys = _sortable_keys(ascending, np.arange(num_rows)[:, None]).reshape(-1)
-        keys = _sortable_keys(values, rows)
-        position = np.searchsorted(ascending_keys, keys, side="left")
-        bucket = position - rows * width  # thresholds of the row strictly below the value
-        flat = rows * (width + 1) + bucket
-        tied = np.flatnonzero(ascending_keys[np.minimum(position, ascending_keys.size - 1)] == keys)
-    else:  # most of the block: bucket every score, row by row against its own thresholds (torch, batched)
-        dense = scores if min(scores.strides) >= 0 and scores.flags.c_contiguous else scores.copy()
-        bucket = torch.searchsorted(torch.from_numpy(ascending), torch.from_numpy(dense)).numpy()
-        flat = (bucket + (np.arange(num_rows) * (width + 1))[:, None]).reshape(-1)
-        nearest = np.take_along_axis(ascending, np.minimum(bucket, width - 1), axis=1)
-        rows, cols = np.nonzero(scores == nearest)
-        values = scores[rows, cols]
-        tied = np.arange(rows.size)
-    hist = np.bincount(flat, minlength=num_rows * (width + 1)).reshape(num_rows, width + 1)
-    # values strictly above the a-th ascending threshold fall in buckets a+1 .. width; back to rank order
-    before = hist[:, ::-1].cumsum(axis=1)[:, ::-1][:, 1:][:, ::-1].copy()
-    # equal scores (the members themselves included) are settled by gallery index
-    if tied.size:
-        r = rows[tied]
-        earlier = (values[tied, None] == thresholds[r]) & (cols[tied, None] < members[r])
-        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-        before[r[starts]] += np.add.reduceat(earlier.astype(np.int64), starts, axis=0)
+        above, equal = _count_among_candidates(scores, is_candidate, thresholds)
+    else:
+        above, equal = _count_in_sorted_rows(scores, thresholds)
+    offset, run = _tie_groups(thresholds)
+    before = above + offset  # items strictly above, then the members tied with it and earlier in the gallery
+    others_tied = (valid & (equal > run)).any(axis=1)  # a non-member shares a member's score
+    if others_tied.any():
+        rows = np.flatnonzero(others_tied)
+        before[rows] = _positions_in_rank_list(scores[rows], members[rows])
 
     junk = (excluded & valid).astype(np.int64)
     junk_before = junk.cumsum(axis=1) - junk

@@ -31,13 +31,13 @@ from .ranking import group_members, match_ranks
 from .rerank import iter_rerank_blocks
 from .search import (
     ApproximateSearch,
-    as_feature_matrix,
     as_label_vector,
     build_index,
     check_block_size,
     check_metric,
     check_positive_int,
     check_same_dim,
+    checked_features,
     iter_matrix_blocks,
     iter_score_blocks,
     prepare,
@@ -106,13 +106,13 @@ def protocol_cameras(query_camids, gallery_camids, num_query: int, num_gallery: 
 
 def _validate(query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids, metric,
               camera_filter):
-    qf = as_feature_matrix(query_feats, "query_feats", metric)
-    gf = as_feature_matrix(gallery_feats, "gallery_feats", metric)
+    qf, q_sq = checked_features(query_feats, "query_feats", metric)
+    gf, g_sq = checked_features(gallery_feats, "gallery_feats", metric)
     check_same_dim(qf, gf)
     q_pids = as_label_vector(query_pids, "query_pids", qf.shape[0])
     g_pids = as_label_vector(gallery_pids, "gallery_pids", gf.shape[0])
     q_cams, g_cams = protocol_cameras(query_camids, gallery_camids, qf.shape[0], gf.shape[0], camera_filter)
-    return qf, gf, q_pids, g_pids, q_cams, g_cams
+    return (qf, q_sq), (gf, g_sq), q_pids, g_pids, q_cams, g_cams
 
 
 def _check_queries(q_pids, num_matches, g_pids) -> np.ndarray:
@@ -205,14 +205,15 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     """
     check_metric(metric)
     _check_options(ap_mode, max_rank, block_size, camera_filter)
-    qf, gf, q_pids, g_pids, q_cams, g_cams = _validate(
+    (qf, q_sq), (gf, g_sq), q_pids, g_pids, q_cams, g_cams = _validate(
         query_feats, gallery_feats, query_pids, gallery_pids, query_camids, gallery_camids, metric, camera_filter)
     keep = g_pids != -1  # junk for every query: drop once (order, hence the tie rule, is preserved)
     if not keep.any():
         raise ValueError("the gallery holds only junk items (identity -1)")
-    if not keep.all():
-        gf, g_pids, g_cams = gf[keep], g_pids[keep], g_cams[keep]
-    qf, gf = prepare(qf, metric), prepare(gf, metric)
+    dropped = not keep.all()
+    if dropped:
+        gf, g_sq, g_pids, g_cams = gf[keep], g_sq[keep], g_pids[keep], g_cams[keep]
+    qf, gf = prepare(qf, metric, q_sq), prepare(gf, metric, g_sq, in_place=dropped)  # gf[keep] is our copy
     if rerank:
         if approximate is not None:
             raise ValueError("rerank and approximate cannot be combined")
@@ -222,7 +223,7 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     if approximate is not None:
         return _evaluate_approximate(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, ap_mode, max_rank,
                                      approximate, per_query)
-    blocks = iter_score_blocks(qf, gf, metric, block_size)
+    blocks = iter_score_blocks(qf, gf, metric, block_size, reuse=True)  # each block is done before the next
     return _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query)
 
 

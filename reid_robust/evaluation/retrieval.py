@@ -19,11 +19,11 @@ import numpy as np
 
 from .ranking import group_members, match_ranks
 from .search import (
-    as_feature_matrix,
     as_label_vector,
     check_block_size,
     check_metric,
     check_positive_int,
+    checked_features,
     iter_score_blocks,
     prepare,
 )
@@ -65,9 +65,9 @@ def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", c
     check_metric(metric)
     ks = _check_ks(ks)
     check_block_size(block_size)
-    x = as_feature_matrix(feats, "feats", metric)
+    x, squared = checked_features(feats, "feats", metric)
     y = as_label_vector(labels, "labels", x.shape[0])
-    x = prepare(x, metric)
+    x = prepare(x, metric, squared)
 
     groups = group_members(y, y)
     self_index = np.arange(x.shape[0])
@@ -76,7 +76,7 @@ def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", c
     first = np.zeros(num, dtype=np.int64)
     map_r = np.zeros(num)
     num_matches = np.zeros(num, dtype=np.int64)
-    for start, end, scores in iter_score_blocks(x, x, metric, block_size):
+    for start, end, scores in iter_score_blocks(x, x, metric, block_size, reuse=True):
         members = groups.block(start, end)
         is_self = members == self_index[start:end, None]
         ranks, n = match_ranks(scores, members, is_self)

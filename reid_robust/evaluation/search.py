@@ -34,6 +34,15 @@ def as_feature_matrix(x, name: str, metric: str | None = None) -> np.ndarray:
     (squared norm above ``MAX_SQUARED_NORM``: its products or distances would overflow), and under the
     ``cosine`` metric a row whose norm is zero or too small to normalise in float32.
     """
+    return checked_features(x, name, metric)[0]
+
+
+def checked_features(x, name: str, metric: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`as_feature_matrix`, also returning the rows' squared norms [N] float64 (for :func:`prepare`).
+
+    float32 input is read twice in all (norms, then normalisation): a float32 row is finite exactly when
+    its float64 squared norm is, so that norm is the finiteness check too.
+    """
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
@@ -45,19 +54,37 @@ def as_feature_matrix(x, name: str, metric: str | None = None) -> np.ndarray:
         raise ValueError(f"{name} has 0 feature dimensions")
     if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise ValueError(f"{name} must hold numbers, got dtype {x.dtype}")
+    if x.dtype == np.float32:
+        x = np.ascontiguousarray(x)
+        squared = squared_norms(x)
+        if not np.isfinite(squared).all():
+            _refuse_non_finite(x, name)
+    else:
+        _refuse_non_finite(x, name)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf: check_norms names the row
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        squared = squared_norms(x)
+    check_norms(x, name, metric, squared)
+    return x, squared
+
+
+def _refuse_non_finite(x: np.ndarray, name: str) -> None:
     finite = np.isfinite(x).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise ValueError(f"{name} row {int(bad[0])} is not finite (NaN or infinite; {bad.size} such row(s))")
-    with np.errstate(over="ignore"):  # values beyond float32 become inf: check_norms names the row
-        x = np.ascontiguousarray(x, dtype=np.float32)
-    check_norms(x, name, metric)
-    return x
 
 
-def check_norms(x: np.ndarray, name: str, metric: str | None = None) -> None:
-    """Refuse rows of the float32 matrix ``x`` [N, D] that cannot be scored exactly (see as_feature_matrix)."""
-    squared = np.einsum("ij,ij->i", x, x, dtype=np.float64)  # float64: neither overflows nor underflows here
+def squared_norms(x: np.ndarray) -> np.ndarray:
+    """Squared L2 norms of the rows of float32 ``x`` [N, D], accumulated in float64 ([N]; neither overflows
+    nor underflows for float32 rows)."""
+    return np.einsum("ij,ij->i", x, x, dtype=np.float64)
+
+
+def check_norms(x: np.ndarray, name: str, metric: str | None = None, squared: np.ndarray | None = None) -> None:
+    """Refuse rows of the float32 matrix ``x`` [N, D] that cannot be scored exactly (see as_feature_matrix);
+    ``squared``: their squared norms if already known."""
+    squared = squared_norms(x) if squared is None else squared
     too_large = ~(squared <= MAX_SQUARED_NORM)  # also catches values that overflowed the float32 cast
     if too_large.any():
         row = int(np.flatnonzero(too_large)[0])
@@ -104,16 +131,19 @@ def check_same_dim(query: np.ndarray, gallery: np.ndarray, qname="query_feats", 
         raise ValueError(f"{qname} have {query.shape[1]} dimensions but {gname} have {gallery.shape[1]}")
 
 
-def l2_normalize(x: np.ndarray, eps: float = float(np.finfo(np.float32).tiny)) -> np.ndarray:
-    """Rows [N, D] float32 divided by their L2 norm, taken in float64 (a new float32 array; rows of norm
-    below ``eps`` are divided by ``eps``: the evaluators refuse such rows first, see :func:`check_norms`)."""
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
-    return x / np.maximum(norms, eps).astype(np.float32)[:, None]
+def l2_normalize(x: np.ndarray, eps: float = float(np.finfo(np.float32).tiny), squared: np.ndarray | None = None,
+                 in_place: bool = False) -> np.ndarray:
+    """Rows [N, D] float32 divided by their L2 norm, taken in float64 (a new float32 array, or ``x`` itself
+    with ``in_place``; rows of norm below ``eps`` are divided by ``eps``: the evaluators refuse such rows
+    first, see :func:`check_norms`). ``squared``: the rows' squared norms if already known."""
+    norms = np.sqrt(squared_norms(x) if squared is None else squared)
+    return np.divide(x, np.maximum(norms, eps).astype(np.float32)[:, None], out=x if in_place else None)
 
 
-def prepare(x: np.ndarray, metric: str) -> np.ndarray:
-    """The representation searched for ``metric``: L2-normalised rows for cosine, the raw rows otherwise."""
-    return l2_normalize(x) if metric == "cosine" else x
+def prepare(x: np.ndarray, metric: str, squared: np.ndarray | None = None, in_place: bool = False) -> np.ndarray:
+    """The representation searched for ``metric``: L2-normalised rows for cosine, the raw rows otherwise
+    (``squared`` and ``in_place`` as in :func:`l2_normalize`)."""
+    return l2_normalize(x, squared=squared, in_place=in_place) if metric == "cosine" else x
 
 
 def check_block_size(block_size: int | None) -> None:
@@ -126,21 +156,24 @@ def default_block_size(num_gallery: int, block_elements: int = DEFAULT_BLOCK_ELE
     return max(1, block_elements // max(1, num_gallery))
 
 
-def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str,
-                      block_size: int | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str, block_size: int | None = None,
+                      reuse: bool = False) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, end, scores[end - start, G])`` for consecutive query blocks (float32, higher = closer).
 
     ``query`` and ``gallery`` must already be prepared with :func:`prepare` (normalised for cosine). The
     products go through numpy's BLAS (OpenBLAS in the numpy wheels: about twice as fast as torch's MKL on
-    AMD CPUs).
+    AMD CPUs). ``reuse=True`` writes every block into one buffer (no fresh pages per block): a block is
+    then valid only until the next one is requested.
     """
     check_metric(metric)
     g_t = gallery.T  # a view: BLAS reads it transposed, no copy
     g_sq = np.einsum("ij,ij->i", gallery, gallery) if metric == "euclidean" else None
     block = block_size or default_block_size(gallery.shape[0])
+    buffer = np.empty((min(block, query.shape[0]), gallery.shape[0]), dtype=np.float32) if reuse else None
     for start in range(0, query.shape[0], block):
         end = min(start + block, query.shape[0])
-        scores = np.matmul(query[start:end], g_t)
+        out = buffer[: end - start] if buffer is not None else None
+        scores = np.matmul(query[start:end], g_t, out=out)
         if metric == "euclidean":
             scores *= 2.0
             scores -= g_sq
