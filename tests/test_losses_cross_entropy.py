@@ -35,6 +35,46 @@ def test_matches_loop_reference_and_torch_form():
         assert v == pytest.approx(t, abs=1e-10)
 
 
+def previous_label_smoothing_cross_entropy(logits, labels, epsilon):
+    """The hand-written form used before torch's ``label_smoothing`` (kept as the reference)."""
+    log_probs = torch.log_softmax(logits, dim=1)
+    nll = -log_probs.gather(1, labels.view(-1, 1)).squeeze(1)
+    if epsilon == 0:
+        return nll.mean()
+    uniform = -log_probs.mean(dim=1)
+    return ((1.0 - epsilon) * nll + epsilon * uniform).mean()
+
+
+FIXED_LOGITS = {
+    "random": torch.randn(16, 7, generator=torch.Generator().manual_seed(3)) * 3,
+    "confident": torch.tensor([[30.0, -30.0, 0.0], [0.0, 0.0, 80.0], [-50.0, 50.0, 49.0]]),
+    "large": torch.tensor([[1e4, -1e4, 3e3], [2e3, 2e3, -2e3]]),
+}
+FIXED_LABELS = {"random": torch.arange(16) % 7, "confident": torch.tensor([1, 2, 0]), "large": torch.tensor([1, 0])}
+
+
+@pytest.mark.parametrize("case", sorted(FIXED_LOGITS))
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3, 0.9])
+def test_value_and_gradient_equal_the_previous_form_on_fixed_float32_logits(case, eps):
+    logits, labels = FIXED_LOGITS[case], FIXED_LABELS[case]
+    x_new = logits.clone().requires_grad_(True)
+    x_old = logits.clone().requires_grad_(True)
+    new = label_smoothing_cross_entropy(x_new, labels, eps)
+    old = previous_label_smoothing_cross_entropy(x_old, labels, eps)
+    assert torch.isfinite(new) and abs(new.item() - old.item()) <= 1e-6 * max(1.0, abs(old.item()))
+    new.backward()
+    old.backward()
+    assert torch.allclose(x_new.grad, x_old.grad, rtol=0, atol=1e-6)
+
+
+def test_module_value_is_torchs_label_smoothed_cross_entropy_of_its_logits():
+    torch.manual_seed(5)
+    loss = CrossEntropyLoss(num_classes=4, embedding_dim=3, epsilon=0.1)
+    x, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 3, 0, 1])
+    expected = previous_label_smoothing_cross_entropy(loss.classifier(x), y, 0.1)
+    assert loss(x, y).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
 def test_module_owns_bias_free_classifier_and_gradchecks():
     torch.manual_seed(1)
     loss = CrossEntropyLoss(num_classes=3, embedding_dim=4, epsilon=0.1).double()

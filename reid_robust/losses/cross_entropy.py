@@ -8,7 +8,7 @@ This is not fast-reid's form (``1 - eps`` on the true class, ``eps / (K - 1)`` e
 
 from __future__ import annotations
 
-import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ClassifierLoss
@@ -17,14 +17,10 @@ from .base import ClassifierLoss
 def label_smoothing_cross_entropy(logits: Tensor, labels: Tensor, epsilon: float) -> Tensor:
     """Mean over the batch of ``-sum_c q_c log softmax(z)_c`` with ``q_c = (1-eps)[c=y] + eps/K``.
 
-    ``logits`` [N, K], ``labels`` [N] in [0, K). ``epsilon = 0`` is plain cross entropy.
+    ``logits`` [N, K], ``labels`` [N] in [0, K). ``epsilon = 0`` is plain cross entropy. This is torch's
+    ``F.cross_entropy(label_smoothing=eps)``, which uses the same eps/K form.
     """
-    log_probs = torch.log_softmax(logits, dim=1)
-    nll = -log_probs.gather(1, labels.view(-1, 1)).squeeze(1)
-    if epsilon == 0:
-        return nll.mean()
-    uniform = -log_probs.mean(dim=1)
-    return ((1.0 - epsilon) * nll + epsilon * uniform).mean()
+    return F.cross_entropy(logits, labels, label_smoothing=epsilon)
 
 
 class CrossEntropyLoss(ClassifierLoss):

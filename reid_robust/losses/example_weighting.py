@@ -11,6 +11,7 @@ meaningful (``last_cross_entropy`` holds the plain mean cross entropy for loggin
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ClassifierLoss
@@ -23,7 +24,7 @@ def gradient_rescaled_cross_entropy(logits: Tensor, labels: Tensor, example_weig
     L1 norm ``w_i / sum_j w_j`` (``example_weights`` [N] are constants)."""
     _, one_minus_p = true_class_probability(logits, labels)
     coeff = gradient_rescaling_coefficients(example_weights, one_minus_p, eps).to(logits.dtype)
-    ce = -torch.log_softmax(logits, dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+    ce = F.cross_entropy(logits, labels, reduction="none")
     return (coeff * ce).sum()
 
 
@@ -62,7 +63,7 @@ class DerivativeManipulationLoss(ClassifierLoss):
         weights = emphasis_density_weights(p_true, self.lam, self.beta)
         self._record_weights(weights)
         with torch.no_grad():
-            self.last_cross_entropy = float(torch.nn.functional.cross_entropy(logits, labels))
+            self.last_cross_entropy = float(F.cross_entropy(logits, labels))
         return gradient_rescaled_cross_entropy(logits, labels, weights)
 
     def extra_repr(self) -> str:

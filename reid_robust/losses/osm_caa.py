@@ -16,10 +16,10 @@ normalisation, which weighs the metric term P times more against the ID term (15
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ClassifierLoss
-from .cross_entropy import label_smoothing_cross_entropy
 from .pairwise import (
     DISTANCE_EPS,
     gram_matrix,
@@ -123,9 +123,9 @@ class OSMCAALoss(ClassifierLoss):
         if self.id_weight > 0:
             if self.confidence_weighted_id:
                 w = gaussian_confidence_weights(p_true).to(logits.dtype)
-                ce = -(w * torch.log_softmax(logits, dim=1).gather(1, labels.view(-1, 1)).squeeze(1)).sum()
+                ce = (w * F.cross_entropy(logits, labels, reduction="none")).sum()
             else:
-                ce = label_smoothing_cross_entropy(logits, labels, 0.0)
+                ce = F.cross_entropy(logits, labels)
             loss = loss + self.id_weight * ce
         return loss
 

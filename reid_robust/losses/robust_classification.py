@@ -15,6 +15,7 @@ and are averaged over the batch; ``p_y`` is the probability of the annotated lab
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ClassifierLoss
@@ -22,7 +23,7 @@ from .base import ClassifierLoss
 
 def _log_p_true(logits: Tensor, labels: Tensor) -> Tensor:
     """``log p_y`` [N] from logits [N, K] (log-softmax: exact for tiny p_y, no clamp)."""
-    return torch.log_softmax(logits, dim=1).gather(1, labels.view(-1, 1)).squeeze(1)
+    return -F.cross_entropy(logits, labels, reduction="none")
 
 
 def mean_absolute_error(logits: Tensor, labels: Tensor) -> Tensor:
