@@ -2,8 +2,8 @@
 Encoding", CVPR 2017; reference code zhunzhong07/person-re-ranking). methods.md §12.2.
 
 All M = Q + G items (queries and gallery together) are used, transductively:
-1. ``d̃`` = squared Euclidean distance, each row divided by its maximum; initial ranking per row (ties by
-   item index, so an item's own entry comes first unless an earlier duplicate exists);
+1. ``d̃`` = squared Euclidean distance, each row divided by its maximum; initial ranking per row by
+   (d̃, item index): ties go to the earlier item (a stable sort's order);
 2. ``R(p, k1)`` = items of p's top k1+1 whose own top k1+1 contains p;
 3. for each ``q ∈ R(p, k1)``, ``R(q, round(k1/2))`` is added when more than 2/3 of it lies in ``R(p, k1)``;
 4. ``V_p[g] = exp(-d̃(p, g))`` on the expanded set, normalised to sum 1;
@@ -12,17 +12,24 @@ All M = Q + G items (queries and gallery together) are used, transductively:
 7. ``d* = (1 - λ) d_J + λ d̃`` for queries x gallery.
 
 The input is plain (not squared) Euclidean distance, squared once here (torchreid squares twice).
-Memory: the neighbour lists [M, k1+1], a sparse V (about M x 200 entries) and one block of queries' re-ranked
-distances at a time (:func:`iter_rerank_blocks`); the full M x M distance matrix is computed in row blocks
-and never held. :func:`k_reciprocal_rerank` assembles the whole [Q, G] matrix when a caller wants it.
+
+Cost: the M x M squared distances are computed once, half of them (block rows of the upper triangle; each
+block also serves, transposed, the rows below it), keeping per row its maximum and its ``c`` smallest
+entries; then Q x G once more for the λ d̃ term. Everything else is vectorised over the neighbour lists.
+Memory: one block of distances (2^24 entries by default), the candidate lists [M, c], a sparse V (a few
+hundred entries per row) and one block of queries' results at a time (:func:`iter_rerank_blocks`).
 """
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from .search import as_feature_matrix, check_block_size, check_positive_int, check_same_dim, default_block_size
+
+JACCARD_ENTRIES = 1 << 22  # (query, shared item, gallery) triples per Jaccard step: ~100 MB of temporaries
 
 
 def _top_neighbours(dist_rows: torch.Tensor, k: int) -> torch.Tensor:
@@ -37,64 +44,206 @@ def _top_neighbours(dist_rows: torch.Tensor, k: int) -> torch.Tensor:
     return idx.gather(1, order)
 
 
-def _reciprocal(neighbours: np.ndarray, k: int) -> list[np.ndarray]:
-    """R(p, k) for every p: members of p's top k+1 whose own top k+1 contains p."""
-    top = neighbours[:, : k + 1]
-    back = top[top]  # [M, k+1, k+1]
-    mutual = (back == np.arange(len(top))[:, None, None]).any(axis=2)
-    return [top[p][mutual[p]] for p in range(len(top))]
+def _passing(mask: np.ndarray) -> np.ndarray:
+    """Flat C-order positions of the True entries of a C-contiguous boolean array (few of them): scanned
+    eight bytes at a time, several times faster than ``np.flatnonzero`` on sparse masks."""
+    flat = mask.reshape(-1)
+    if flat.size % 8:
+        return np.flatnonzero(flat)
+    words = np.flatnonzero(flat.view(np.uint64))
+    rows, offsets = np.nonzero(flat.reshape(-1, 8)[words])
+    return words[rows] * 8 + offsets
 
 
-def _encode(squared_row_fn, neighbours: np.ndarray, k1: int) -> sp.csr_matrix:
-    """Sparse V [M, M] of steps 2-4; ``squared_row_fn(p, cols)`` returns d̃(p, cols)."""
-    num = len(neighbours)
-    recip = _reciprocal(neighbours, k1)
-    half = int(np.around(k1 / 2.0))
-    recip_half = _reciprocal(neighbours, half)
-    half_len = np.array([len(r) for r in recip_half])
-    in_base = np.zeros(num, dtype=bool)  # membership of R(p, k1), set and cleared for each p
-    rows, cols, vals = [], [], []
-    for p in range(num):
-        base = recip[p]
-        in_base[base] = True
-        candidates = [recip_half[q] for q in base]
-        lengths = half_len[base]
-        inside = np.concatenate([[0], np.cumsum(in_base[np.concatenate(candidates)])])
-        ends = np.cumsum(lengths)
-        overlap = inside[ends] - inside[ends - lengths]
-        in_base[base] = False
-        added = [candidates[i] for i in np.flatnonzero(overlap > 2.0 / 3.0 * lengths)]  # strict, as the reference
-        members = np.unique(np.concatenate([base, *added]))
-        weights = np.exp(-squared_row_fn(p, members))
-        rows.append(np.full(len(members), p))
-        cols.append(members)
-        vals.append((weights / weights.sum()).astype(np.float32))
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(num, num))
+def _merge(raw: np.ndarray, idx: np.ndarray, rows: np.ndarray, new_vals: np.ndarray, new_idx: np.ndarray):
+    """Merge new candidates (``rows`` ascending, values, items) into the lists of ``rows`` (in place): each
+    list keeps its ``c`` smallest, and every value left out is >= every value kept, the invariant that makes
+    the final selection exact (see :func:`_neighbours`). Rows are handled in groups of similar counts."""
+    touched, starts, counts = np.unique(rows, return_index=True, return_counts=True)
+    width = 8
+    while len(touched):
+        group = counts <= width if counts.max() > width else np.ones(len(touched), dtype=bool)
+        in_group = np.repeat(group, counts)
+        if group.any():
+            _merge_group(raw, idx, touched[group], counts[group], new_vals[in_group], new_idx[in_group])
+        new_vals, new_idx = new_vals[~in_group], new_idx[~in_group]
+        touched, counts = touched[~group], counts[~group]
+        width *= 8
+
+
+def _merge_group(raw, idx, touched, counts, new_vals, new_idx) -> None:
+    """:func:`_merge` for rows ``touched`` with ``counts`` new entries each (entries grouped by row)."""
+    c = raw.shape[1]
+    pos = np.arange(len(new_vals)) - np.repeat(np.cumsum(counts) - counts, counts)
+    slot = np.repeat(np.arange(len(touched)), counts)
+    vals = np.full((len(touched), c + counts.max()), np.inf, dtype=np.float32)
+    items = np.full(vals.shape, -1, dtype=np.int64)
+    vals[:, :c], items[:, :c] = raw[touched], idx[touched]
+    vals[slot, c + pos], items[slot, c + pos] = new_vals, new_idx
+    keep = np.argpartition(vals, c - 1, axis=1)[:, :c]
+    raw[touched] = np.take_along_axis(vals, keep, axis=1)
+    idx[touched] = np.take_along_axis(items, keep, axis=1)
+
+
+def _absorb(raw: np.ndarray, idx: np.ndarray, d: np.ndarray, row0: int, col0: int, transposed: bool) -> None:
+    """Merge the entries of a distance block into the candidate lists of its rows: ``d`` [n, w] holds rows
+    row0.. against columns col0.. (``transposed``: ``d`` [w, n] holds columns col0.. against rows row0..).
+    Only entries below a row's current c-th candidate can enter its list; rows whose list is not yet full
+    take a dense top-k.
+    """
+    n = d.shape[1] if transposed else d.shape[0]
+    thr = raw[row0:row0 + n].max(axis=1)
+    if not np.isfinite(thr).all():
+        rows_first = np.ascontiguousarray(d.T) if transposed else d
+        k = min(raw.shape[1], rows_first.shape[1])
+        top = torch.topk(torch.from_numpy(rows_first), k, dim=1, largest=False)
+        rows = np.repeat(np.arange(row0, row0 + n), k)
+        _merge(raw, idx, rows, top.values.numpy().ravel(), top.indices.numpy().ravel() + col0)
+        return
+    flat = _passing(d < (thr[None, :] if transposed else thr[:, None]))
+    if not len(flat):
+        return
+    a, b = np.divmod(flat, d.shape[1])
+    vals = d[a, b]
+    if transposed:  # a = column, b = row: group by row
+        order = np.argsort(b, kind="stable")
+        a, b, vals = b[order], a[order], vals[order]
+    _merge(raw, idx, a + row0, vals, b + col0)
+
+
+def _candidates(x: np.ndarray, sq: np.ndarray, c: int, block: int):
+    """Per item p: its ``c`` smallest squared distances ``raw[p]`` to ``idx[p]`` (unordered) and its largest
+    squared distance ``row_max[p]``, from the upper triangle of the M x M matrix in row blocks (each block
+    serves its rows and, transposed, the rows below it)."""
+    num = len(x)
+    raw = np.full((num, c), np.inf, dtype=np.float32)
+    idx = np.full((num, c), -1, dtype=np.int64)
+    row_max = np.zeros(num, dtype=np.float32)
+    for s in range(0, num, block):
+        e = min(s + block, num)
+        d = np.matmul(x[s:e], x[s:].T)  # [b, M - s]: rows s..e against columns s..M
+        d *= -2.0
+        d += sq[s:]
+        d += sq[s:e, None]
+        np.maximum(row_max[s:e], d.max(axis=1), out=row_max[s:e])
+        _absorb(raw, idx, d, s, s, transposed=False)
+        if e < num:
+            below = d[:, e - s:]  # transposed: rows e..M against columns s..e
+            np.maximum(row_max[e:], below.max(axis=0), out=row_max[e:])
+            _absorb(raw, idx, below, e, s, transposed=True)
+    return raw, idx, np.maximum(row_max, 1e-12)
+
+
+def _neighbours(raw, idx, row_max, k: int, x: np.ndarray, sq: np.ndarray) -> np.ndarray:
+    """Top-k neighbours [M, k] by (d̃, index) from the candidate lists; d̃ = max(raw, 0) / row_max.
+
+    Exact whenever the k-th d̃ is below the largest kept candidate's (nothing left out can tie with it);
+    the other rows (ties reaching past the candidates, e.g. many duplicates) are recomputed from the full row.
+    """
+    norm = np.maximum(raw, 0) / row_max[:, None]
+    order = np.lexsort((idx, norm), axis=1)
+    top = np.take_along_axis(idx, order[:, :k], axis=1)
+    if raw.shape[1] < len(x):
+        kth = np.take_along_axis(norm, order[:, k - 1:k], axis=1)[:, 0]
+        for p in np.flatnonzero(kth >= norm.max(axis=1)):
+            row = np.maximum(sq[p] + sq - 2.0 * (x @ x[p]), 0) / row_max[p]
+            top[p] = _top_neighbours(torch.from_numpy(row[None].astype(np.float32)), k)[0].numpy()
+    return top
+
+
+def _reciprocal(top: np.ndarray, k: int) -> np.ndarray:
+    """R(p, k) for every p, padded [M, k+1] with -1: members of p's top k+1 whose own top k+1 contains p."""
+    near = top[:, : k + 1]
+    mutual = (near[near] == np.arange(len(near))[:, None, None]).any(axis=2)
+    return np.where(mutual, near, -1)
+
+
+def _expanded_sets(top: np.ndarray, k1: int, chunk: int = 2048) -> np.ndarray:
+    """Steps 2-3: the expanded set of every p, padded [M, W] with -1, each row sorted and duplicate-free."""
+    recip = _reciprocal(top, k1)
+    half = _reciprocal(top, int(np.around(k1 / 2.0)))
+    out = []
+    for s in range(0, len(top), chunk):
+        base = recip[s:s + chunk]  # [n, k1+1]
+        cand = np.where(base[:, :, None] >= 0, half[np.maximum(base, 0)], -1)  # [n, k1+1, h+1]
+        inside = ((cand[..., None] == base[:, None, None, :]) & (cand[..., None] >= 0)).any(-1).sum(-1)
+        size = (cand >= 0).sum(-1)
+        added = np.where((inside > 2.0 / 3.0 * size)[..., None], cand, -1)  # strict, as the reference
+        members = np.sort(np.concatenate([base, added.reshape(len(base), -1)], axis=1), axis=1)
+        members[:, 1:][members[:, 1:] == members[:, :-1]] = -1
+        out.append(members)
+    return np.concatenate(out)
+
+
+def _member_distances(members, idx, raw, x, sq) -> np.ndarray:
+    """Squared distances [M, W] from p to each member (from the candidate lists, or computed if absent)."""
+    num, width = members.shape
+    order = np.argsort(idx, axis=1)
+    cand_keys = (np.arange(num)[:, None] * num + np.take_along_axis(idx, order, axis=1)).ravel()
+    cand_raw = np.take_along_axis(raw, order, axis=1).ravel()
+    rows = np.repeat(np.arange(num), width)
+    keys = rows * num + members.ravel()
+    pos = np.minimum(np.searchsorted(cand_keys, keys), len(cand_keys) - 1)
+    out = np.where(cand_keys[pos] == keys, cand_raw[pos], np.nan)
+    missing = np.flatnonzero(np.isnan(out) & (members.ravel() >= 0))
+    for s in range(0, len(missing), 1 << 14):
+        m = missing[s:s + (1 << 14)]
+        p, q = rows[m], members.ravel()[m]
+        out[m] = sq[p] + sq[q] - 2.0 * np.einsum("ij,ij->i", x[p], x[q])
+    return np.maximum(out, 0).reshape(num, width)
+
+
+def _encode(members: np.ndarray, sq_dist: np.ndarray, row_max: np.ndarray) -> sp.csr_matrix:
+    """Step 4: sparse V [M, M], ``V_p = exp(-d̃(p, ·))`` on p's expanded set, normalised to sum 1."""
+    valid = members >= 0
+    weights = np.where(valid, np.exp(-(sq_dist / row_max[:, None]).astype(np.float32)), 0).astype(np.float32)
+    weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.finfo(np.float32).tiny)  # empty sets stay 0
+    counts = valid.sum(axis=1)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    num = len(members)
+    return sp.csr_matrix((weights[valid], members[valid], indptr), shape=(num, num))
 
 
 def _jaccard_rows(v: sp.csr_matrix, gallery: sp.csc_matrix, start: int, end: int) -> np.ndarray:
-    """d_J(p, g) [end - start, G] for queries p in [start, end) from the sparse encodings; ``gallery`` is the
-    gallery part of ``v`` in CSC form."""
+    """d_J(p, g) [end - start, G] for queries p in [start, end); ``gallery`` = the gallery rows of V, CSC.
+
+    Each nonzero V_p[j] meets the gallery items g with V_g[j] > 0 (column j): Σ_j min(V_p[j], V_g[j])
+    accumulates over those triples only.
+    """
+    num_g = gallery.shape[0]
+    lo, hi = v.indptr[start], v.indptr[end]
+    cols, vals = v.indices[lo:hi], v.data[lo:hi]
+    query = np.repeat(np.arange(end - start), np.diff(v.indptr[start:end + 1]))
+    first = gallery.indptr[cols]
+    counts = gallery.indptr[cols + 1] - first
+    total = int(counts.sum())
+    ends = np.cumsum(counts)
+    at = np.arange(total) + np.repeat(first - (ends - counts), counts)
+    pair = np.repeat(query * num_g, counts) + gallery.indices[at]
+    mins = np.minimum(np.repeat(vals, counts), gallery.data[at])
+    overlap = np.bincount(pair, weights=mins, minlength=(end - start) * num_g).reshape(end - start, num_g)
+    return (1.0 - overlap / (2.0 - overlap)).astype(np.float32)
+
+
+def _jaccard_block(v: sp.csr_matrix, gallery: sp.csc_matrix, start: int, end: int) -> np.ndarray:
+    """:func:`_jaccard_rows` over [start, end), in steps of at most ``JACCARD_ENTRIES`` triples."""
+    col_nnz = np.diff(gallery.indptr)
+    row_nnz = np.diff(v.indptr[start:end + 1])
+    per_entry = col_nnz[v.indices[v.indptr[start]:v.indptr[end]]]
+    per_query = np.bincount(np.repeat(np.arange(end - start), row_nnz), weights=per_entry, minlength=end - start)
+    max_rows = max(1, JACCARD_ENTRIES // gallery.shape[0])  # the float64 overlap block stays small too
     out = np.empty((end - start, gallery.shape[0]), dtype=np.float32)
-    for i, p in enumerate(range(start, end)):
-        lo, hi = v.indptr[p], v.indptr[p + 1]
-        cols, vals = v.indices[lo:hi], v.data[lo:hi]
-        sub = gallery[:, cols].tocoo()
-        overlap = np.bincount(sub.row, weights=np.minimum(vals[sub.col], sub.data), minlength=out.shape[1])
-        out[i] = 1.0 - overlap / (2.0 - overlap)
+    before = np.concatenate([[0], np.cumsum(per_query)])  # triples of the queries before each one
+    s = start
+    while s < end:
+        fits = int(np.searchsorted(before, before[s - start] + JACCARD_ENTRIES, side="right")) - 1 - (s - start)
+        e = min(s + max(1, min(fits, max_rows)), end)
+        out[s - start:e - start] = _jaccard_rows(v, gallery, s, e)
+        s = e
     return out
 
 
-def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-                       block_size: int | None = None):
-    """Yield ``(start, end, distances[end - start, G])``: re-ranked distances (lower = closer) of consecutive
-    blocks of queries [Q, D] against the gallery [G, D].
-
-    Memory beyond the features: the neighbour lists, the sparse encodings V and one block (the default block
-    holds 2^24 distances, 64 MB), so re-ranked evaluation stays O(block x gallery) like the plain one. The
-    original distance is the Euclidean distance of the features as given (normalise them first for
-    cosine-trained embeddings, as BoT does).
-    """
+def _check_params(k1, k2, lambda_value, block_size) -> None:
     check_positive_int(k1, "k1")
     check_positive_int(k2, "k2")
     if k2 > k1 + 1:
@@ -102,6 +251,19 @@ def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, la
     if not 0.0 <= lambda_value <= 1.0:
         raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
     check_block_size(block_size)
+
+
+def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+                       block_size: int | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(start, end, distances[end - start, G])``: re-ranked distances (lower = closer) of consecutive
+    blocks of queries [Q, D] against the gallery [G, D].
+
+    Memory beyond the features: a copy of them, the candidate lists, the sparse encodings V and one block
+    (the default block holds 2^24 distances, 64 MB), so re-ranked evaluation stays O(block x gallery) like
+    the plain one. The original distance is the Euclidean distance of the features as given (normalise them
+    first for cosine-trained embeddings, as BoT does).
+    """
+    _check_params(k1, k2, lambda_value, block_size)
     qf = as_feature_matrix(query_feats, "query_feats")
     gf = as_feature_matrix(gallery_feats, "gallery_feats")
     check_same_dim(qf, gf)
@@ -109,37 +271,29 @@ def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, la
     num, num_query = x.shape[0], qf.shape[0]
     k = min(k1 + 1, num)
     sq = np.einsum("ij,ij->i", x, x)
-
-    def squared(rows, cols=slice(None)) -> np.ndarray:
-        """Squared Euclidean distances [len(rows), len(cols)] (numpy's BLAS for the product)."""
-        return np.maximum(sq[rows][:, None] + sq[cols][None, :] - 2.0 * (x[rows] @ x[cols].T), 0)
-
-    row_max = np.empty(num, dtype=np.float32)
-    neighbours_np = np.empty((num, k), dtype=np.int64)
-    block = block_size or default_block_size(num)
-    for start in range(0, num, block):
-        rows = slice(start, min(start + block, num))
-        d = squared(rows)
-        row_max[rows] = np.maximum(d.max(axis=1), 1e-12)
-        neighbours_np[rows] = _top_neighbours(torch.from_numpy(d / row_max[rows, None]), k).numpy()
-
-    def normalised_row(p: int, cols: np.ndarray) -> np.ndarray:
-        return (np.maximum(sq[p] + sq[cols] - 2.0 * (x[cols] @ x[p]), 0) / row_max[p]).astype(np.float32)
-
-    v = _encode(normalised_row, neighbours_np, k1)
+    raw, idx, row_max = _candidates(x, sq, min(num, 2 * k + 8), block_size or default_block_size(num))
+    top = _neighbours(raw, idx, row_max, k, x, sq)
+    members = _expanded_sets(top, k1)
+    v = _encode(members, _member_distances(members, idx, raw, x, sq), row_max)
     k2 = min(k2, k)  # fewer than k2 items in all: expand over all of them
     if k2 != 1:
         expand = sp.csr_matrix((np.full(num * k2, 1.0 / k2, dtype=np.float32),
-                                (np.repeat(np.arange(num), k2), neighbours_np[:, :k2].reshape(-1))),
-                               shape=(num, num))
+                                (np.repeat(np.arange(num), k2), top[:, :k2].reshape(-1))), shape=(num, num))
         v = (expand @ v).tocsr()
     gallery_v = v[num_query:].tocsc()
+    gallery_t = x[num_query:].T
     query_block = block_size or default_block_size(num - num_query)
     for start in range(0, num_query, query_block):
         end = min(start + query_block, num_query)
-        out = _jaccard_rows(v, gallery_v, start, end)
+        out = _jaccard_block(v, gallery_v, start, end)
         out *= 1.0 - lambda_value
-        out += lambda_value * (squared(slice(start, end), slice(num_query, num)) / row_max[start:end, None])
+        d = np.matmul(x[start:end], gallery_t)
+        d *= -2.0
+        d += sq[num_query:]
+        d += sq[start:end, None]
+        np.maximum(d, 0, out=d)
+        d *= (lambda_value / row_max[start:end])[:, None]
+        out += d
         yield start, end, out
 
 
