@@ -1,6 +1,7 @@
 """Checkpoints: atomic writes (a crash while saving never corrupts the previous file), plain data only, and
 loading that never runs code and refuses anything else in one line."""
 import random
+import re
 
 import numpy as np
 import pytest
@@ -123,3 +124,57 @@ def test_npy_with_pickled_objects_is_refused(tmp_path):
         numpy_load(path, "array file")
     np.save(path, np.arange(3))
     assert numpy_load(path, "array file").tolist() == [0, 1, 2]
+
+
+# ---- the stored config: a plain mapping, reloaded through the typed config --------------------------------------
+
+def _old_config(**changes) -> dict:
+    """The config as the dict-config trainers (reid_robust 0.1 and main before issue 13) stored it: nested plain
+    dicts and lists; 0.1 had no ``train.overwrite`` (added in issue 12)."""
+    from reid_robust.config import load_config
+
+    stored = load_config(None, ["model.backbone=resnet18", "model.embedding_dim=8", "data.transforms.size=[32, 16]"])
+    mapping = stored.to_dict()
+    for section, values in changes.items():
+        mapping[section].update(values)
+    return mapping
+
+
+@pytest.mark.parametrize("version", ["0.1", "main", "removed key"])
+def test_checkpoints_with_a_plain_dict_config_still_load(tmp_path, version, caplog, monkeypatch):
+    import logging
+
+    from reid_robust.config import Config
+    from reid_robust.engine.builders import build_model_from_config
+
+    mapping = _old_config()
+    if version == "0.1":
+        del mapping["train"]["overwrite"]
+    if version == "removed key":
+        mapping["train"]["warmup_method"] = "linear"  # a key this version does not know
+    model = build_model_from_config(Config.from_dict(_old_config()).model)
+    ck.atomic_save({"model": model.state_dict(), "config": mapping, "epoch": 3}, tmp_path / "c.pth")
+    monkeypatch.setattr(logging.getLogger("reid_robust"), "propagate", True)
+    with caplog.at_level(logging.WARNING, logger="reid_robust"):
+        loaded, cfg = ck.load_model_from_checkpoint(tmp_path / "c.pth")
+    assert isinstance(cfg, Config) and cfg.model.backbone == "resnet18" and cfg.train.overwrite is False
+    assert cfg.data.transforms.size == (32, 16)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    notices = [m for m in caplog.messages if "no longer has" in m]
+    assert notices == ([f"checkpoint {tmp_path / 'c.pth'}: ignoring config keys this version no longer has: "
+                        "train.warmup_method"] if version == "removed key" else [])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("model"), "its config has no 'model' section"),
+    (lambda c: c.update(data=None), "its config's 'data' section is None, not a mapping of keys"),
+    (lambda c: c["model"].update(last_stride=3), "'model.last_stride' must be 1 or 2, got 3"),
+])
+def test_a_checkpoint_config_that_is_not_a_config_is_one_error_naming_the_file(tmp_path, change, message):
+    from reid_robust.config import ConfigError
+
+    mapping = _old_config()
+    change(mapping)
+    ck.atomic_save({"model": {"w": torch.ones(1)}, "config": mapping}, tmp_path / "c.pth")
+    with pytest.raises(ConfigError, match=f"^checkpoint {tmp_path / 'c.pth'}: .*{re.escape(message)}"):
+        ck.load_model_from_checkpoint(tmp_path / "c.pth")

@@ -245,3 +245,17 @@ def test_resume_changes_sort_keys_into_applied_ignored_and_refused():
     assert changes["ignored"] == [("data.num_workers", 2, 0)]
     assert [k for k, _, _ in changes["refused"]] == ["loss.terms", "seed"]
     assert resume_changes(saved, saved) == {"applied": [], "ignored": [], "refused": []}
+
+
+def test_train_tool_prints_the_resolved_config_as_yaml_and_refuses_bad_values_first(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_reid_config_test", ROOT / "tools" / "train_reid.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    quickstart = str(ROOT / "configs/quickstart.yaml")
+    assert tool.main(["--config", quickstart, "--print-config", "train.epochs=3"]) == 0
+    (tmp_path / "printed.yaml").write_text(capsys.readouterr().out)
+    assert load_config(tmp_path / "printed.yaml") == load_config(quickstart, ["train.epochs=3"])
+    assert tool.main(["--config", quickstart, "--print-config", "data.transforms.flip=2"]) == 2
+    assert capsys.readouterr().err == "error: command line: 'data.transforms.flip' must be in [0, 1], got 2\n"

@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
+from reid_robust.config import TransformConfig
 from reid_robust.data import ImageDataset, ImageReadError, ImageRecord, build_transforms
 
 
@@ -18,7 +19,7 @@ def records(tmp_path):
 
 
 def test_items_and_label_override(records):
-    transform = build_transforms({"size": [16, 8]}, train=False)
+    transform = build_transforms(TransformConfig(size=(16, 8)), train=False)
     dataset = ImageDataset(records, transform, labels=[1, 0])
     item = dataset[1]
     assert item["image"].shape == (3, 16, 8) and item["image"].dtype == torch.float32
@@ -60,7 +61,7 @@ def test_missing_and_corrupt_images_name_the_file(tmp_path, records):
 def test_workers_get_distinct_reproducible_augmentation(tmp_path):
     path = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 12, 3), dtype=np.uint8)).save(path)
-    transform = build_transforms({"size": [24, 12], "pad": 4, "flip": 0.5, "random_erasing": 0.0}, train=True)
+    transform = build_transforms(TransformConfig(size=(24, 12), pad=4, flip=0.5, random_erasing=0.0), train=True)
     dataset = ImageDataset([ImageRecord(str(path), 0, 0)] * 4, transform)
 
     def run(seed):
@@ -80,7 +81,7 @@ def test_main_process_augmentation_follows_torch_seed(tmp_path):
 
     def run(seed):
         torch.manual_seed(seed)
-        dataset = ImageDataset([ImageRecord(str(path), 0, 0)] * 3, build_transforms(cfg, train=True))
+        dataset = ImageDataset([ImageRecord(str(path), 0, 0)] * 3, build_transforms(TransformConfig.from_dict(cfg), train=True))
         return torch.stack([dataset[i]["image"] for i in range(3)])
 
     assert torch.equal(run(5), run(5)) and not torch.equal(run(5), run(6))
@@ -96,7 +97,7 @@ def test_per_image_seeds_make_augmentation_independent_of_workers_and_order(tmp_
         paths.append(path)
     cfg = {"size": [24, 12], "pad": 4, "flip": 0.5, "random_erasing": 0.5, "color_jitter": 0.3}
     dataset = ImageDataset([ImageRecord(str(p), i // 2, 0) for i, p in enumerate(paths)],
-                           build_transforms(cfg, train=True))
+                           build_transforms(TransformConfig.from_dict(cfg), train=True))
     sampler = PKSampler([0, 0, 1, 1], num_identities=2, num_instances=2, seed=3, num_batches=3, augment_seeds=True)
 
     def run(workers):

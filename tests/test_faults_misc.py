@@ -101,11 +101,11 @@ def section_checkpoints(tmp_path_factory) -> dict[str, Path]:
     from reid_robust.engine.checkpoint import atomic_save
 
     cfg = load_config(None, ["model.backbone=resnet18", "model.embedding_dim=8", "data.transforms.size=[32, 16]"])
-    state = build_model_from_config(cfg).state_dict()
+    state = build_model_from_config(cfg.model).state_dict()
     out = {}
     for name, change in (("no_data", lambda c: c.pop("data")), ("data_none", lambda c: c.update(data=None)),
                          ("no_model", lambda c: c.pop("model"))):
-        config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.items()}
+        config = cfg.to_dict()
         change(config)
         folder = tmp_path_factory.mktemp(name)  # no config.yaml beside it: the audit reads the checkpoint's
         atomic_save({"model": state, "config": config, "epoch": 1}, folder / "ckpt.pth")

@@ -244,7 +244,7 @@ def test_torch_writer_failure_on_a_full_disk_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", failing)
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 0))
-    with pytest.raises(OSError, match=f"^no space left on device while writing {tmp_path / 'x.pth'}$"):
+    with pytest.raises(OSError, match=f"no space left on device while writing {tmp_path / 'x.pth'} "):
         atomic_save({"a": 1}, tmp_path / "x.pth")
     assert list(tmp_path.iterdir()) == []
 

@@ -146,6 +146,23 @@ def test_manifest_columns_and_round_trip(tmp_path, records):
     assert load_noisy_label_list(path, records).tolist() == [0, 2, 1, 0]
 
 
+def test_manifest_write_is_atomic_on_a_full_disk(tmp_path, records, monkeypatch):
+    """A full disk keeps the previous manifest and leaves no temporary file (it used a fixed-name .tmp)."""
+    import errno
+    import os
+
+    clean = np.array([r.pid for r in records])
+    path = write_noise_manifest(tmp_path / "noise_manifest.csv", records, clean, clean, clean != clean)
+    before = path.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match=f"no space left on device while writing {path}"):
+        write_noise_manifest(path, records, clean, np.array([0, 2, 1, 0]), np.array([0, 2, 1, 0]) != clean)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["noise_manifest.csv"]
+
+
 def test_text_list_with_relative_paths(tmp_path, records):
     listing = tmp_path / "noisy.txt"
     listing.write_text("# published list\ntrain/a/img0.jpg 2\na/img1.jpg 0\nb/img1.jpg,1\n\nimg2.jpg 0\n")
@@ -184,14 +201,15 @@ def test_confusable_identities_blocked_rows_match_dense():
 def test_published_list_is_logged_by_file_and_realised_rate(tmp_path, records, caplog, monkeypatch):
     import logging
 
+    from reid_robust.config import NoiseConfig
     from reid_robust.engine.noise import apply_label_noise
 
     listing = tmp_path / "noisy.txt"
     listing.write_text("a/img0.jpg 2\na/img1.jpg 1\nb/img1.jpg 1\nimg2.jpg 2\n")
-    cfg = {"data": {"noise": {"rate": 0.0, "mode": "symmetric", "seed": 0, "list": str(listing), "confusable": None}}}
+    noise = NoiseConfig(list=str(listing))
     monkeypatch.setattr(logging.getLogger("reid_robust"), "propagate", True)  # a training run may have turned it off
     with caplog.at_level(logging.INFO, logger="reid_robust"):
-        labels = apply_label_noise(cfg, records, np.array([r.pid for r in records]), None)
+        labels = apply_label_noise(noise, records, np.array([r.pid for r in records]), None)
     assert labels.tolist() == [2, 1, 1, 2]
     message = next(m for m in caplog.messages if m.startswith("label noise:"))
     assert f"list={listing}" in message and "realised rate=0.2500 (1 of 4" in message

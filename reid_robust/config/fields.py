@@ -136,13 +136,13 @@ def _check_tuple(key: str, args: tuple, value: Any) -> tuple:
 
 def check_field(section: type, prefix: str, field: dataclasses.Field, value: Any) -> Any:
     """One field's value checked against its type and its rule (applied to each item of a tuple)."""
-    key = f"{prefix}{field.name}"
+    key, given = f"{prefix}{field.name}", value
     value = check_value(key, type_hints(section)[field.name], value)
     rule: Rule | None = field.metadata.get("rule")
     if rule is not None and value is not None:
         items = value if isinstance(value, tuple) else (value,)
         if not all(rule.test(v) for v in items):
-            raise ConfigError(f"'{key}' must be {rule.text}, got {_plain(value)!r}")
+            raise ConfigError(f"'{key}' must be {rule.text}, got {_plain(given)!r}")  # as the user wrote it
     return value
 
 

@@ -17,12 +17,15 @@ Evaluation never sees these labels: noise touches the training split only.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from reid_robust.atomic import atomic_write_text
 
 from .records import ImageRecord
 
@@ -178,15 +181,13 @@ def write_noise_manifest(path: str | os.PathLike, records: Sequence[ImageRecord]
     if not len(records) == len(clean) == len(noisy) == len(flags):
         raise ValueError(f"manifest columns differ in length: {len(records)} records, {len(clean)} clean, "
                          f"{len(noisy)} noisy, {len(flags)} flags")
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(MANIFEST_COLUMNS)
+    for record, c, n, f in zip(records, clean, noisy, flags):
+        writer.writerow([record.path, int(c), int(n), int(f)])
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(MANIFEST_COLUMNS)
-        for record, c, n, f in zip(records, clean, noisy, flags):
-            writer.writerow([record.path, int(c), int(n), int(f)])
-    os.replace(tmp, path)
+    atomic_write_text(path, buffer.getvalue())
     return path
 
 

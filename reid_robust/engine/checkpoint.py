@@ -1,6 +1,7 @@
 """Checkpoints: atomic writes (temporary file, fsync, rename) and loading that never runs code.
 
-A checkpoint is a dict with ``model`` (state dict), ``config`` (the resolved config), ``epoch`` (epochs
+A checkpoint is a dict with ``model`` (state dict), ``config`` (the resolved config as a plain mapping,
+``Config.to_dict()``; read back with :func:`checkpoint_config`), ``epoch`` (epochs
 completed) and, for resuming, ``optimizer``, ``scheduler``, ``scaler``, ``losses`` (loss-module states),
 ``rng`` and ``iteration`` (batches of the epoch already trained; PK sampling is a function of seed and epoch).
 Everything in it is plain data (tensors, numbers, strings, None, lists, tuples and dicts of them), so it is
@@ -10,17 +11,24 @@ of reid_robust 0.1 hold numpy's RNG state as a numpy array: exactly the numpy gl
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from reid_robust.atomic import atomic_write
+from reid_robust.config import Config, config_from_mapping
 from reid_robust.safe_load import torch_load
+
+if TYPE_CHECKING:
+    from reid_robust.models import ReIDModel
 
 try:  # numpy >= 2 (numpy.core is an alias that warns)
     from numpy._core.multiarray import _reconstruct
@@ -36,6 +44,7 @@ LEGACY_RNG_GLOBALS = (
     np.dtype,
     type(np.dtype(np.uint32)),  # numpy.dtypes.UInt32DType on numpy >= 1.25
 )
+log = logging.getLogger("reid_robust")
 _PLAIN_SCALARS = (bool, int, float, complex, str, bytes, type(None), torch.Tensor, torch.Size, torch.dtype,
                   torch.device)
 
@@ -59,47 +68,12 @@ def check_plain(obj: Any, where: str = "checkpoint") -> None:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """Save with ``torch.save`` to ``path`` so that a crash never leaves a truncated file there.
+    """Save with ``torch.save`` to ``path`` so that a crash never leaves a truncated file there
+    (:func:`reid_robust.atomic.atomic_write`; a full disk is one OSError naming the path).
 
     ``obj`` must be plain data (see :func:`check_plain`): what is written can always be read back safely."""
     check_plain(obj)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # a full disk: one line naming the file; `path` stays as it was
-        raise _write_error(exc, path) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _write_error(exc: Exception, path: Path) -> Exception:
-    """An OSError naming ``path`` for a failed write: ENOSPC, or torch's writer failing ("[enforce fail at
-    inline_container.cc] ... file write failed") on a nearly full disk, says "no space left on device"."""
-    import errno
-    import shutil
-
-    text = str(exc)
-    if isinstance(exc, RuntimeError) and "file write failed" not in text and "inline_container" not in text:
-        return exc  # not a write failure
-    full = getattr(exc, "errno", None) == errno.ENOSPC
-    if isinstance(exc, RuntimeError):
-        try:
-            full = shutil.disk_usage(path.parent).free < 64 * 2**20
-        except OSError:
-            full = False
-    if full:
-        error = OSError(f"no space left on device while writing {path}")
-        error.errno = errno.ENOSPC  # str() stays the message alone
-        return error
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return OSError(f"cannot write {path}: {first}")
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
@@ -200,15 +174,21 @@ def state_dict_mismatch(exc: Exception) -> str:
     return detail if len(detail) <= 300 else detail[:297] + "..."
 
 
-def model_from_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild the model of a loaded checkpoint (:func:`load_checkpoint`) and load its weights, in eval mode."""
+def checkpoint_config(ckpt: Mapping[str, Any], path: str | os.PathLike) -> Config:
+    """The config stored in a loaded checkpoint (a plain mapping, also from older versions), through the same
+    checks as a config file: keys added since take their defaults, keys removed since are dropped with a notice
+    on the ``reid_robust`` logger; a missing ``model`` or ``data`` section is one ConfigError naming the file."""
+    return config_from_mapping(ckpt["config"], f"checkpoint {path}", log.warning)
+
+
+def model_from_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike, device: str | torch.device = "cpu",
+                          cfg: Config | None = None) -> ReIDModel:
+    """Rebuild the model of a loaded checkpoint (:func:`load_checkpoint`) and load its weights, in eval mode;
+    ``cfg``: the checkpoint's config when already read (:func:`checkpoint_config`)."""
     from reid_robust.engine.builders import build_model_from_config
 
-    cfg = ckpt["config"]
-    model_cfg = dict(cfg["model"]) if isinstance(cfg.get("model"), Mapping) else None
-    if model_cfg is None:
-        raise ValueError(f"checkpoint {path} was refused: its config has no 'model' section")
-    model = build_model_from_config({**cfg, "model": {**model_cfg, "pretrained": None}})  # weights: the checkpoint
+    cfg = cfg if cfg is not None else checkpoint_config(ckpt, path)
+    model = build_model_from_config(replace(cfg.model, pretrained=None))  # the weights come from the checkpoint
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as exc:  # e.g. size mismatch: the config and the weights disagree
@@ -219,7 +199,9 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], path: str | os.PathLike, devi
     return model.to(device).eval()
 
 
-def load_model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild the model a checkpoint was trained with and load its weights. Returns ``(model, cfg)``."""
+def load_model_from_checkpoint(path: str | os.PathLike,
+                               device: str | torch.device = "cpu") -> tuple[ReIDModel, Config]:
+    """Rebuild the model a checkpoint was trained with and load its weights. Returns ``(model, config)``."""
     ckpt = load_checkpoint(path, device)
-    return model_from_checkpoint(ckpt, path, device), ckpt["config"]
+    cfg = checkpoint_config(ckpt, path)
+    return model_from_checkpoint(ckpt, path, device, cfg), cfg

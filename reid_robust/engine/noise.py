@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reid_robust.config import NoiseConfig
 from reid_robust.data.noise import (
     confusable_identities,
     inject_identity_noise,
@@ -19,57 +20,58 @@ from reid_robust.safe_load import numpy_load
 log = logging.getLogger("reid_robust")
 
 
-def _load_confusable(path: str, cfg: dict, records: Sequence[ImageRecord], clean: np.ndarray) -> np.ndarray:
-    """``data.noise.confusable`` is a ``.npy`` array (one identity per identity) or a clean-trained checkpoint;
-    both are read without running code (``allow_pickle=False``, ``torch.load(weights_only=True)``)."""
+def _load_confusable(path: str, records: Sequence[ImageRecord], clean: np.ndarray) -> np.ndarray:
+    """``data.noise.confusable`` is a ``.npy`` array (one identity per identity) or a clean-trained checkpoint,
+    whose model embeds ``records`` through its own test transforms; both are read without running code
+    (``allow_pickle=False``, ``torch.load(weights_only=True)``)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"data.noise.confusable: file not found: {p}")
     if p.suffix == ".npy":
         return numpy_load(p, "data.noise.confusable file")  # allow_pickle=False: never runs code
-    from reid_robust.engine.builders import build_test_transform
+    from reid_robust.data import build_transforms
     from reid_robust.engine.checkpoint import load_model_from_checkpoint
-    from reid_robust.engine.inference import extract_features
+    from reid_robust.engine.inference import extract_outputs
 
-    model, _ = load_model_from_checkpoint(p)
-    feats, _, _ = extract_features(model, records, build_test_transform(cfg), batch_size=cfg["data"]["test_batch_size"])
+    model, cfg = load_model_from_checkpoint(p)
+    feats = extract_outputs(model, records, build_transforms(cfg.data.transforms, train=False),
+                            batch_size=cfg.data.test_batch_size)["bn_feat"]
     return confusable_identities(feats, clean)
 
 
-def apply_label_noise(cfg: dict, records: Sequence[ImageRecord], clean: np.ndarray,
+def apply_label_noise(noise: NoiseConfig, records: Sequence[ImageRecord], clean: np.ndarray,
                       output_dir: Path | None) -> np.ndarray:
     """Return the training labels (noisy if configured); rank 0 writes the manifest to ``output_dir``."""
-    n_cfg = cfg["data"]["noise"]
-    if n_cfg["list"]:
-        noisy = load_noisy_label_list(n_cfg["list"], records)
+    if noise.list:
+        noisy = load_noisy_label_list(noise.list, records)
         is_noisy = noisy != clean
-    elif n_cfg["rate"] > 0:
+    elif noise.rate > 0:
         confusable = None
-        if n_cfg["mode"] == "pattern":
-            if not n_cfg["confusable"]:
+        if noise.mode == "pattern":
+            if not noise.confusable:
                 raise ValueError("data.noise.mode=pattern needs data.noise.confusable: a .npy array with each "
                                  "identity's most confusable other identity, or a checkpoint trained on clean "
                                  "labels to compute it from (tools/noise_sweep.py does this for you)")
-            confusable = _load_confusable(n_cfg["confusable"], cfg, records, clean)
-        noisy, is_noisy = inject_identity_noise(clean, n_cfg["rate"], mode=n_cfg["mode"], seed=n_cfg["seed"],
+            confusable = _load_confusable(noise.confusable, records, clean)
+        noisy, is_noisy = inject_identity_noise(clean, noise.rate, mode=noise.mode, seed=noise.seed,
                                                 confusable=confusable)
     else:
         return clean.copy()
     noisy = np.asarray(noisy, dtype=np.int64)
     is_noisy = np.asarray(is_noisy, dtype=bool)
     realised = is_noisy.mean() if len(is_noisy) else 0.0
-    if n_cfg["list"]:  # mode and rate do not apply to a published list
+    if noise.list:  # mode and rate do not apply to a published list
         log.info("label noise: list=%s realised rate=%.4f (%d of %d training labels wrong)",
-                 n_cfg["list"], realised, int(is_noisy.sum()), len(is_noisy))
+                 noise.list, realised, int(is_noisy.sum()), len(is_noisy))
     else:
         log.info("label noise: mode=%s requested rate=%.3f realised rate=%.4f (%d of %d training labels wrong)",
-                 n_cfg["mode"], n_cfg["rate"], realised, int(is_noisy.sum()), len(is_noisy))
+                 noise.mode, noise.rate, realised, int(is_noisy.sum()), len(is_noisy))
     if output_dir is not None:
         write_noise_manifest(Path(output_dir) / "noise_manifest.csv", records, clean, noisy, is_noisy)
     return noisy
 
 
-def class_space(cfg: dict, labels: np.ndarray, num_train_classes: int) -> tuple[np.ndarray, int]:
+def class_space(noise: NoiseConfig, labels: np.ndarray, num_train_classes: int) -> tuple[np.ndarray, int]:
     """``(labels the losses train on, number of classes)``.
 
     Open-set noise hides identities as classes: their images carry other identities' labels and the hidden
@@ -77,8 +79,7 @@ def class_space(cfg: dict, labels: np.ndarray, num_train_classes: int) -> tuple[
     sorted order, so a classifier has no output for a person it can never be taught (the manifest and
     ``suspects.csv`` keep the original ids). Every other setting returns ``(labels, num_train_classes)``.
     """
-    n_cfg = cfg["data"]["noise"]
-    if n_cfg["list"] or n_cfg["mode"] != "open_set" or n_cfg["rate"] <= 0:
+    if noise.list or noise.mode != "open_set" or noise.rate <= 0:
         return labels, int(num_train_classes)
     present, compact = np.unique(labels, return_inverse=True)
     log.info("open-set noise: %d of %d identities keep a class; the losses see them as classes 0..%d",
