@@ -1,18 +1,26 @@
 #!/usr/bin/env python
-"""Speed and memory of reid_robust.evaluation.evaluate_reid at Market-1501 and MSMT17 scale.
+"""Speed and memory of evaluate_reid (Market-1501, MSMT17 scale) and evaluate_retrieval (CUB, SOP scale).
 
-Market-1501 scale (3,368 queries x 15,913 gallery, 2,048-d float32, clustered features with Market-like
-identities, cameras and distractors), all in the same run with the same thread count:
-  1. a bare float32 matrix product of the normalised features (the floor of any exact evaluator), with
-     numpy's BLAS, the one the evaluator uses (torch's MKL is about half as fast on AMD CPUs);
-  2. evaluate_reid (exact, blocked, no sort);
-  3. the dense-distance-matrix + argsort + per-query-loop approach (torchreid's eval_market1501);
-  4. evaluate_reid on unclustered random features (the worst case of the counting step);
-  5. evaluate_reid in approximate mode (FAISS IVF and HNSW), mAP difference from exact.
+The floor of any exact evaluator is the float32 product of the normalised features; it is measured with
+both numpy's BLAS (the one the evaluators use) and torch's, in the same run, interleaved with the
+evaluators (best of ``--repeats``), with the same thread count.
+Market-1501 scale (3,368 queries x 15,913 gallery, 2,048-d, clustered features with Market-like
+identities, cameras and distractors):
+  1. the two products (the floor is the faster);
+  2. evaluate_reid (exact, blocked) on the clustered features and on unclustered random ones (the worst
+     case of the counting step: nearly every item outscores a query's lowest match);
+  3. the dense-distance-matrix + argsort + per-query-loop approach (torchreid's eval_market1501), once;
+  4. evaluate_reid in approximate mode (FAISS IVF and HNSW), mAP difference from exact.
+Leave-one-out retrieval, compute_nmi=False, 512-d clustered features: CUB-200 test scale (5,924 items,
+100 classes) and SOP test scale (60,502 items, 11,316 classes). The floor is the general product x @ y.T
+(y a copy of x): numpy's x @ x.T takes a symmetric half-cost path, reported beside it. At SOP scale the
+products are blocked into one reused buffer (the whole 60,502^2 matrix is 14.6 GB), and the peak memory
+beyond the features is measured in a subprocess. pytorch-metric-learning's AccuracyCalculator (same
+metrics, its faiss k-NN) runs at CUB scale; at SOP scale only with --pml-sop.
 MSMT17 scale (11,659 x 82,161), in a subprocess: peak RSS minus RSS after the features are in memory.
 
-  python benchmarks/eval.py                 # everything (the MSMT17 part takes minutes on 2 cores)
-  python benchmarks/eval.py --skip-msmt --threads 2
+  python benchmarks/eval.py                 # everything (the MSMT17 and SOP parts take minutes on 2 cores)
+  python benchmarks/eval.py --skip-msmt --skip-sop --threads 2
 """
 from __future__ import annotations
 
@@ -29,8 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reid_robust.evaluation import ApproximateSearch, evaluate_reid, set_num_threads
-from reid_robust.evaluation.search import l2_normalize
+from reid_robust.evaluation import ApproximateSearch, evaluate_reid, evaluate_retrieval, set_num_threads
+from reid_robust.evaluation.search import default_block_size, l2_normalize
 
 
 def market_like(num_query: int, num_gallery: int, dim: int, seed: int = 0, noise: float = 1.0,
@@ -102,35 +110,69 @@ def timed(fn):
     return time.perf_counter() - start, result
 
 
+def best_of(repeats: int, named: dict) -> tuple[dict, dict]:
+    """Run every callable of ``named`` in turn, ``repeats`` rounds (interleaved); best time and last result."""
+    best = {name: float("inf") for name in named}
+    results = {}
+    for _ in range(repeats):
+        for name, fn in named.items():
+            t, results[name] = timed(fn)
+            best[name] = min(best[name], t)
+    return best, results
+
+
+def blocked_products(x: np.ndarray, y: np.ndarray, backend: str) -> None:
+    """x @ y.T in blocks of the evaluators' size, into one reused buffer (numpy or torch)."""
+    block = default_block_size(y.shape[0])
+    out = np.empty((min(block, len(x)), len(y)), dtype=np.float32)
+    tx, ty, tout = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(out)
+    for start in range(0, len(x), block):
+        end = min(start + block, len(x))
+        if backend == "numpy":
+            np.matmul(x[start:end], y.T, out=out[: end - start])
+        else:
+            torch.mm(tx[start:end], ty.T, out=tout[: end - start])
+
+
+def floor_products(x: np.ndarray, y: np.ndarray, blocked: bool) -> dict:
+    """The two float32 products of normalised features x [N, D], y [M, D] (y never the same buffer as x)."""
+    if blocked:
+        return {"numpy product": lambda: blocked_products(x, y, "numpy"),
+                "torch product": lambda: blocked_products(x, y, "torch")}
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    return {"numpy product": lambda: np.matmul(x, y.T), "torch product": lambda: torch.mm(tx, ty.T)}
+
+
+def report_floor(best: dict) -> float:
+    floor = min(best["numpy product"], best["torch product"])
+    for name in ("numpy product", "torch product"):
+        print(f"  {name:28s} {best[name]:8.2f} s" + ("   (the floor)" if best[name] == floor else ""))
+    return floor
+
+
 def market_benchmark(args) -> dict:
     qf, gf, q_pids, g_pids, q_cams, g_cams = market_like(3368, 15913, args.dim, noise=args.noise, spread=args.spread)
     data = (qf, gf, q_pids, g_pids, q_cams, g_cams)
     qn, gn = l2_normalize(qf), l2_normalize(gf)
-    # interleaved, best of ``repeats``: the machine may be shared
-    t_matmul = t_eval = float("inf")
-    for _ in range(args.repeats):
-        t_matmul = min(t_matmul, timed(lambda: np.matmul(qn, gn.T))[0])
-        t, exact = timed(lambda: evaluate_reid(*data))
-        t_eval = min(t_eval, t)
-    t_dense, (dense_map, dense_r1) = timed(lambda: dense_argsort_loop(*data))
-    print(f"Market-1501 scale: {len(qf)} x {len(gf)}, {args.dim}-d, {args.threads} threads, "
-          f"mAP {exact['mAP']:.4f}, rank1 {exact['rank1']:.4f}, mINP {exact['mINP']:.4f}")
-    print(f"  bare float32 matmul          {t_matmul:8.2f} s", flush=True)
-    print(f"  evaluate_reid (exact)        {t_eval:8.2f} s   = {t_eval / t_matmul:.2f} x matmul "
-          f"(target <= 1.5)")
-    print(f"  dense + argsort + loop       {t_dense:8.2f} s   evaluate_reid / dense = {t_eval / t_dense:.2f} "
-          f"(target <= 0.5)", flush=True)
-    assert abs(dense_map - exact["mAP"]) < 1e-4 and abs(dense_r1 - exact["rank1"]) < 1e-4, "exact != dense"
-    out = {"matmul_s": t_matmul, "evaluate_reid_s": t_eval, "dense_argsort_loop_s": t_dense,
-           "ratio_vs_matmul": t_eval / t_matmul, "ratio_vs_dense": t_eval / t_dense, "mAP": exact["mAP"]}
-    # worst case for the counting: unclustered features, about half the gallery outscores a query's lowest match
+    # worst case for the counting: unclustered features, nearly the whole gallery outscores a query's lowest match
     rng = np.random.default_rng(1)
     noise_q = rng.standard_normal(qf.shape, dtype=np.float32)
     noise_g = rng.standard_normal(gf.shape, dtype=np.float32)
-    t_random, random_result = timed(lambda: evaluate_reid(noise_q, noise_g, q_pids, g_pids, q_cams, g_cams))
-    print(f"  evaluate_reid, random feats  {t_random:8.2f} s   = {t_random / t_matmul:.2f} x matmul "
-          f"(worst case, no target; mAP {random_result['mAP']:.4f})", flush=True)
-    out["random_features_s"] = t_random
+    best, results = best_of(args.repeats, {
+        **floor_products(qn, gn, blocked=False),
+        "evaluate_reid": lambda: evaluate_reid(*data),
+        "evaluate_reid, random feats": lambda: evaluate_reid(noise_q, noise_g, q_pids, g_pids, q_cams, g_cams)})
+    exact = results["evaluate_reid"]
+    t_dense, (dense_map, dense_r1) = timed(lambda: dense_argsort_loop(*data))
+    print(f"Market-1501 scale: {len(qf)} x {len(gf)}, {args.dim}-d, {args.threads} threads, best of "
+          f"{args.repeats}: mAP {exact['mAP']:.4f}, rank1 {exact['rank1']:.4f}, mINP {exact['mINP']:.4f}")
+    floor = report_floor(best)
+    for name, target in (("evaluate_reid", 1.2), ("evaluate_reid, random feats", 1.5)):
+        print(f"  {name:28s} {best[name]:8.2f} s   = {best[name] / floor:.2f} x floor (target <= {target})")
+    print(f"  dense + argsort + loop       {t_dense:8.2f} s   evaluate_reid / dense = "
+          f"{best['evaluate_reid'] / t_dense:.2f}", flush=True)
+    assert abs(dense_map - exact["mAP"]) < 1e-4 and abs(dense_r1 - exact["rank1"]) < 1e-4, "exact != dense"
+    out = {**best, "dense_argsort_loop_s": t_dense, "mAP": exact["mAP"]}
     for approx in (ApproximateSearch(kind="ivf", nprobe=args.nprobe, topk=args.topk),
                    ApproximateSearch(kind="ivf", nprobe=2, topk=100),
                    ApproximateSearch(kind="hnsw", ef_search=args.ef_search, topk=args.topk),
@@ -144,6 +186,85 @@ def market_benchmark(args) -> dict:
         out[f"approx_{approx.kind}_{setting}_s"] = t_approx
         out[f"approx_{approx.kind}_{setting}_map_diff"] = diff
     return out
+
+
+def retrieval_like(num_items: int, num_classes: int, dim: int, seed: int = 0, noise: float = 1.0,
+                   spread: float = 0.5, classes_per_group: int = 10):
+    """Clustered float32 features [N, D] and labels [N] for leave-one-out retrieval: classes of about equal
+    size in look-alike groups (group centre + ``spread`` N(0, I)), image = class centre + ``noise`` N(0, I)."""
+    gen = torch.Generator().manual_seed(seed)
+    groups = torch.randn(max(1, num_classes // classes_per_group), dim, generator=gen)
+    centres = groups[torch.arange(num_classes) % len(groups)] + spread * torch.randn(num_classes, dim, generator=gen)
+    labels = np.sort(np.arange(num_items) % num_classes)
+    feats = np.empty((num_items, dim), dtype=np.float32)
+    for lo in range(0, num_items, 8192):
+        p = torch.from_numpy(labels[lo:lo + 8192])
+        feats[lo:lo + 8192] = (centres[p] + noise * torch.randn(len(p), dim, generator=gen)).numpy()
+    return feats, labels
+
+
+def pml_accuracy(feats: np.ndarray, labels: np.ndarray) -> dict:
+    """pytorch-metric-learning's AccuracyCalculator on the same leave-one-out task (its faiss k-NN)."""
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+
+    calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"), device=torch.device("cpu"))
+    x = torch.from_numpy(l2_normalize(feats))
+    y = torch.from_numpy(labels)
+    return calc.get_accuracy(x, y, x, y, ref_includes_query=True)
+
+
+def retrieval_timings(feats, labels, repeats: int, blocked: bool, with_pml: bool) -> tuple[dict, dict]:
+    """Floors (general numpy and torch products, numpy's symmetric x @ x.T), evaluate_retrieval, PML."""
+    x = l2_normalize(feats)
+    y = x.copy()  # a different buffer: numpy takes the general product, as every evaluator must
+    named = {**floor_products(x, y, blocked),
+             "evaluate_retrieval": lambda: evaluate_retrieval(feats, labels, compute_nmi=False)}
+    if not blocked:
+        named["numpy x @ x.T (symmetric)"] = lambda: np.matmul(x, x.T)
+    if with_pml:
+        named["pytorch-metric-learning"] = lambda: pml_accuracy(feats, labels)
+    return best_of(repeats, named)
+
+
+def report_retrieval(title: str, best: dict, results: dict, target: float) -> None:
+    ours = results["evaluate_retrieval"]
+    print(f"{title}: P@1 {ours['precision_at_1']:.4f}, MAP@R {ours['map_at_r']:.4f}", flush=True)
+    floor = report_floor(best)
+    if "numpy x @ x.T (symmetric)" in best:
+        t = best["numpy x @ x.T (symmetric)"]
+        print(f"  {'numpy x @ x.T (symmetric)':28s} {t:8.2f} s   (half the work: not a floor for row ranking)")
+    t = best["evaluate_retrieval"]
+    print(f"  {'evaluate_retrieval':28s} {t:8.2f} s   = {t / floor:.2f} x floor (target <= {target})")
+    if "pytorch-metric-learning" in best:
+        pml = results["pytorch-metric-learning"]
+        print(f"  {'pytorch-metric-learning':28s} {best['pytorch-metric-learning']:8.2f} s   = "
+              f"{best['pytorch-metric-learning'] / t:.1f} x evaluate_retrieval; P@1 {pml['precision_at_1']:.4f}, "
+              f"MAP@R {pml['mean_average_precision_at_r']:.4f}")
+        assert abs(pml["precision_at_1"] - ours["precision_at_1"]) < 1e-3, "P@1 differs from pytorch-metric-learning"
+    print(flush=True)
+
+
+def cub_benchmark(args) -> None:
+    feats, labels = retrieval_like(5924, 100, 512, noise=args.retrieval_noise)
+    best, results = retrieval_timings(feats, labels, args.repeats, blocked=False, with_pml=True)
+    report_retrieval(f"CUB-200 scale (leave-one-out, 5924 x 512, 100 classes, {args.threads} threads, best of "
+                     f"{args.repeats})", best, results, 1.5)
+
+
+def sop_child(args) -> None:
+    """Runs in a subprocess: SOP-scale timings, then the peak memory of one evaluation beyond the features."""
+    set_num_threads(args.threads)
+    feats, labels = retrieval_like(60502, 11316, 512, seed=2, noise=args.retrieval_noise)
+    best, results = retrieval_timings(feats, labels, args.sop_repeats, blocked=True, with_pml=args.pml_sop)
+    report_retrieval(f"SOP scale (leave-one-out, 60502 x 512, 11316 classes, {args.threads} threads, best of "
+                     f"{args.sop_repeats}, products blocked)", best, results, 1.2)
+    del results
+    rss_loaded = _rss_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM (peak RSS) to the current RSS
+    evaluate_retrieval(feats, labels, compute_nmi=False)
+    extra = (_rss_kib("VmHWM") - rss_loaded) / 1024
+    print(f"  evaluate_retrieval peak memory beyond the features and the floor's buffers: {extra:.0f} MiB "
+          f"(target <= 3072)", flush=True)
 
 
 def _rss_kib(field: str) -> int:
@@ -181,16 +302,31 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, default=256, help="approximate mode: HNSW candidates at query time")
     parser.add_argument("--skip-msmt", action="store_true", help="skip the MSMT17-scale memory measurement")
     parser.add_argument("--skip-market", action="store_true", help="skip the Market-1501-scale timings")
+    parser.add_argument("--skip-cub", action="store_true", help="skip the CUB-scale retrieval timings")
+    parser.add_argument("--skip-sop", action="store_true", help="skip the SOP-scale retrieval timings and memory")
+    parser.add_argument("--sop-repeats", type=int, default=2, help="best of this many timings at SOP scale")
+    parser.add_argument("--pml-sop", action="store_true", help="also run pytorch-metric-learning at SOP scale")
+    parser.add_argument("--retrieval-noise", type=float, default=2.2, help="retrieval features: noise around a class")
     parser.add_argument("--msmt-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sop-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.msmt_child:
         msmt_child(args)
+        return
+    if args.sop_child:
+        sop_child(args)
         return
     set_num_threads(args.threads)
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start (a shared machine makes the "
           f"absolute times noisy; ratios are within one run)", flush=True)
     if not args.skip_market:
         market_benchmark(args)
+    if not args.skip_cub:
+        cub_benchmark(args)
+    if not args.skip_sop:  # a subprocess: its peak memory is its own
+        cmd = [sys.executable, __file__, "--sop-child", "--threads", str(args.threads), "--sop-repeats",
+               str(args.sop_repeats), "--retrieval-noise", str(args.retrieval_noise)] + (["--pml-sop"] if args.pml_sop else [])
+        subprocess.run(cmd, check=True)
     if not args.skip_msmt:
         cmd = [sys.executable, __file__, "--msmt-child", "--threads", str(args.threads),
                "--msmt-dim", str(args.msmt_dim), "--noise", str(args.noise), "--spread", str(args.spread)]
