@@ -4,9 +4,11 @@ A test compares the committed file with this output, so the documentation cannot
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from reid_robust.config.loader import LEAVES
+from reid_robust.config.resume import RESUME_APPLIED, RESUME_IGNORED
 from reid_robust.config.sections import LossTermConfig
 
 INTRO = """\
@@ -41,9 +43,60 @@ since take their defaults, keys removed since are dropped with a notice).
 """
 
 
-def _default(field) -> str:
-    import dataclasses
+OUTRO = """\
+## Run folders
 
+A run never destroys another run. An `output_dir` that holds an earlier run (`checkpoints/*.pth`,
+`metrics.json` or `log.csv`) is refused in one line unless `train.resume` points into it (continue that run)
+or `train.overwrite=true` (its outputs, `config.yaml`, `checkpoints/`, `metrics.json`, `log.csv`, `train.log`,
+`noise_manifest.csv`, `tensorboard/`, `audit/`, move to `<output_dir>/previous-<UTC time>/`). While a run
+trains, `<output_dir>/.lock` holds its pid, host and start time (created atomically, removed on every exit:
+normal end, error, Ctrl-C, SIGTERM); a second run in the same folder is refused naming that pid. A lock
+whose process is dead (same host) is taken over with a notice in `train.log`; a lock from another host
+(or whose pid was reused by an unrelated process) is refused, and the message says which file to delete.
+Under `torchrun` only rank 0 takes the folder, and its verdict reaches every rank before any work.
+Temporary files of interrupted atomic writes (`.<name>.<pid>.tmp`, e.g. `checkpoints/.last.pth.123.tmp`)
+of dead processes are removed at start. A resumed run drops the `log.csv` rows of epochs after the
+checkpoint (they are trained again), so epochs are never repeated; `train.log` is appended to.
+
+## Resuming with changed keys
+
+`train.resume` compares the config with the checkpoint's and lists every changed key in the log; none is
+kept silently.
+
+| changed key | on resume |
+|---|---|
+{applied}
+{ignored}
+| `train.optimizer` | refused: `train.optimizer changed from adam to sgd: cannot resume ...` |
+{refused}
+
+## Divergence
+
+Each step the trainer checks the loss (and, when it is not finite, names the term and the embeddings) and
+the gradient norm; with the fp16 gradient scaler an occasional skipped step is normal, and
+`MAX_SKIPPED_STEPS` = 20 consecutive skipped steps count as divergence. Before every save (`last.pth`,
+`best.pth`, the Ctrl-C checkpoint) the parameters, buffers and optimiser state must be finite. A diverged
+run stops with one line (`training diverged at epoch E, step S: ...`) and leaves the last finite checkpoint
+as it was. Pair, triplet and ranking losses (`needs_positives` in the loss class) need
+`data.sampler.num_instances >= 2`; classification losses (`cross_entropy`, `dm`, `imae`, `proselflc`) do not.
+"""
+APPLIED_EFFECT = ("applied: the optimiser's and scheduler's learning rates (`initial_lr`, `base_lrs`) are set from the "
+                  'config after the saved state is loaded, at the saved schedule position')
+IGNORED_EFFECT = ('ignored: they only shape outputs or speed (the weights come from the checkpoint)')
+
+
+REFUSED_ROW = ("| anything else (`seed`, `data.*` such as the sampler, noise and transforms, `model.*`, `loss.terms`) "
+               "| refused in one line naming each key with its old and new value: they change what is trained |")
+
+
+def _resume_row(prefixes: tuple[str, ...], effect: str) -> str:
+    """A row of the resume table from the prefixes of reid_robust.config.resume (``eval.`` is ``eval.*``)."""
+    keys = ", ".join(f"`{p}*`" if p.endswith(".") else f"`{p}`" for p in prefixes)
+    return f"| {keys} | {effect} |"
+
+
+def _default(field: dataclasses.Field) -> str:
     value = field.default if field.default is not dataclasses.MISSING else field.default_factory()
     if isinstance(value, tuple) and value and isinstance(value[0], LossTermConfig):
         return " + ".join(term.name for term in value)
@@ -56,21 +109,21 @@ def _default(field) -> str:
     return str(value)
 
 
-def _meaning(section, field) -> str:
-    from reid_robust.config.fields import type_hints
-
-    hint = type_hints(section)[field.name]
+def _meaning(field: dataclasses.Field) -> str:
+    """The field's help text, with its rule when the text does not already say it."""
     rule = field.metadata.get("rule")
     text = field.metadata["help"]
     if rule is not None and rule.text not in text:
-        text += f" (must be {rule.text})"
-    del hint
+        text += f"; must be {rule.text}"
     return text
 
 
 def render() -> str:
-    rows = [f"| `{key}` | {_default(field)} | {_meaning(section, field)} |" for key, (section, field, _) in LEAVES.items()]
-    return INTRO + "\n".join(rows) + "\n"
+    """docs/config.md: INTRO, one table row per key (dotted name, default, meaning), OUTRO."""
+    rows = [f"| `{key}` | {_default(field)} | {_meaning(field)} |" for key, (_, field, _) in LEAVES.items()]
+    outro = OUTRO.format(applied=_resume_row(RESUME_APPLIED, APPLIED_EFFECT),
+                         ignored=_resume_row(RESUME_IGNORED, IGNORED_EFFECT), refused=REFUSED_ROW)
+    return INTRO + "\n".join(rows) + "\n\n" + outro
 
 
 if __name__ == "__main__":

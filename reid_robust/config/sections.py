@@ -221,7 +221,7 @@ class TrainConfig(Section):
     grad_clip: float = option(0.0, "max gradient norm; 0 disables", at_least(0, " (0: off)"))
     amp: bool = option(False, "mixed precision: bf16 autocast on CPU, fp16 + GradScaler on GPU; losses run in float32")
     resume: str | None = option(None, "checkpoint to resume from (model, optimiser, scheduler, scaler, loss states, "
-                                      "epoch, iteration)")
+                                      "epoch, iteration); changed keys: see \"Resuming with changed keys\" below")
     overwrite: bool = option(False, "train into an `output_dir` that holds another run: its files are moved to "
                                     "`<output_dir>/previous-<UTC time>/` first (nothing is deleted)")
     gather_embeddings: bool = option(False, "under DDP, every loss term sees the embeddings of all ranks; the loss "
@@ -272,7 +272,7 @@ class Config(Section):
     seed: int = option(0, "seeds model initialisation, PK sampling and augmentation (per epoch, so a resumed run "
                           "repeats them)", at_least(0))
     output_dir: str = option("runs/default", "where `config.yaml`, `checkpoints/`, `metrics.json`, `train.log`, "
-                                             "`log.csv` go")
+                                             "`log.csv` go; one run per folder (see \"Run folders\" below)")
     device: str = option("auto", "`auto` (CUDA when available), `cpu`, `cuda`, `cuda:N`")
     data: DataConfig = option(DataConfig, "data")
     model: ModelConfig = option(ModelConfig, "model")

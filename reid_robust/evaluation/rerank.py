@@ -21,7 +21,7 @@ hundred entries per row) and one block of queries' results at a time (:func:`ite
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,6 +29,7 @@ import torch
 
 from .search import as_feature_matrix, check_block_size, check_positive_int, check_same_dim, default_block_size
 
+CandidateSearch = Callable[[np.ndarray, np.ndarray, int], tuple]
 JACCARD_ENTRIES = 1 << 22  # (query, shared item, gallery) triples per Jaccard step: ~100 MB of temporaries
 
 
@@ -254,14 +255,18 @@ def _check_params(k1, k2, lambda_value, block_size) -> None:
 
 
 def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-                       block_size: int | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+                       block_size: int | None = None, candidate_search: CandidateSearch | None = None,
+                       ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, end, distances[end - start, G])``: re-ranked distances (lower = closer) of consecutive
     blocks of queries [Q, D] against the gallery [G, D].
 
     Memory beyond the features: a copy of them, the candidate lists, the sparse encodings V and one block
     (the default block holds 2^24 distances, 64 MB), so re-ranked evaluation stays O(block x gallery) like
     the plain one. The original distance is the Euclidean distance of the features as given (normalise them
-    first for cosine-trained embeddings, as BoT does).
+    first for cosine-trained embeddings, as BoT does). ``candidate_search(x [M, D], sq [M], c)`` replaces the
+    built-in pass that finds each item's c nearest: it returns ``(squared distances [M, c], indices [M, c],
+    largest squared distance per item [M])``, e.g. searched shard by shard
+    (:func:`reid_robust.evaluation.sharded.shard_candidates`).
     """
     _check_params(k1, k2, lambda_value, block_size)
     qf = as_feature_matrix(query_feats, "query_feats")
@@ -271,7 +276,11 @@ def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, la
     num, num_query = x.shape[0], qf.shape[0]
     k = min(k1 + 1, num)
     sq = np.einsum("ij,ij->i", x, x)
-    raw, idx, row_max = _candidates(x, sq, min(num, 2 * k + 8), block_size or default_block_size(num))
+    c = min(num, 2 * k + 8)
+    if candidate_search is None:
+        raw, idx, row_max = _candidates(x, sq, c, block_size or default_block_size(num))
+    else:
+        raw, idx, row_max = (np.asarray(a) for a in candidate_search(x, sq, c))
     top = _neighbours(raw, idx, row_max, k, x, sq)
     members = _expanded_sets(top, k1)
     v = _encode(members, _member_distances(members, idx, raw, x, sq), row_max)
@@ -298,11 +307,12 @@ def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, la
 
 
 def k_reciprocal_rerank(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-                        block_size: int | None = None) -> np.ndarray:
+                        block_size: int | None = None, candidate_search: CandidateSearch | None = None) -> np.ndarray:
     """Re-ranked distances [Q, G] (lower = closer) from query [Q, D] and gallery [G, D] features, whole
     (for pictures or custom metrics; :func:`iter_rerank_blocks` gives them block by block)."""
     out = None
-    for start, end, block in iter_rerank_blocks(query_feats, gallery_feats, k1, k2, lambda_value, block_size):
+    for start, end, block in iter_rerank_blocks(query_feats, gallery_feats, k1, k2, lambda_value, block_size,
+                                                candidate_search):
         if out is None:
             out = np.empty((len(query_feats), block.shape[1]), dtype=np.float32)
         out[start:end] = block

@@ -205,11 +205,12 @@ class ApproximateSearch:
     ef_construction: int = 64
     ef_search: int = 256
     seed: int = 0
+    shards: int = 1  # > 1: one index per gallery row range, merged (evaluation/sharded.py)
 
     def __post_init__(self):
         if self.kind not in ("ivf", "hnsw"):
             raise ValueError(f"approximate kind must be 'ivf' or 'hnsw', got {self.kind!r}")
-        for field in ("topk", "nprobe", "hnsw_m", "ef_construction", "ef_search"):
+        for field in ("topk", "nprobe", "hnsw_m", "ef_construction", "ef_search", "shards"):
             check_positive_int(getattr(self, field), f"approximate {field}")
         if self.nlist is not None:
             check_positive_int(self.nlist, "approximate nlist")
@@ -218,6 +219,10 @@ class ApproximateSearch:
 def build_index(gallery: np.ndarray, metric: str, approximate: ApproximateSearch | None = None):
     """A FAISS index over prepared gallery rows: flat (exact) by default, IVF or HNSW when asked."""
     check_metric(metric)
+    if approximate is not None and approximate.shards > 1:
+        from .sharded import build_sharded_index  # imports this module
+
+        return build_sharded_index(gallery, metric, approximate)
     dim = gallery.shape[1]
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
     index: faiss.Index
