@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import faiss
 import numpy as np
@@ -98,6 +99,7 @@ def build_shard_index(shard: np.ndarray, offset: int, metric: str, approximate: 
     dim = shard.shape[1]
     faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
     ids = np.arange(offset, offset + shard.shape[0], dtype=np.int64)
+    index: Any  # FAISS's SWIG classes take the attributes set below
     if approximate.kind == "hnsw":
         hnsw = faiss.IndexHNSWFlat(dim, approximate.hnsw_m, faiss_metric)
         hnsw.hnsw.efConstruction = approximate.ef_construction
@@ -202,7 +204,7 @@ def build_sharded_index(gallery: np.ndarray, metric: str, approximate: Approxima
     centroids = None
     if approximate.kind == "ivf":
         centroids = train_quantizer(gallery, metric, default_nlist(len(gallery), approximate), approximate.seed)
-    shards = faiss.IndexShards(gallery.shape[1], False, False)  # not threaded; the shards answer global ids
+    shards: Any = faiss.IndexShards(gallery.shape[1], False, False)  # type: ignore[call-arg]  # not threaded; the shards answer global ids
     shards.metric_type = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
     parts = [build_shard_index(gallery[a:b], a, metric, approximate, centroids)
              for a, b in split_rows(len(gallery), approximate.shards)]
