@@ -12,7 +12,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import Tensor, nn
 
-from .pairwise import normalize_to_mean_one
+from .pairwise import normalize_to_mean_one, zero_loss
 
 
 def check_embeddings_and_labels(embeddings: Tensor, labels: Tensor, where: str) -> None:
@@ -31,6 +31,27 @@ def check_embeddings_and_labels(embeddings: Tensor, labels: Tensor, where: str) 
         raise ValueError(f"{where}: labels must be an integer tensor, got {labels.dtype}")
     if embeddings.shape[0] == 0:
         raise ValueError(f"{where}: empty batch (N = 0)")
+
+
+def check_sample_weight(sample_weight: object, n: int, where: str) -> Tensor:
+    """The per-image weights [N] as a detached float64 tensor, or ValueError naming ``where`` when they are not
+    a real tensor of shape [N] with finite, non-negative entries."""
+    if not isinstance(sample_weight, Tensor):
+        raise TypeError(f"{where}: sample_weight must be a tensor of shape [N] = [{n}] or None, "
+                        f"got {type(sample_weight).__name__}")
+    if sample_weight.dim() != 1 or sample_weight.numel() != n:
+        raise ValueError(f"{where}: sample_weight must have shape [N] = [{n}], got {tuple(sample_weight.shape)}")
+    if sample_weight.dtype == torch.bool or sample_weight.is_complex():
+        raise ValueError(f"{where}: sample_weight must be real numbers, got {sample_weight.dtype}")
+    w = sample_weight.detach().to(torch.float64)
+    bad = ~torch.isfinite(w)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"{where}: sample_weight must be finite, got {float(w[i])} at index {i}")
+    if bool((w < 0).any()):
+        i = int((w < 0).nonzero()[0])
+        raise ValueError(f"{where}: sample_weight must be >= 0, got {float(w[i])} at index {i}")
+    return w
 
 
 def check_finite_parameters(where: str, params: Mapping[str, object]) -> None:
@@ -64,7 +85,7 @@ def non_finite_loss(embeddings: Tensor) -> Tensor:
 class MetricLoss(nn.Module):
     """Base of every loss in ``reid_robust.losses``.
 
-    ``forward(embeddings [N, D], labels [N]) -> scalar``. Half-precision inputs are cast to float32 and
+    ``forward(embeddings [N, D], labels [N], sample_weight [N] | None) -> scalar``. Half-precision inputs are cast to float32 and
     autocast is switched off inside, so the loss arithmetic is float32 (float64 inputs stay float64).
     Subclasses implement ``compute(embeddings, labels)`` and may call ``_record_weights``.
 
@@ -73,6 +94,14 @@ class MetricLoss(nn.Module):
     is updated and no sample weights are recorded (``last_sample_weights`` is None). This costs one
     ``isfinite`` pass and one host sync per forward. Real-valued constructor arguments that are NaN or
     infinite are refused (``check_finite_parameters``), for every subclass, before its ``__init__`` runs.
+
+    ``sample_weight``: optional finite, non-negative per-image weights (constants: no gradient reaches them),
+    refused in one line otherwise. Only relative weights matter: they are divided by their maximum (so weights
+    all equal to any c > 0 give the unweighted loss) and passed to ``compute(embeddings, labels, weights)``
+    in the embeddings' dtype; a pair weighs ``min(w_i, w_j)``, a triplet the minimum of its three, an image of
+    weight 0 is removed exactly (neither anchor nor mining candidate), positive weights never change mining.
+    Each loss's docstring states its normalisation. All weights 0 give an exact 0 (zero gradients, no state
+    update, ``last_sample_weights`` None). None runs ``compute(embeddings, labels)``: today's loss bit for bit.
 
     Class attributes:
         needs_num_classes: True when the constructor takes ``num_classes`` and ``embedding_dim``.
@@ -116,18 +145,30 @@ class MetricLoss(nn.Module):
             return 0.0
         return min(max(self.step / self.total_steps, 0.0), 1.0)
 
-    def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        check_embeddings_and_labels(embeddings, labels, type(self).__name__)
+    def forward(self, embeddings: Tensor, labels: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+        name = type(self).__name__
+        check_embeddings_and_labels(embeddings, labels, name)
+        weights = None if sample_weight is None else check_sample_weight(sample_weight, embeddings.shape[0], name)
         if embeddings.dtype in (torch.float16, torch.bfloat16):
             embeddings = embeddings.float()
         labels = labels.to(device=embeddings.device, dtype=torch.long)
         if not bool(torch.isfinite(embeddings).all()):
             self._sample_weights, self._pending_weights = None, None
             return non_finite_loss(embeddings)
+        if weights is not None:
+            peak = weights.max()
+            if not bool(peak > 0):  # every image removed: an exact 0, nothing learned, no state touched
+                self._sample_weights, self._pending_weights = None, None
+                return zero_loss(embeddings)
+            weights = (weights / peak).to(device=embeddings.device, dtype=embeddings.dtype)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            return self.compute(embeddings, labels)
+            if weights is None:
+                return self.compute(embeddings, labels)
+            return self.compute(embeddings, labels, weights)
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:  # pragma: no cover - abstract
+    def compute(self, embeddings: Tensor, labels: Tensor,
+                weights: Tensor | None = None) -> Tensor:  # pragma: no cover - abstract
+        """The loss of a checked batch; ``weights`` [N] are the sample weights scaled to maximum 1 (or None)."""
         raise NotImplementedError
 
     @property

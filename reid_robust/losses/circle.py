@@ -4,6 +4,10 @@ Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity Optimization"
 ``L_i = softplus(LSE_n[gamma a_n (s_n - m)] + LSE_p[-gamma a_p (s_p - 1 + m)])`` with detached
 ``a_p = [1 + m - s_p]_+`` and ``a_n = [s_n + m]_+`` on cosine similarities; mean over anchors that have a
 positive and a negative. Defaults m = 0.25, gamma = 128 (the paper's ReID setting; PML uses 0.4 / 80).
+
+Sample weights: each pair term ``exp(z_ij)`` inside the two log-sum-exps becomes ``m_ij exp(z_ij)``,
+``m_ij = min(w_i, w_j)``, and the valid anchors are averaged with weights ``w_i`` (``sum w L / sum w``);
+images of weight 0 are removed (their pairs leave both sets).
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ from torch import Tensor
 
 from .base import MetricLoss
 from .pairwise import (
+    active_pairs,
     cosine_similarity_matrix,
+    log_pair_weights,
     masked_logsumexp,
     masked_softmax,
     negative_mask,
     pair_weights_to_sample_weights,
     positive_mask,
+    weighted_mean,
     zero_loss,
 )
 
@@ -59,18 +66,19 @@ class CircleLoss(MetricLoss):
         self.m = float(m)
         self.gamma = float(gamma)
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+    def compute(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
         sim = cosine_similarity_matrix(embeddings)
-        pos, neg = positive_mask(labels), negative_mask(labels)
+        pos, neg = active_pairs(positive_mask(labels), weights), active_pairs(negative_mask(labels), weights)
         valid = pos.any(dim=1) & neg.any(dim=1)
         logits = circle_logits(sim, pos, self.m, self.gamma)
-        total = masked_logsumexp(logits, pos, dim=1) + masked_logsumexp(logits, neg, dim=1)
+        weighted_logits = logits if weights is None else logits + log_pair_weights(weights)
+        total = masked_logsumexp(weighted_logits, pos, dim=1) + masked_logsumexp(weighted_logits, neg, dim=1)
         total = torch.where(valid, total, torch.zeros_like(total))
         s, z, t = sim.detach(), logits.detach(), total.detach()
         self._record_weights_lazily(lambda: circle_sample_weights(s, z, t, pos, neg, valid, self.m))
         if not bool(valid.any()):
             return zero_loss(embeddings)
-        return F.softplus(total[valid]).mean()
+        return weighted_mean(F.softplus(total[valid]), None if weights is None else weights[valid])
 
     def extra_repr(self) -> str:
         return f"m={self.m}, gamma={self.gamma}"

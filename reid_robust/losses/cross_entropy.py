@@ -12,15 +12,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ClassifierLoss
+from .pairwise import weighted_mean
 
 
-def label_smoothing_cross_entropy(logits: Tensor, labels: Tensor, epsilon: float) -> Tensor:
+def label_smoothing_cross_entropy(logits: Tensor, labels: Tensor, epsilon: float,
+                                  weights: Tensor | None = None) -> Tensor:
     """Mean over the batch of ``-sum_c q_c log softmax(z)_c`` with ``q_c = (1-eps)[c=y] + eps/K``.
 
     ``logits`` [N, K], ``labels`` [N] in [0, K). ``epsilon = 0`` is plain cross entropy. This is torch's
-    ``F.cross_entropy(label_smoothing=eps)``, which uses the same eps/K form.
+    ``F.cross_entropy(label_smoothing=eps)``, which uses the same eps/K form. With per-sample ``weights`` [N]
+    the weighted mean ``sum w_i l_i / sum w_i``.
     """
-    return F.cross_entropy(logits, labels, label_smoothing=epsilon)
+    if weights is None:
+        return F.cross_entropy(logits, labels, label_smoothing=epsilon)
+    return weighted_mean(F.cross_entropy(logits, labels, reduction="none", label_smoothing=epsilon), weights)
 
 
 class CrossEntropyLoss(ClassifierLoss):
@@ -30,6 +35,7 @@ class CrossEntropyLoss(ClassifierLoss):
         num_classes: number of training identities K.
         embedding_dim: input dimension D.
         epsilon: smoothing mass spread as ``epsilon / K`` over all K classes (BoT: 0.1).
+    Sample weights: the weighted mean ``sum w_i l_i / sum w_i`` of the per-sample losses.
     """
 
     def __init__(self, num_classes: int, embedding_dim: int, epsilon: float = 0.1) -> None:
@@ -38,8 +44,8 @@ class CrossEntropyLoss(ClassifierLoss):
             raise ValueError(f"CrossEntropyLoss: epsilon must be in [0, 1), got {epsilon}")
         self.epsilon = float(epsilon)
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return label_smoothing_cross_entropy(self.logits(embeddings, labels), labels, self.epsilon)
+    def compute(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
+        return label_smoothing_cross_entropy(self.logits(embeddings, labels), labels, self.epsilon, weights)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, epsilon={self.epsilon}"

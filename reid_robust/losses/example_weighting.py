@@ -6,6 +6,9 @@ For softmax cross entropy the logit gradient of example i is ``p_i - e_{y_i}`` w
 these methods replace that magnitude by a chosen weight ``w^_i = w_i / sum_j w_j``: the loss returned is
 the surrogate ``sum_i c_i CE_i`` with constants ``c_i = w^_i / (2 (1 - p_y,i))``, whose value is not
 meaningful (``last_cross_entropy`` holds the plain mean cross entropy for logging).
+
+Sample weights combine multiplicatively with the method's own: the example weight is ``w_i x DM_i`` before the
+normalisation over the batch, so example i's logit-gradient L1 norm is ``w_i DM_i / sum_j w_j DM_j``.
 """
 
 from __future__ import annotations
@@ -57,14 +60,16 @@ class DerivativeManipulationLoss(ClassifierLoss):
             self.weights_meaning = "hardness"  # w = exp(beta (1 - p)): the harder, the heavier
         self.last_cross_entropy: float | None = None
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+    def compute(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
         logits = self.logits(embeddings, labels)
         p_true, _ = true_class_probability(logits, labels)
-        weights = emphasis_density_weights(p_true, self.lam, self.beta)
-        self._record_weights(weights)
+        emphasis = emphasis_density_weights(p_true, self.lam, self.beta)
+        self._record_weights(emphasis)
         with torch.no_grad():
             self.last_cross_entropy = float(F.cross_entropy(logits, labels))
-        return gradient_rescaled_cross_entropy(logits, labels, weights)
+        if weights is not None:
+            emphasis = emphasis * weights.to(emphasis.dtype)
+        return gradient_rescaled_cross_entropy(logits, labels, emphasis)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, lam={self.lam}, beta={self.beta}"

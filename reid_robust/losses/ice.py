@@ -6,6 +6,10 @@ On cosine similarities with scale s, each positive i of anchor a competes with t
 averaged over anchors that have at least one positive and one negative (others are skipped). The
 gradient reweights samples: ``|dL/dS_ai| = s (1 - p(i|a)) / |P_a|`` for positives and a softmax over the
 negatives, so harder pairs weigh more and ``s`` sets how sharply.
+
+Sample weights: each negative's ``exp(s S_aj)`` in the denominator becomes ``m_aj exp(s S_aj)``
+(``m = min(w_a, w_j)``), the mean over positives a weighted mean ``sum m_ai (-log p) / sum m_ai``, and the
+valid anchors are averaged with weights ``w_a``; images of weight 0 are removed.
 """
 
 from __future__ import annotations
@@ -15,11 +19,16 @@ from torch import Tensor
 
 from .base import MetricLoss
 from .pairwise import (
+    active_pairs,
     cosine_similarity_matrix,
+    log_pair_weights,
     masked_logsumexp,
     negative_mask,
+    pair_weight_matrix,
     pair_weights_to_sample_weights,
     positive_mask,
+    safe_divide,
+    weighted_mean,
     zero_loss,
 )
 
@@ -55,22 +64,27 @@ class InstanceCrossEntropyLoss(MetricLoss):
             raise ValueError(f"InstanceCrossEntropyLoss: scale must be > 0, got {scale}")
         self.scale = float(scale)
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+    def compute(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
         z = self.scale * cosine_similarity_matrix(embeddings)
-        pos, neg = positive_mask(labels), negative_mask(labels)
+        pos, neg = active_pairs(positive_mask(labels), weights), active_pairs(negative_mask(labels), weights)
         valid = pos.any(dim=1) & neg.any(dim=1)
         pos = pos & valid.unsqueeze(1)
         neg = neg & valid.unsqueeze(1)
-        neg_lse = torch.where(valid, masked_logsumexp(z, neg, dim=1), torch.zeros(1, dtype=z.dtype,
-                                                                                   device=z.device))
+        neg_logits = z if weights is None else z + log_pair_weights(weights)
+        neg_lse = torch.where(valid, masked_logsumexp(neg_logits, neg, dim=1), torch.zeros(1, dtype=z.dtype,
+                                                                                            device=z.device))
         log_p = z - torch.logaddexp(z, neg_lse.unsqueeze(1))
-        num_pos = pos.sum(dim=1).clamp_min(1).to(z.dtype)
-        per_anchor = -torch.where(pos, log_p, torch.zeros_like(log_p)).sum(dim=1) / num_pos
+        if weights is None:
+            num_pos = pos.sum(dim=1).clamp_min(1).to(z.dtype)
+            per_anchor = -torch.where(pos, log_p, torch.zeros_like(log_p)).sum(dim=1) / num_pos
+        else:
+            m = torch.where(pos, pair_weight_matrix(weights), 0.0)
+            per_anchor = -safe_divide((m * torch.where(pos, log_p, 0.0)).sum(dim=1), m.sum(dim=1))
         zd, lse = z.detach(), neg_lse.detach()
         self._record_weights_lazily(lambda: pair_weights_to_sample_weights(ice_pair_weights(zd, pos, neg, lse)))
         if not bool(valid.any()):
             return zero_loss(embeddings)
-        return per_anchor[valid].mean()
+        return weighted_mean(per_anchor[valid], None if weights is None else weights[valid])
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"

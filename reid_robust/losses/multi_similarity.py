@@ -6,6 +6,11 @@ Learning", CVPR 2019, eqs. (11)-(12) (mining) and (15) (loss), on cosine similar
 averaged over all N anchors (anchors with nothing mined count as 0, as in the official code and PML).
 ``base`` is the paper's lambda: the paper states 1, the official code and pytorch-metric-learning use 0.5;
 we follow the code (default 0.5) and take beta = 50 from the paper (the official config uses 40).
+
+Sample weights: each pair term ``exp(z_ij)`` inside the two sums becomes ``m_ij exp(z_ij)``,
+``m_ij = min(w_i, w_j)``, and the anchors are averaged with weights ``w_i``: ``sum_i w_i L_i / sum_i w_i``
+over all anchors (weights scaled to maximum 1, so equal weights give the unweighted loss). Mining runs on the
+unweighted similarities among the images of positive weight.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ from torch import Tensor
 
 from .base import MetricLoss
 from .pairwise import (
+    active_pairs,
     cosine_similarity_matrix,
+    log_pair_weights,
     masked_logsumexp,
     masked_softmax,
     negative_mask,
     pair_weights_to_sample_weights,
     positive_mask,
+    weighted_mean,
 )
 
 
@@ -35,10 +43,14 @@ def multi_similarity_mining(sim: Tensor, pos: Tensor, neg: Tensor, epsilon: floa
 
 
 def multi_similarity_per_anchor(sim: Tensor, pos: Tensor, neg: Tensor, alpha: float, beta: float,
-                                base: float) -> Tensor:
-    """Per-anchor MS loss [N]; ``log(1 + sum exp)`` as a logsumexp with a zero logit (0 for empty sets)."""
-    pos_term = masked_logsumexp(-alpha * (sim - base), pos, dim=1, add_zero=True) / alpha
-    neg_term = masked_logsumexp(beta * (sim - base), neg, dim=1, add_zero=True) / beta
+                                base: float, log_weights: Tensor | float = 0.0) -> Tensor:
+    """Per-anchor MS loss [N]; ``log(1 + sum exp)`` as a logsumexp with a zero logit (0 for empty sets).
+    ``log_weights`` [N, M]: ``log m_ij`` added to each pair's logit (``log_pair_weights``)."""
+    pos_logits, neg_logits = -alpha * (sim - base), beta * (sim - base)
+    if isinstance(log_weights, Tensor):
+        pos_logits, neg_logits = pos_logits + log_weights, neg_logits + log_weights
+    pos_term = masked_logsumexp(pos_logits, pos, dim=1, add_zero=True) / alpha
+    neg_term = masked_logsumexp(neg_logits, neg, dim=1, add_zero=True) / beta
     return pos_term + neg_term
 
 
@@ -73,16 +85,17 @@ class MultiSimilarityLoss(MetricLoss):
         self.epsilon = float(epsilon)
         self.mining = bool(mining)
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+    def compute(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
         sim = cosine_similarity_matrix(embeddings)
-        pos, neg = positive_mask(labels), negative_mask(labels)
+        pos, neg = active_pairs(positive_mask(labels), weights), active_pairs(negative_mask(labels), weights)
         if self.mining:
             pos, neg = multi_similarity_mining(sim, pos, neg, self.epsilon)
-        per_anchor = multi_similarity_per_anchor(sim, pos, neg, self.alpha, self.beta, self.base)
+        per_anchor = multi_similarity_per_anchor(sim, pos, neg, self.alpha, self.beta, self.base,
+                                                 log_pair_weights(weights))
         s = sim.detach()
         self._record_weights_lazily(lambda: pair_weights_to_sample_weights(
             multi_similarity_pair_weights(s, pos, neg, self.alpha, self.beta, self.base)))
-        return per_anchor.mean()
+        return weighted_mean(per_anchor, weights)
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, beta={self.beta}, base={self.base}, epsilon={self.epsilon}, "

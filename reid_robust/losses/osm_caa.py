@@ -11,6 +11,11 @@ Normalisation: the backward of the official Caffe layer (DistanceWeightedValidPa
 ContrastiveLoss, which divides by its number of pairs) is the gradient of ``L_WCL / P``, P = N(N-1)/2
 unordered pairs (``normalization="pairs"``); ``"weights"`` (the default) stops at the per-set weight
 normalisation, which weighs the metric term P times more against the ID term (1540x at batch 56).
+
+Sample weights multiply the method's own pair weights: ``w+`` and ``w-`` of pair (i, j) are multiplied by
+``min(w_i, w_j)`` before the per-set normalisation (pairs of a weight-0 image removed; with ``"pairs"``, N
+counts the images of positive weight); the ID term is the weighted mean ``sum w_i CE_i / sum w_i`` (with
+``confidence_weighted_id``, the Gaussian weights times ``w_i``, normalised to sum 1).
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ from torch import Tensor
 from .base import ClassifierLoss
 from .pairwise import (
     DISTANCE_EPS,
+    active_pairs,
     gram_matrix,
     l2_normalize,
     masked_sum,
     negative_mask,
+    pair_weight_matrix,
     positive_mask,
+    weighted_mean,
 )
 from .weighting import (
     class_aware_attention,
@@ -97,7 +105,7 @@ class OSMCAALoss(ClassifierLoss):
         self.soft_mining = bool(soft_mining)
         self.class_attention = bool(class_attention)
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+    def compute(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
         logits = self.logits(embeddings, labels)
         p_true, _ = true_class_probability(logits, labels)
         attention = class_aware_attention(p_true, self.sigma_caa)
@@ -105,7 +113,7 @@ class OSMCAALoss(ClassifierLoss):
 
         sq_dist = (2.0 - 2.0 * gram_matrix(l2_normalize(embeddings))).clamp_min(0.0)  # unit vectors
         dist = sq_dist.clamp_min(DISTANCE_EPS).sqrt()
-        pos, neg = positive_mask(labels), negative_mask(labels)
+        pos, neg = active_pairs(positive_mask(labels), weights), active_pairs(negative_mask(labels), weights)
         if self.soft_mining:
             w_pos = osm_positive_weights(dist, self.sigma_osm)
             w_neg = osm_negative_weights(dist, self.margin)
@@ -115,19 +123,28 @@ class OSMCAALoss(ClassifierLoss):
         if self.class_attention:
             pair_attention = pairwise_min(attention).to(dist.dtype)
             w_pos, w_neg = w_pos * pair_attention, w_neg * pair_attention
+        if weights is not None:
+            pair_weights = pair_weight_matrix(weights).to(dist.dtype)
+            w_pos, w_neg = w_pos * pair_weights, w_neg * pair_weights
         loss = weighted_contrastive(sq_dist, dist, pos, neg, w_pos, w_neg, self.margin)
-        n = embeddings.shape[0]
+        n = embeddings.shape[0] if weights is None else int((weights > 0).sum())
         if self.normalization == "pairs" and n > 1:
             loss = loss / (n * (n - 1) / 2)
-
         if self.id_weight > 0:
-            if self.confidence_weighted_id:
-                w = gaussian_confidence_weights(p_true).to(logits.dtype)
-                ce = (w * F.cross_entropy(logits, labels, reduction="none")).sum()
-            else:
-                ce = F.cross_entropy(logits, labels)
-            loss = loss + self.id_weight * ce
+            loss = loss + self.id_weight * self.id_loss(logits, labels, p_true, weights)
         return loss
+
+    def id_loss(self, logits: Tensor, labels: Tensor, p_true: Tensor, weights: Tensor | None) -> Tensor:
+        """The classifier's cross entropy: a (sample-weighted) mean, or the confidence-weighted sum."""
+        if not self.confidence_weighted_id:
+            if weights is None:
+                return F.cross_entropy(logits, labels)
+            return weighted_mean(F.cross_entropy(logits, labels, reduction="none"), weights)
+        w = gaussian_confidence_weights(p_true).to(logits.dtype)
+        if weights is not None:
+            w = w * weights.to(logits.dtype)
+            w = w / w.sum().clamp_min(1e-12)
+        return (w * F.cross_entropy(logits, labels, reduction="none")).sum()
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, margin={self.margin}, "

@@ -5,6 +5,11 @@ Conventions (docs/losses.md, methods reference section 0): rows of ``x`` are emb
 so that the gradient at zero distance is zero instead of infinite; the positive set of anchor ``i`` is
 ``{j != i : y_j == y_i}`` (self-pairs are never positives) and the negative set ``{j : y_j != y_i}``.
 Reductions over a mask treat an empty set explicitly instead of producing NaN or +-inf.
+
+Per-image weights (``sample_weight``, docs/losses.md): ``w`` [N] are constants scaled to maximum 1 by
+``MetricLoss.forward``; a pair weighs ``pair_weight_matrix(w)`` = ``min(w_i, w_j)``, a triplet the minimum
+of its three; ``active_pairs`` removes the pairs of images of weight 0 (they are neither anchors nor mining
+candidates); ``weighted_mean`` is ``sum(w l) / sum(w)`` (0 when every weight is 0).
 """
 
 from __future__ import annotations
@@ -122,6 +127,43 @@ def negative_mask(labels: Tensor) -> Tensor:
     return ~same_label_matrix(labels)
 
 
+def active_pairs(mask: Tensor, weights: Tensor | None) -> Tensor:
+    """``mask`` [N, N] without the pairs involving an image of weight 0 (unchanged when ``weights`` is None)."""
+    if weights is None:
+        return mask
+    active = weights > 0
+    return mask & active.view(-1, 1) & active.view(1, -1)
+
+
+def pair_weight_matrix(weights: Tensor) -> Tensor:
+    """Pair weights ``min(w_i, w_j)`` [N, N] from per-image weights [N] (detached)."""
+    w = weights.detach()
+    return torch.minimum(w.view(-1, 1), w.view(1, -1))
+
+
+def log_pair_weights(weights: Tensor | None) -> Tensor | float:
+    """``log min(w_i, w_j)`` [N, N], added to the logits of a log-sum-exp so that each pair term
+    ``exp(z_ij)`` becomes ``m_ij exp(z_ij)``; -inf for pairs of a weight-0 image (masked out by
+    ``active_pairs``); 0.0 (nothing added) when ``weights`` is None."""
+    if weights is None:
+        return 0.0
+    return pair_weight_matrix(weights).log()
+
+
+def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """``numerator / denominator`` where the denominator is positive, else ``numerator`` (0 for a weighted
+    sum whose weights are all 0); no NaN in the value or the gradient."""
+    return numerator / torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+
+
+def weighted_mean(values: Tensor, weights: Tensor | None) -> Tensor:
+    """``values.mean()`` when ``weights`` is None, else ``sum(w v) / sum(w)`` (0 when all weights are 0)."""
+    if weights is None:
+        return values.mean()
+    w = weights.detach().to(values.dtype)
+    return safe_divide((w * values).sum(), w.sum())
+
+
 def masked_sum(x: Tensor, mask: Tensor, dim: int) -> Tensor:
     """Sum of ``x`` over the entries where ``mask`` is True (0 for an empty set)."""
     return torch.where(mask, x, 0.0).sum(dim=dim)
@@ -205,5 +247,5 @@ def normalize_to_mean_one(weights: Tensor) -> Tensor:
 
 
 def zero_loss(embeddings: Tensor) -> Tensor:
-    """An exact 0 that is still connected to the graph of ``embeddings``."""
-    return embeddings.sum() * 0.0
+    """An exact 0 that is still connected to the graph of ``embeddings`` (0 even where their sum overflows)."""
+    return (embeddings * 0.0).sum()

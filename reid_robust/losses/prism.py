@@ -11,6 +11,12 @@ Liu et al., "Noise-resistant Deep Metric Learning with Ranking-based Instance Se
    restarts from its last value);
 4. the pair loss runs on kept samples, within the batch (divided by the number kept) and against the memory
    (divided by the batch size N, kept or not, as the official memory loss does); kept samples are enqueued.
+
+Sample weights combine multiplicatively with the selection: images of weight 0 are removed before it (the
+quantile runs over the others and they never enter the memory); a kept pair (i, j) weighs ``min(w_i, w_j)``,
+a batch-to-memory pair ``w_i`` (memory rows weigh 1); the batch term is divided by the kept images' weight sum
+and the memory term by all images' weight sum (the weighted N); the multi-similarity form weighs each pair
+term inside its sums and each anchor by ``w_i``, as ``MultiSimilarityLoss`` does.
 """
 
 from __future__ import annotations
@@ -23,7 +29,15 @@ from torch import Tensor
 from .base import MetricLoss
 from .contrastive import xbm_contrastive
 from .multi_similarity import multi_similarity_mining, multi_similarity_per_anchor
-from .pairwise import l2_normalize, negative_mask, positive_mask, same_label_matrix, zero_loss
+from .pairwise import (
+    l2_normalize,
+    negative_mask,
+    pair_weight_matrix,
+    positive_mask,
+    safe_divide,
+    same_label_matrix,
+    zero_loss,
+)
 
 PAIR_LOSSES = ("contrastive", "multi_similarity")
 
@@ -124,14 +138,19 @@ class PRISMLoss(MetricLoss):
         super().set_progress(step, total_steps)
         self.iteration = int(step)
 
-    def _pair_term(self, sim: Tensor, pos: Tensor, neg: Tensor, num_anchors: int) -> Tensor:
-        """Pair loss of the rows of ``sim`` [n, M], summed over anchors and divided by ``num_anchors``."""
+    def _pair_term(self, sim: Tensor, pos: Tensor, neg: Tensor, num_anchors: int | Tensor,
+                   anchor_weights: Tensor | None = None, pair_weights: Tensor | None = None) -> Tensor:
+        """Pair loss of the rows of ``sim`` [n, M], summed over anchors and divided by ``num_anchors`` (with
+        sample weights: the anchors' weight total); ``anchor_weights`` [n] and ``pair_weights`` [n, M] or None."""
         if self.pair_loss == "contrastive":
-            return xbm_contrastive(sim, pos, neg, self.neg_threshold, num_anchors)
+            return xbm_contrastive(sim, pos, neg, self.neg_threshold, num_anchors, pair_weights)
         pos, neg = multi_similarity_mining(sim, pos, neg, 0.1)
-        return multi_similarity_per_anchor(sim, pos, neg, 2.0, 50.0, 0.5).sum() / num_anchors
+        if anchor_weights is None or pair_weights is None:
+            return multi_similarity_per_anchor(sim, pos, neg, 2.0, 50.0, 0.5).sum() / num_anchors
+        per_anchor = multi_similarity_per_anchor(sim, pos, neg, 2.0, 50.0, 0.5, pair_weights.log())
+        return safe_divide((anchor_weights * per_anchor).sum(), torch.as_tensor(num_anchors, dtype=sim.dtype))
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+    def compute(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
         if embeddings.shape[1] != self.embedding_dim:
             raise ValueError(f"PRISMLoss: embeddings have dimension {embeddings.shape[1]}, "
                              f"expected embedding_dim={self.embedding_dim}")
@@ -147,22 +166,45 @@ class PRISMLoss(MetricLoss):
                 clean_prob = centre_probabilities(x.detach().float(), labels, self.memory[filled],
                                                   self.memory_labels[filled], self.num_classes)
             if self.training:  # selection (and its window) only while training; eval just reports
-                keep = self.threshold.select(clean_prob)
+                keep = self.threshold.select(clean_prob) if weights is None else self._select_active(clean_prob, weights)
+        if weights is not None:
+            keep = keep & (weights > 0)
         self._record_weights(clean_prob)
         self.last_kept_mask = keep
 
         xk, yk = x[keep], labels[keep]
         loss = zero_loss(embeddings)
-        if xk.shape[0] > 1:
-            loss = loss + self._pair_term(xk @ xk.t(), positive_mask(yk), negative_mask(yk), xk.shape[0])
+        loss = loss + self._batch_term(xk, yk, None if weights is None else weights[keep])
         if bool(filled.any()) and self.memory_weight > 0:
             mem, mem_labels = self.memory[filled].to(xk.dtype), self.memory_labels[filled]
             same = same_label_matrix(yk, mem_labels)
-            loss = loss + self.memory_weight * self._pair_term(xk @ mem.t(), same, ~same, x.shape[0])
+            sim = xk @ mem.t()
+            if weights is None:
+                memory_term = self._pair_term(sim, same, ~same, x.shape[0])
+            else:
+                wk = weights[keep].unsqueeze(1).expand_as(sim)
+                memory_term = self._pair_term(sim, same, ~same, weights.sum(), weights[keep], wk)
+            loss = loss + self.memory_weight * memory_term
         if self.training:
             self._enqueue(xk.detach(), yk)
             self.iteration += 1
         return loss
+
+    def _select_active(self, clean_prob: Tensor, weights: Tensor) -> Tensor:
+        """The threshold's keep mask [N] computed over the images of positive weight only (others False)."""
+        active = weights > 0
+        keep = torch.zeros_like(active)
+        keep[active] = self.threshold.select(clean_prob[active])
+        return keep
+
+    def _batch_term(self, xk: Tensor, yk: Tensor, wk: Tensor | None) -> Tensor:
+        """The within-batch pair term of the kept rows ``xk`` [n, D] (weights ``wk`` [n] or None)."""
+        if xk.shape[0] < 2:
+            return torch.zeros((), dtype=xk.dtype, device=xk.device)
+        sim, pos, neg = xk @ xk.t(), positive_mask(yk), negative_mask(yk)
+        if wk is None:
+            return self._pair_term(sim, pos, neg, xk.shape[0])
+        return self._pair_term(sim, pos, neg, wk.sum(), wk, pair_weight_matrix(wk))
 
     @torch.no_grad()
     def _enqueue(self, feats: Tensor, labels: Tensor) -> None:

@@ -4,6 +4,8 @@ Wang, Hua, Kodirov, Clifton, Robertson, "ProSelfLC: Progressive Self Label Corre
 Deep Neural Networks", CVPR 2021. Target ``q~ = (1 - eps) q + eps p`` with ``eps = g(t) l(p)``: global trust
 ``g(t) = sigmoid(B (t / Gamma - tau))`` from the training progress and local trust ``l(p) = 1 - H(p)/log C``;
 ``q~`` is detached (the later official release's default); loss ``-mean_i sum_c q~_ic log p_ic``.
+Sample weights multiply each example's term on top of the correction (which stays per example):
+``sum_i w_i l_i / sum_i w_i``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .base import ClassifierLoss
+from .pairwise import weighted_mean
 from .weighting import proselflc_corrected_target, proselflc_global_trust, proselflc_local_trust
 
 
@@ -43,13 +46,13 @@ class ProSelfLCLoss(ClassifierLoss):
         g = proselflc_global_trust(self.progress, self.exp_base, self.transit_time_ratio)
         return g * proselflc_local_trust(probs)
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+    def compute(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
         logits = self.logits(embeddings, labels)
         log_probs = torch.log_softmax(logits, dim=1)
         probs = log_probs.detach().exp()
         target = proselflc_corrected_target(probs, labels, self.trust(probs))
         self._record_weights(target.gather(1, labels.view(-1, 1)).squeeze(1))
-        return -(target * log_probs).sum(dim=1).mean()
+        return weighted_mean(-(target * log_probs).sum(dim=1), weights)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, "

@@ -5,6 +5,10 @@ Wang, Hua, Kodirov, Hu, Garnier, Robertson, "Ranked List Loss for Deep Metric Le
 ``L_i = sum_{P*_i} w+ (d - (alpha - m)) + lambda sum_{N*_i} w- (alpha - d)`` over the violating sets
 ``P*_i = {d > alpha - m}``, ``N*_i = {d < alpha}``, with constant weights ``w+ = softmax(T_p (d - alpha + m))``
 (uniform for T_p = 0) and ``w- = softmax(T_n (alpha - d))``; mean over all anchors.
+
+Sample weights: each set's weights become ``m_ij exp(T v_ij)`` normalised over the set (``m = min(w_i, w_j)``;
+with T = 0 a weighted mean over the violating pairs), and the anchors are averaged with weights ``w_i``
+(``sum w L / sum w`` over all anchors); images of weight 0 are removed.
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ from torch import Tensor
 
 from .base import MetricLoss
 from .pairwise import (
+    active_pairs,
     l2_normalize,
+    log_pair_weights,
     masked_sum,
     negative_mask,
     pair_weights_to_sample_weights,
     positive_mask,
     unit_euclidean_distance_matrix,
+    weighted_mean,
 )
 from .weighting import temperature_softmax_weights
 
@@ -50,19 +57,20 @@ class RankedListLoss(MetricLoss):
         self.neg_temperature, self.pos_temperature = float(neg_temperature), float(pos_temperature)
         self.neg_weight = float(neg_weight)
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+    def compute(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
         dist = unit_euclidean_distance_matrix(l2_normalize(embeddings))
         pos_boundary = self.boundary - self.margin
         pos_violation = dist - pos_boundary
         neg_violation = self.boundary - dist
-        pos = positive_mask(labels) & (pos_violation.detach() > 0)
-        neg = negative_mask(labels) & (neg_violation.detach() > 0)
-        w_pos = temperature_softmax_weights(pos_violation, pos, self.pos_temperature)
-        w_neg = temperature_softmax_weights(neg_violation, neg, self.neg_temperature)
+        pos = active_pairs(positive_mask(labels), weights) & (pos_violation.detach() > 0)
+        neg = active_pairs(negative_mask(labels), weights) & (neg_violation.detach() > 0)
+        log_m = log_pair_weights(weights)
+        w_pos = temperature_softmax_weights(pos_violation, pos, self.pos_temperature, log_m)
+        w_neg = temperature_softmax_weights(neg_violation, neg, self.neg_temperature, log_m)
         per_anchor = (masked_sum(w_pos * pos_violation, pos, dim=1)
                       + self.neg_weight * masked_sum(w_neg * neg_violation, neg, dim=1))
         self._record_weights(pair_weights_to_sample_weights(w_pos + self.neg_weight * w_neg))
-        return per_anchor.mean()
+        return weighted_mean(per_anchor, weights)
 
     def extra_repr(self) -> str:
         return (f"margin={self.margin}, boundary={self.boundary}, neg_temperature={self.neg_temperature}, "

@@ -1,7 +1,8 @@
 """Noise-robust classification losses, the baselines of the IMAE, DM and ProSelfLC papers: MAE, GCE, SCE.
 
 All three act on softmax probabilities ``p = softmax(W f)`` of a bias-free classifier (as ``cross_entropy``)
-and are averaged over the batch; ``p_y`` is the probability of the annotated label.
+and are averaged over the batch; ``p_y`` is the probability of the annotated label. With sample weights the
+average is the weighted mean ``sum w_i l_i / sum w_i``.
 
 - MAE: Ghosh, Kumar, Sastry, "Robust Loss Functions under Label Noise for Deep Neural Networks", AAAI 2017:
   ``||e_y - p||_1 = 2 - 2 p_y`` (the L1 distance itself, the form the IMAE paper analyses; some code halves it).
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ClassifierLoss
+from .pairwise import weighted_mean
 
 
 def _log_p_true(logits: Tensor, labels: Tensor) -> Tensor:
@@ -26,20 +28,21 @@ def _log_p_true(logits: Tensor, labels: Tensor) -> Tensor:
     return -F.cross_entropy(logits, labels, reduction="none")
 
 
-def mean_absolute_error(logits: Tensor, labels: Tensor) -> Tensor:
+def mean_absolute_error(logits: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
     """Batch mean of ``||e_y - softmax(z)||_1 = 2 - 2 p_y`` (Ghosh et al. 2017); logits [N, K], labels [N]."""
-    return (2.0 - 2.0 * _log_p_true(logits, labels).exp()).mean()
+    return weighted_mean(2.0 - 2.0 * _log_p_true(logits, labels).exp(), weights)
 
 
-def generalized_cross_entropy(logits: Tensor, labels: Tensor, q: float) -> Tensor:
+def generalized_cross_entropy(logits: Tensor, labels: Tensor, q: float, weights: Tensor | None = None) -> Tensor:
     """Batch mean of ``(1 - p_y^q) / q`` (Zhang & Sabuncu 2018, eq. 6), ``p_y^q`` as ``exp(q log p_y)``."""
-    return ((1.0 - torch.exp(q * _log_p_true(logits, labels))) / q).mean()
+    return weighted_mean((1.0 - torch.exp(q * _log_p_true(logits, labels))) / q, weights)
 
 
-def symmetric_cross_entropy(logits: Tensor, labels: Tensor, alpha: float, beta: float, log_zero: float) -> Tensor:
+def symmetric_cross_entropy(logits: Tensor, labels: Tensor, alpha: float, beta: float, log_zero: float,
+                            weights: Tensor | None = None) -> Tensor:
     """Batch mean of ``alpha CE + beta RCE``, ``RCE = -log_zero (1 - p_y)`` (Wang et al. 2019, log 0 := A)."""
     log_p = _log_p_true(logits, labels)
-    return (alpha * -log_p + beta * -log_zero * (1.0 - log_p.exp())).mean()
+    return weighted_mean(alpha * -log_p + beta * -log_zero * (1.0 - log_p.exp()), weights)
 
 
 class MAELoss(ClassifierLoss):
@@ -50,8 +53,8 @@ class MAELoss(ClassifierLoss):
     paper's point: MAE underfits).
     """
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return mean_absolute_error(self.logits(embeddings, labels), labels)
+    def compute(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
+        return mean_absolute_error(self.logits(embeddings, labels), labels, weights)
 
 
 class GCELoss(ClassifierLoss):
@@ -67,8 +70,8 @@ class GCELoss(ClassifierLoss):
             raise ValueError(f"GCELoss: q must be in (0, 1], got {q}")
         self.q = float(q)
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return generalized_cross_entropy(self.logits(embeddings, labels), labels, self.q)
+    def compute(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
+        return generalized_cross_entropy(self.logits(embeddings, labels), labels, self.q, weights)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, q={self.q}"
@@ -93,8 +96,9 @@ class SCELoss(ClassifierLoss):
             raise ValueError(f"SCELoss: log_zero must be < 0 (it stands for log 0), got {log_zero}")
         self.alpha, self.beta, self.log_zero = float(alpha), float(beta), float(log_zero)
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        return symmetric_cross_entropy(self.logits(embeddings, labels), labels, self.alpha, self.beta, self.log_zero)
+    def compute(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
+        logits = self.logits(embeddings, labels)
+        return symmetric_cross_entropy(logits, labels, self.alpha, self.beta, self.log_zero, weights)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, alpha={self.alpha}, "

@@ -3,6 +3,10 @@
 Hermans, Beyer, Leibe, "In Defense of the Triplet Loss for Person Re-Identification", arXiv 1703.07737
 (batch-hard, batch-all, soft margin); Schroff et al., "FaceNet", CVPR 2015 (semi-hard).
 Per triplet ``l(a, p, n) = [d_ap - d_an + margin]_+`` or, with ``soft=True``, ``softplus(d_ap - d_an)``.
+
+Sample weights: a triplet weighs ``t = min(w_a, w_p, w_n)``; every mean below becomes ``sum(t l) / sum(t)``
+over the same set of triplets. Mining runs as without weights on the unweighted distances, among the images of
+positive weight (an image of weight 0 is removed); the weight is applied to the mined triplets.
 """
 
 from __future__ import annotations
@@ -13,11 +17,15 @@ from torch import Tensor
 
 from .base import MetricLoss
 from .pairwise import (
+    active_pairs,
     batch_distance_matrix,
     masked_max,
     masked_min,
     negative_mask,
+    pair_weight_matrix,
     positive_mask,
+    safe_divide,
+    weighted_mean,
     zero_loss,
 )
 
@@ -31,22 +39,33 @@ def triplet_hinge(d_ap: Tensor, d_an: Tensor, margin: float, soft: bool) -> Tens
     return F.relu(d_ap - d_an + margin)
 
 
-def batch_hard_triplet(dist: Tensor, pos: Tensor, neg: Tensor, margin: float, soft: bool) -> Tensor | None:
+def batch_hard_triplet(dist: Tensor, pos: Tensor, neg: Tensor, margin: float, soft: bool,
+                       weights: Tensor | None = None) -> Tensor | None:
     """Hermans et al. eq. (5): per anchor the farthest positive and closest negative.
 
     ``dist`` [N, N]; ``pos``/``neg`` boolean masks. Returns the mean over anchors having at least one
-    positive and one negative, or None when there is no such anchor.
+    positive and one negative (weighted by ``min(w_a, w_p*, w_n*)`` with ``weights`` [N]), or None when there
+    is no such anchor.
     """
     valid = pos.any(dim=1) & neg.any(dim=1)
     if not bool(valid.any()):
         return None
     hardest_pos = masked_max(dist, pos, dim=1)
     hardest_neg = masked_min(dist, neg, dim=1)
-    return triplet_hinge(hardest_pos[valid], hardest_neg[valid], margin, soft).mean()
+    losses = triplet_hinge(hardest_pos[valid], hardest_neg[valid], margin, soft)
+    if weights is None:
+        return losses.mean()
+    d = dist.detach()
+    p_idx = torch.where(pos, d, float("-inf")).argmax(dim=1)  # the first hardest, as masked_max's value
+    n_idx = torch.where(neg, d, float("inf")).argmin(dim=1)
+    t = torch.minimum(weights, torch.minimum(weights[p_idx], weights[n_idx]))
+    return weighted_mean(losses, t[valid])
 
 
-def batch_all_triplet(dist: Tensor, pos: Tensor, neg: Tensor, margin: float, soft: bool) -> Tensor | None:
+def batch_all_triplet(dist: Tensor, pos: Tensor, neg: Tensor, margin: float, soft: bool,
+                      weights: Tensor | None = None) -> Tensor | None:
     """All (a, p, n) triplets; hinge: mean over non-zero losses (Hermans' "BA != 0"); soft: plain mean.
+    With ``weights`` [N] the means weigh each triplet by ``min(w_a, w_p, w_n)``.
 
     Anchors are processed in blocks so that no block tensor exceeds about 2^24 elements.
     """
@@ -56,13 +75,22 @@ def batch_all_triplet(dist: Tensor, pos: Tensor, neg: Tensor, margin: float, sof
     block = max(1, (1 << 24) // max(n * n, 1))
     total = dist.sum() * 0.0
     count = 0
+    weight_sum = torch.zeros((), dtype=dist.dtype, device=dist.device)
+    pair_w = None if weights is None else pair_weight_matrix(weights)
     for start in range(0, n, block):
         d = dist[start:start + block]
         valid = pos[start:start + block].unsqueeze(2) & neg[start:start + block].unsqueeze(1)
         losses = triplet_hinge(d.unsqueeze(2), d.unsqueeze(1), margin, soft)
         keep = valid if soft else valid & (losses > 0)
-        total = total + torch.where(keep, losses, torch.zeros_like(losses)).sum()
-        count += int(keep.sum())
+        if pair_w is None:
+            total = total + torch.where(keep, losses, torch.zeros_like(losses)).sum()
+            count += int(keep.sum())
+            continue
+        t = torch.where(keep, torch.minimum(pair_w[start:start + block].unsqueeze(2), weights.view(1, 1, -1)), 0.0)
+        total = total + (t * losses).sum()
+        weight_sum = weight_sum + t.sum()
+    if pair_w is not None:
+        return safe_divide(total, weight_sum)
     return total / max(count, 1)
 
 
@@ -71,12 +99,13 @@ def _has_triplet(pos: Tensor, neg: Tensor) -> bool:
     return bool((pos.any(dim=1) & neg.any(dim=1)).any())
 
 
-def semi_hard_triplet(dist: Tensor, pos: Tensor, neg: Tensor, margin: float, soft: bool) -> Tensor | None:
+def semi_hard_triplet(dist: Tensor, pos: Tensor, neg: Tensor, margin: float, soft: bool,
+                      weights: Tensor | None = None) -> Tensor | None:
     """FaceNet semi-hard mining as in TensorFlow's ``triplet_semihard_loss``.
 
     For each positive pair (a, p) the negative is the closest one farther than the positive
     (``d_an > d_ap``); if none is farther, the farthest negative. Mean over positive pairs whose anchor
-    has a negative.
+    has a negative (weighted by ``min(w_a, w_p, w_n)`` with ``weights`` [N]).
     """
     a_idx, p_idx = torch.nonzero(pos & neg.any(dim=1, keepdim=True), as_tuple=True)
     if a_idx.numel() == 0:
@@ -88,7 +117,15 @@ def semi_hard_triplet(dist: Tensor, pos: Tensor, neg: Tensor, margin: float, sof
     semi = masked_min(d_a, outside, dim=1)
     easiest = masked_max(d_a, n_mask, dim=1)
     d_an = torch.where(outside.any(dim=1), semi, easiest)
-    return triplet_hinge(d_ap, d_an, margin, soft).mean()
+    losses = triplet_hinge(d_ap, d_an, margin, soft)
+    if weights is None:
+        return losses.mean()
+    da = d_a.detach()
+    semi_idx = torch.where(outside, da, float("inf")).argmin(dim=1)
+    easiest_idx = torch.where(n_mask, da, float("-inf")).argmax(dim=1)
+    n_idx = torch.where(outside.any(dim=1), semi_idx, easiest_idx)
+    t = torch.minimum(torch.minimum(weights[a_idx], weights[p_idx]), weights[n_idx])
+    return weighted_mean(losses, t)
 
 
 _MINERS = {"batch_hard": batch_hard_triplet, "batch_all": batch_all_triplet, "semi_hard": semi_hard_triplet}
@@ -116,9 +153,10 @@ class TripletLoss(MetricLoss):
         self.soft = bool(soft)
         self.normalize = bool(normalize)
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+    def compute(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> Tensor:
         dist = batch_distance_matrix(embeddings, self.normalize)
-        loss = _MINERS[self.mining](dist, positive_mask(labels), negative_mask(labels), self.margin, self.soft)
+        pos, neg = active_pairs(positive_mask(labels), weights), active_pairs(negative_mask(labels), weights)
+        loss = _MINERS[self.mining](dist, pos, neg, self.margin, self.soft, weights)
         return zero_loss(embeddings) if loss is None else loss
 
     def extra_repr(self) -> str:

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from .pairwise import masked_softmax
+from .pairwise import masked_softmax, pair_weight_matrix
 
 
 @torch.no_grad()
@@ -42,8 +42,7 @@ def class_aware_attention(true_class_prob: Tensor, sigma: float) -> Tensor:
 @torch.no_grad()
 def pairwise_min(weights: Tensor) -> Tensor:
     """Pair attention ``A_ij = min(a_i, a_j)`` [N, N] from sample weights [N] (OSM+CAA official code)."""
-    w = weights.detach()
-    return torch.minimum(w.view(-1, 1), w.view(1, -1))
+    return pair_weight_matrix(weights)
 
 
 @torch.no_grad()
@@ -119,6 +118,11 @@ def proselflc_corrected_target(probs: Tensor, labels: Tensor, trust: Tensor) -> 
 
 
 @torch.no_grad()
-def temperature_softmax_weights(values: Tensor, mask: Tensor, temperature: float) -> Tensor:
-    """Ranked-list pair weights: ``softmax_{mask}(T * values)`` along rows [N, M] (uniform when T = 0)."""
-    return masked_softmax(temperature * values.detach(), mask, dim=1)
+def temperature_softmax_weights(values: Tensor, mask: Tensor, temperature: float,
+                                log_weights: Tensor | float = 0.0) -> Tensor:
+    """Ranked-list pair weights: ``softmax_{mask}(T * values)`` along rows [N, M] (uniform when T = 0); with
+    ``log_weights`` (``log m_ij``) each entry is ``m_ij exp(T v_ij)`` normalised over the row's set."""
+    logits = temperature * values.detach()
+    if isinstance(log_weights, Tensor):
+        logits = logits + log_weights
+    return masked_softmax(logits, mask, dim=1)
