@@ -259,3 +259,18 @@ def test_train_tool_prints_the_resolved_config_as_yaml_and_refuses_bad_values_fi
     assert load_config(tmp_path / "printed.yaml") == load_config(quickstart, ["train.epochs=3"])
     assert tool.main(["--config", quickstart, "--print-config", "data.transforms.flip=2"]) == 2
     assert capsys.readouterr().err == "error: command line: 'data.transforms.flip' must be in [0, 1], got 2\n"
+
+
+def test_mypy_checks_config_access(tmp_path):
+    """Config access is typed: a misspelt key or a wrong type is a mypy error, not a KeyError at run time."""
+    api = pytest.importorskip("mypy.api")
+    (tmp_path / "use.py").write_text("from reid_robust.config import Config\n\n\n"
+                                     "def f(cfg: Config) -> int:\n"
+                                     "    return cfg.train.lrr + cfg.data.sampler.num_instances\n\n\n"
+                                     "def g(cfg: Config) -> str:\n"
+                                     "    return cfg.train.lr\n")
+    out, _, status = api.run([str(tmp_path / "use.py"), "--ignore-missing-imports", "--follow-imports=silent",
+                              "--no-incremental", "--cache-dir", str(tmp_path / "cache")])
+    assert status == 1, out
+    assert '"TrainConfig" has no attribute "lrr"; maybe "lr"?' in out
+    assert 'Incompatible return value type (got "float", expected "str")' in out and "Found 2 errors" in out

@@ -97,7 +97,8 @@ def _resume_row(prefixes: tuple[str, ...], effect: str) -> str:
 
 
 def _default(field: dataclasses.Field) -> str:
-    value = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    factory = field.default_factory
+    value = field.default if field.default is not dataclasses.MISSING else factory() if callable(factory) else None
     if isinstance(value, tuple) and value and isinstance(value[0], LossTermConfig):
         return " + ".join(term.name for term in value)
     if isinstance(value, tuple):

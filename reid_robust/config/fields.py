@@ -150,6 +150,9 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+S = typing.TypeVar("S", bound="Section")
+
+
 class Section:
     """Base of the config sections: validates every field on construction (also when built in Python) and
     converts to and from plain mappings. ``PREFIX`` is the dotted path of the section (``"data.noise."``)."""
@@ -166,7 +169,7 @@ class Section:
         """Rules between fields of this section (override); raise ConfigError naming the key."""
 
     @classmethod
-    def from_dict(cls, mapping: Any, key: str | None = None):
+    def from_dict(cls: type[S], mapping: Any, key: str | None = None) -> S:
         """The section from a plain mapping of its fields (missing fields take their defaults)."""
         where = key or cls.PREFIX.rstrip(".") or "config"
         if not isinstance(mapping, dict):
