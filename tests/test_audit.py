@@ -14,12 +14,12 @@ import torch
 from reid_robust.analysis.audit import (
     audit_metrics,
     combine,
-    extract_outputs,
     neighbourhood_scores,
     reliability_weights,
     suspicion_scores,
 )
 from reid_robust.engine.builders import LossTerm
+from reid_robust.engine.inference import extract_outputs
 from reid_robust.losses import build_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def tiny_run(tiny_market_root, tmp_path_factory):
     """A 2-batch OSM+CAA training run with 30 % symmetric noise on the tiny synthetic tree."""
     from conftest import tiny_overrides
 
-    from reid_robust.engine.config import load_config
+    from reid_robust.config import load_config
     from reid_robust.engine.trainer import train
 
     out = tmp_path_factory.mktemp("audit_run")
@@ -160,17 +160,18 @@ def tiny_run(tiny_market_root, tmp_path_factory):
 
 
 def test_scores_do_not_depend_on_file_names(tiny_run, tmp_path):
-    from reid_robust.engine.builders import build_dataset_from_config, build_loss_terms, build_test_transform
+    from reid_robust.data import build_transforms
+    from reid_robust.engine.builders import build_dataset_from_config, build_loss_terms
     from reid_robust.engine.checkpoint import load_checkpoint, load_model_from_checkpoint
     from reid_robust.engine.noise import apply_label_noise
 
     cfg, out = tiny_run
     model, _ = load_model_from_checkpoint(out / "checkpoints" / "last.pth")
-    terms = build_loss_terms(cfg, build_dataset_from_config(cfg).num_train_classes, model.out_dim)
+    terms = build_loss_terms(cfg.loss.terms, build_dataset_from_config(cfg.data).num_train_classes, model.out_dim)
     for term, sd in zip(terms, load_checkpoint(out / "checkpoints" / "last.pth")["losses"]):
         term.module.load_state_dict(sd)
-    records = build_dataset_from_config(cfg).train
-    labels = apply_label_noise(cfg, records, np.array([r.pid for r in records]), None)
+    records = build_dataset_from_config(cfg.data).train
+    labels = apply_label_noise(cfg.data.noise, records, np.array([r.pid for r in records]), None)
     # new names that say nothing, listed in the order a loader sorting them by name would give
     renamed = []
     for i, r in enumerate(records):
@@ -179,10 +180,10 @@ def test_scores_do_not_depend_on_file_names(tiny_run, tmp_path):
         renamed.append(replace(r, path=str(target)))
     shuffle = np.argsort([r.path for r in renamed], kind="stable")
     assert not np.array_equal(shuffle, np.arange(len(records)))
-    tf = build_test_transform(cfg)
-    a = suspicion_scores(extract_outputs(model, records, tf), labels, terms, 4, 2, k=3, passes=3)
-    b = suspicion_scores(extract_outputs(model, [renamed[i] for i in shuffle], tf), labels[shuffle], terms, 4, 2,
-                         k=3, passes=3)
+    tf = build_transforms(cfg.data.transforms, train=False)
+    a = suspicion_scores(extract_outputs(model, records, tf, outputs=None), labels, terms, 4, 2, k=3, passes=3)
+    b = suspicion_scores(extract_outputs(model, [renamed[i] for i in shuffle], tf, outputs=None), labels[shuffle],
+                         terms, 4, 2, k=3, passes=3)
     assert set(a) == {"reliability", "knn", "margin", "score"}
     for key in a:  # the same score for the same image (up to float rounding of the reordered forward pass)
         np.testing.assert_allclose(a[key][shuffle], b[key], rtol=1e-5, atol=1e-6, err_msg=key)

@@ -12,7 +12,6 @@ from reid_robust.models.export import (
     export_onnx,
     export_torchscript,
     run_exported,
-    save_embeddings_npz,
 )
 
 
@@ -126,20 +125,6 @@ def test_bad_example_and_unknown_formats_are_refused(model, tmp_path):
     assert export_format("m.onnx") == "onnx" and export_format("m.ts") == "torchscript"
 
 
-def test_embeddings_npz_round_trip_and_length_check(tmp_path):
-    feats = np.arange(12, dtype=np.float64).reshape(3, 4)
-    path = save_embeddings_npz(tmp_path / "g.npz", feats, [1, 2, -1], [0, 5, 3], ["a.jpg", "b.jpg", "c.jpg"])
-    assert path.name == "g.npz" and sorted(p.name for p in tmp_path.iterdir()) == ["g.npz"]
-    with np.load(path) as data:
-        assert data["feats"].dtype == np.float32 and data["pids"].dtype == np.int64
-        np.testing.assert_array_equal(data["feats"], feats.astype(np.float32))
-        np.testing.assert_array_equal(data["pids"], [1, 2, -1])
-        np.testing.assert_array_equal(data["camids"], [0, 5, 3])
-        assert list(data["paths"]) == ["a.jpg", "b.jpg", "c.jpg"]
-    with pytest.raises(ValueError, match="one row per image"):
-        save_embeddings_npz(tmp_path / "bad.npz", feats, [1, 2], [0, 1, 2], ["a", "b", "c"])
-
-
 # ---------------------------------------------------------------- tools/export.py
 
 
@@ -164,19 +149,19 @@ def trained_checkpoint(tmp_path_factory):
     """A checkpoint of a small resnet18 embedder (BN statistics moved) over a 6-identity Market-1501 tree."""
     from reid_robust.data.synthetic import generate_synthetic
     from reid_robust.engine.builders import build_model_from_config
+    from reid_robust.config import load_config
     from reid_robust.engine.checkpoint import atomic_save
-    from reid_robust.engine.config import load_config
 
     base = tmp_path_factory.mktemp("export_tool")
     root = generate_synthetic(base / "market", layout="market", num_identities=6, height=64, width=32)
     cfg = load_config(None, ["model.backbone=resnet18", "model.embedding_dim=24", "model.pooling=gem",
                              "data.dataset=market1501", f"data.root={root}", "data.transforms.size=[64, 32]"])
     torch.manual_seed(0)
-    net = build_model_from_config(cfg)
+    net = build_model_from_config(cfg.model)
     with torch.no_grad():
         net(_images(4, seed=20) + 1.0)
     path = base / "ckpt.pth"
-    atomic_save({"model": net.state_dict(), "config": cfg, "epoch": 1}, path)
+    atomic_save({"model": net.state_dict(), "config": cfg.to_dict(), "epoch": 1}, path)
     return path, root
 
 
@@ -201,7 +186,7 @@ def test_tool_writes_split_embeddings_equal_to_the_model(tool, trained_checkpoin
     import cv2
 
     model, cfg = load_model_from_checkpoint(ckpt)
-    transform = build_transforms(cfg["data"]["transforms"], train=False)
+    transform = build_transforms(cfg.data.transforms, train=False)
     image = cv2.cvtColor(cv2.imread(query[0].path), cv2.COLOR_BGR2RGB)
     with torch.no_grad():
         expected = model(transform(image=image)["image"][None])["bn_feat"][0].numpy()

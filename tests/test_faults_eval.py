@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from reid_robust.evaluation import evaluate_reid, evaluate_reid_distances, evaluate_retrieval
-from reid_robust.evaluation.report import FeatureSet, load_features_npz
+from reid_robust.evaluation.report import FeatureSet, load_features
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,7 +110,7 @@ def test_feature_files_without_camids_give_the_reference_metrics(tool, tmp_path,
     qf, gf, q_pids, g_pids, _, _ = camera_data(1)
     np.savez(tmp_path / "q.npz", feats=qf, pids=q_pids)
     np.savez(tmp_path / "g.npz", feats=gf, pids=g_pids)
-    assert load_features_npz(tmp_path / "q.npz").camids is None and FeatureSet(qf, q_pids).camids is None
+    assert load_features(tmp_path / "q.npz").camids is None and FeatureSet(qf, q_pids).camids is None
     out = tmp_path / "m.json"
     argv = ["--query", str(tmp_path / "q.npz"), "--gallery", str(tmp_path / "g.npz"), "--max-rank", "10"]
     assert tool.main(argv + ["--no-camera-filter", "--json", str(out)]) == 0
@@ -120,7 +120,8 @@ def test_feature_files_without_camids_give_the_reference_metrics(tool, tmp_path,
     capsys.readouterr()
     assert tool.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {tmp_path / 'q.npz'} has no camids: the Market-1501 protocol drops same-camera "
+    assert err == [f"error: query features file {str(tmp_path / 'q.npz')!r} have no camids: the Market-1501 "
+                   "protocol drops same-camera "
                    "matches; pass --no-camera-filter (camera_filter=False) to evaluate without that rule"]
 
 
@@ -278,7 +279,6 @@ FILE_CASES = [
     ("one_d", r"feats must be a 2-D array \[N, D\], got shape \(5,\)"),
     ("lengths", r"arrays have different lengths \{'feats': 5, 'pids': 5, 'camids': 4\}"),
     ("paths", "arrays have different lengths"),
-    ("no_pids", r"lacks array\(s\) \['pids'\]"),
     ("pids_2d", r"pids must be 1-D \[N\], got shape \(5, 1\)"),
     ("short_member", "array 'feats' cannot be read"),
 ]
@@ -288,7 +288,7 @@ FILE_CASES = [
 def test_broken_feature_files_are_one_value_error_naming_the_file(case, message, tmp_path):
     path = _write_case(case, tmp_path)
     with pytest.raises(ValueError, match=message) as caught:
-        load_features_npz(path, "gallery features")
+        load_features(path, "gallery features")
     text = str(caught.value)
     assert text.startswith(f"gallery features file {str(path)!r}") and "\n" not in text
 
@@ -304,6 +304,17 @@ def test_tool_reports_broken_feature_files_in_one_line(tool, case, message, tmp_
     assert re.search(message, err[0]), err
 
 
+def test_a_file_without_pids_loads_but_is_refused_for_evaluation(tool, tmp_path, capsys):
+    """pids are optional in a feature file (reid-embed of plain images); evaluating it is one line."""
+    path = _write_case("no_pids", tmp_path)
+    assert load_features(path).pids is None
+    good = tmp_path / "good.npz"
+    np.savez(good, feats=np.random.default_rng(1).normal(size=(5, 4)), pids=np.arange(1, 6))
+    assert tool.main(["--query", str(good), "--gallery", str(path), "--no-camera-filter"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: gallery features file {str(path)!r} have no pids"), err
+
+
 def test_a_pickle_given_as_features_is_never_unpickled(tmp_path):
     marker = tmp_path / "marker"
 
@@ -314,7 +325,7 @@ def test_a_pickle_given_as_features_is_never_unpickled(tmp_path):
     path = tmp_path / "evil.npz"
     path.write_bytes(pickle.dumps(Payload()))
     with pytest.raises(ValueError, match="not an .npz archive"):
-        load_features_npz(path)
+        load_features(path)
     assert not marker.exists()
 
 

@@ -19,7 +19,7 @@ from reid_robust.analysis.sweep import (
     split_loss_terms,
     summarize,
 )
-from reid_robust.engine.config import ConfigError, load_config
+from reid_robust.config import Config, ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TERMS = ("loss.terms=[{name: triplet, weight: 1.0, input: feat, margin: 0.3}, "
@@ -27,7 +27,7 @@ TERMS = ("loss.terms=[{name: triplet, weight: 1.0, input: feat, margin: 0.3}, "
 PRESETS = "sweep.presets={osm_caa: {sigma_caa: 0.5}}"
 
 
-def _base(tmp_path: Path, extra=()) -> dict:
+def _base(tmp_path: Path, extra=()) -> Config:
     return load_config(REPO / "configs" / "quickstart.yaml", [f"output_dir={tmp_path}/x", TERMS, PRESETS, *extra])
 
 
@@ -46,24 +46,24 @@ def test_cell_config_changes_only_metric_term_seed_and_noise(tmp_path):
     base = _base(tmp_path)
     kept, active, _ = split_loss_terms(base)
     assert [t["name"] for t in kept] == ["cross_entropy"] and active["name"] == "triplet"
-    a = cell_config(base, Cell("triplet", "symmetric", 0.4, 1), tmp_path)
-    b = cell_config(base, Cell("osm_caa", "symmetric", 0.4, 1), tmp_path)
+    a = cell_config(base, Cell("triplet", "symmetric", 0.4, 1), tmp_path).to_dict()
+    b = cell_config(base, Cell("osm_caa", "symmetric", 0.4, 1), tmp_path).to_dict()
     assert a["loss"]["terms"][1:] == b["loss"]["terms"][1:] == kept        # same cross-entropy term
     # the preset's parameters, with the active metric term's weight and input
     assert b["loss"]["terms"][0] == {"name": "osm_caa", "weight": 1.0, "input": "feat", "sigma_caa": 0.5}
-    assert cell_config(base, Cell("ice", CLEAN, 0.0, 0), tmp_path)["loss"]["terms"][0] == \
+    assert cell_config(base, Cell("ice", CLEAN, 0.0, 0), tmp_path).loss.terms[0].to_dict() == \
         {"name": "ice", "weight": 1.0, "input": "feat"}
     # the active term is its own loss's preset, and sweep.presets can override part of it
     assert a["loss"]["terms"][0] == {"name": "triplet", "weight": 1.0, "input": "feat", "margin": 0.3}
     tuned = _base(tmp_path, ["sweep.presets.triplet.mining=semi_hard"])
-    assert cell_config(tuned, Cell("triplet", CLEAN, 0.0, 0), tmp_path)["loss"]["terms"][0] == \
+    assert cell_config(tuned, Cell("triplet", CLEAN, 0.0, 0), tmp_path).loss.terms[0].to_dict() == \
         {"name": "triplet", "weight": 1.0, "input": "feat", "margin": 0.3, "mining": "semi_hard"}
     for cfg in (a, b):
         assert cfg["seed"] == 1 and cfg["data"]["noise"]["seed"] == 1 and cfg["data"]["noise"]["rate"] == 0.4
-        assert cfg["model"] == base["model"] and cfg["train"]["epochs"] == base["train"]["epochs"]
-        assert cfg["train"]["lr"] == base["train"]["lr"] and cfg["train"]["scheduler"] == base["train"]["scheduler"]
+        assert cfg["model"] == base.model.to_dict() and cfg["train"]["epochs"] == base.train.epochs
+        assert cfg["train"]["lr"] == base.train.lr and cfg["train"]["scheduler"] == base.train.scheduler
     assert a["output_dir"] != b["output_dir"]
-    assert base["loss"]["terms"][0]["name"] == "triplet"                   # the base config is not modified
+    assert base.loss.terms[0].name == "triplet"                            # the base config is not modified
     with pytest.raises(ValueError, match="confusable"):
         cell_config(base, Cell("triplet", "pattern", 0.2, 0), tmp_path)
     with pytest.raises(ValueError, match="unknown loss 'nope'"):
@@ -74,7 +74,7 @@ def test_cell_config_changes_only_metric_term_seed_and_noise(tmp_path):
 def test_classification_losses_replace_the_cross_entropy_term(tmp_path, name):
     base = _base(tmp_path)
     kept, active, _ = split_loss_terms(base)
-    terms = cell_config(base, Cell(name, "symmetric", 0.4, 1), tmp_path)["loss"]["terms"]
+    terms = [t.to_dict() for t in cell_config(base, Cell(name, "symmetric", 0.4, 1), tmp_path).loss.terms]
     assert terms[0] == active                                    # the metric term is unchanged
     assert [t["name"] for t in terms] == [active["name"], name]  # one metric term, one classifier
     assert terms[1]["weight"] == kept[0]["weight"] and terms[1]["input"] == kept[0]["input"]
@@ -88,7 +88,7 @@ def test_presets_are_checked_when_the_config_loads(tmp_path):
     with pytest.raises(ConfigError, match="must be a mapping"):
         _base(tmp_path, ["sweep.presets={ice: 3}"])
     shipped = load_config(REPO / "configs" / "sweep_synthetic.yaml")
-    assert [t["name"] for t in shipped["loss"]["terms"]] == ["triplet", "cross_entropy"]  # no idle terms
+    assert [t.name for t in shipped.loss.terms] == ["triplet", "cross_entropy"]  # no idle terms
     assert set(split_loss_terms(shipped)[2]) == {"triplet", "osm_caa", "ranked_list", "multi_similarity", "ice"}
 
 
@@ -101,13 +101,13 @@ def test_config_without_metric_term_is_refused(tmp_path):
 
 def _fake_train(calls: list):
     """A stand-in for train(): a deterministic metric per cell, written like the trainer does."""
-    def train(cfg: dict) -> dict:
-        calls.append(cfg["output_dir"])
-        term = cfg["loss"]["terms"][0]["name"]
-        rate = cfg["data"]["noise"]["rate"]
-        metrics = {"mAP": 0.8 - (0.5 if term == "triplet" else 0.2) * rate + 0.01 * cfg["seed"],
+    def train(cfg: Config) -> dict:
+        calls.append(cfg.output_dir)
+        term = cfg.loss.terms[0].name
+        rate = cfg.data.noise.rate
+        metrics = {"mAP": 0.8 - (0.5 if term == "triplet" else 0.2) * rate + 0.01 * cfg.seed,
                    "rank1": 0.9 - rate / 2, "train_time_s": 1.5, "noise": {"realised_rate": rate}}
-        out = Path(cfg["output_dir"])
+        out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics))
         return metrics
@@ -142,15 +142,15 @@ def test_resume_skips_finished_cells_and_writes_results(tmp_path):
     assert "| symmetric | 0 | osm_caa | 2 | 80.50 ± 0.71 |" in table
 
 
-def _interrupted_in_one_worker(cfg: dict) -> dict:
+def _interrupted_in_one_worker(cfg: Config) -> dict:
     """Worker-side stand-in for train(): the first clean triplet cell is Ctrl-C'd, the others take 2 s (long
     beside the moment the parent needs to react, so the count of cells still run is not a race)."""
     import time
 
-    if cfg["loss"]["terms"][0]["name"] == "triplet" and cfg["data"]["noise"]["rate"] == 0 and cfg["seed"] == 0:
+    if cfg.loss.terms[0].name == "triplet" and cfg.data.noise.rate == 0 and cfg.seed == 0:
         raise KeyboardInterrupt
     time.sleep(2.0)
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps({"mAP": 0.5, "rank1": 0.5, "train_time_s": 0.5}))
     return {}

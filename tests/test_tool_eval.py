@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tool():
+    """tools/eval.py, the checkout's wrapper of reid_robust.cli.eval (reid-eval)."""
     spec = importlib.util.spec_from_file_location("eval_tool", REPO / "tools" / "eval.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -101,7 +102,7 @@ def test_cub_protocol_on_one_feature_file(tool, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     ([], "give --query"),
     (["--query", "MISSING.npz", "--gallery", "MISSING.npz"], "query features file 'MISSING.npz' does not exist"),
-    (["--query", "{q}", "--gallery", "{bad}"], "lacks array(s) ['pids']"),
+    (["--query", "{q}", "--gallery", "{bad}"], "bad.npz' have no pids (identities), so they cannot be evaluated"),
     (["--query", "{q}", "--gallery", "{wide}"], "dimensions"),
     (["--query", "{q}", "--gallery", "{nan}"], "nan.npz': feats row 2 is not finite"),
     (["--query", "{q}", "--gallery", "{g}", "--flip"], "--flip needs --checkpoint"),
@@ -109,7 +110,7 @@ def test_cub_protocol_on_one_feature_file(tool, tmp_path):
     (["--query", "{q}", "--gallery", "{g}", "--visualize", "1", "--protocol", "cub"], "leave-one-out"),
     (["--query", "{strangers}", "--gallery", "{g}"], "no query has a true match"),
     (["--checkpoint", "MISSING.pth"], "checkpoint not found"),
-    (["--query", "{folder}", "--gallery", "{folder}"], "is a folder of images: extracting their features needs"),
+    (["--query", "{folder}", "--gallery", "{folder}"], "is images, not an .npz feature file: extracting their features needs"),
 ])
 def test_user_mistakes_give_one_line_and_status_2(tool, npz_pair, tmp_path, capsys, argv, message):
     base, (qf, gf, q_pids, g_pids, q_cams, g_cams) = npz_pair
@@ -154,29 +155,28 @@ def checkpoint(tmp_path_factory):
     """A small resnet18 embedder checkpoint over a synthetic Market-1501 tree (6 identities, 32x16 images)."""
     from reid_robust.data.synthetic import generate_synthetic
     from reid_robust.engine.builders import build_model_from_config
+    from reid_robust.config import load_config
     from reid_robust.engine.checkpoint import atomic_save
-    from reid_robust.engine.config import load_config
 
     base = tmp_path_factory.mktemp("eval_ckpt")
     root = generate_synthetic(base / "market", layout="market", num_identities=6, height=32, width=16)
     cfg = load_config(None, ["model.backbone=resnet18", "model.embedding_dim=16", "data.dataset=market1501",
                              f"data.root={root}", "data.transforms.size=[32, 16]", "data.num_workers=0"])
     torch.manual_seed(0)
-    net = build_model_from_config(cfg)
+    net = build_model_from_config(cfg.model)
     with torch.no_grad():  # move the BN statistics away from the identity
         net(torch.randn(4, 3, 32, 16) + 1.0)
     path = base / "ckpt.pth"
-    atomic_save({"model": net.state_dict(), "config": cfg, "epoch": 1}, path)
+    atomic_save({"model": net.state_dict(), "config": cfg.to_dict(), "epoch": 1}, path)
     return path, Path(root)
 
 
 def _extract(ckpt, records, flip):
-    from reid_robust.engine.builders import build_test_transform
-    from reid_robust.engine.checkpoint import load_model_from_checkpoint
-    from reid_robust.engine.inference import extract_features
+    """``(feats, pids, camids)`` of records through the embedding API (the path reid-eval uses)."""
+    from reid_robust.engine.embed import Embedder
 
-    model, cfg = load_model_from_checkpoint(ckpt)
-    return extract_features(model, records, build_test_transform(cfg), flip=flip)
+    fs = Embedder.from_checkpoint(ckpt, "cpu", flip=flip, progress=False).embed_records(records)
+    return fs.feats, fs.pids, fs.camids
 
 
 def test_checkpoint_dataset_mode_extracts_saves_and_evaluates(tool, checkpoint, tmp_path):
@@ -252,3 +252,109 @@ def test_checkpoint_that_does_not_fit_its_config_is_a_one_line_error(tool, check
     assert tool.main(["--checkpoint", str(tmp_path / "mismatch.pth"), "--data-root", str(root)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not fit the model its config describes" in err[0] and "mismatch.pth" in err[0]
+
+
+def _identity_folders(root: Path, target: Path, source: str) -> dict[str, int]:
+    """Copy a Market-1501 folder into ``target/<name of the identity>/<plain name>.jpg``; {path: pid}."""
+    from reid_robust.data.market1501 import load_market_folder
+
+    names = {}
+    for k, r in enumerate(load_market_folder(root / source)):
+        if r.pid <= 0:
+            continue  # junk and distractors have no identity folder
+        path = target / f"person_{chr(ord('a') + r.pid)}" / f"img{k:04d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(Path(r.path).read_bytes())
+        names[str(path)] = r.pid
+    return names
+
+
+def test_identity_folders_without_cameras_need_no_camera_filter(tool, checkpoint, tmp_path, capsys):
+    """Query and gallery as <root>/<identity>/*.jpg (non-integer names): evaluated with --no-camera-filter,
+    equal to the array form on the same features with the names' identities."""
+    ckpt, root = checkpoint
+    query = _identity_folders(root, tmp_path / "mine" / "query", "query")
+    gallery = _identity_folders(root, tmp_path / "mine" / "gallery", "bounding_box_test")
+    args = ["--checkpoint", str(ckpt), "--query", str(tmp_path / "mine" / "query"),
+            "--gallery", str(tmp_path / "mine" / "gallery"), "--device", "auto"]
+    assert tool.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "have no camids" in err[0] and "--no-camera-filter" in err[0]
+    out = tmp_path / "m.json"
+    assert tool.main(args + ["--no-camera-filter", "--json", str(out), "--save-features", str(tmp_path / "f")]) == 0
+    printed = capsys.readouterr().out
+    assert "test transform of checkpoint" in printed and "no camera filter" in printed
+    from reid_robust.data.records import ImageRecord
+
+    qf, _, _ = _extract(ckpt, [ImageRecord(p, 0, 0) for p in sorted(query)], flip=False)
+    gf, _, _ = _extract(ckpt, [ImageRecord(p, 0, 0) for p in sorted(gallery)], flip=False)
+    expected = evaluate_reid(qf, gf, [query[p] for p in sorted(query)], [gallery[p] for p in sorted(gallery)],
+                             camera_filter=False)
+    saved = json.loads(out.read_text())
+    assert saved["mAP"] == pytest.approx(expected["mAP"], abs=1e-6) and saved["camera_filter"] is False
+    # the saved feature files carry the identity names and evaluate to the same numbers
+    again = tmp_path / "again.json"
+    assert tool.main(["--query", str(tmp_path / "f" / "query.npz"), "--gallery", str(tmp_path / "f" / "gallery.npz"),
+                      "--no-camera-filter", "--json", str(again)]) == 0
+    assert json.loads(again.read_text())["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+
+
+def test_identity_folders_with_a_camera_pattern_and_a_labels_csv(tool, checkpoint, tmp_path):
+    from reid_robust.data.market1501 import load_market_folder
+
+    ckpt, root = checkpoint
+    q_records, g_records = load_market_folder(root / "query"), load_market_folder(root / "bounding_box_test")
+    qf, qp, qc = _extract(ckpt, q_records, flip=False)
+    gf, gp, gc = _extract(ckpt, g_records, flip=False)
+    expected = evaluate_reid(qf, gf, qp, gp, qc, gc)
+    # identity folders named by integer ids, the camera in the file name
+    for split, records in (("query", q_records), ("gallery", g_records)):
+        for r in records:
+            path = tmp_path / "ids" / split / str(r.pid) / f"cam{r.camid}_{Path(r.path).name}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(Path(r.path).read_bytes())
+    out = tmp_path / "ids.json"
+    assert tool.main(["--checkpoint", str(ckpt), "--query", str(tmp_path / "ids" / "query"), "--gallery",
+                      str(tmp_path / "ids" / "gallery"), "--camera-pattern", r"^cam(\d+)_", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+    # path lists with a labels CSV
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,pid,camid\n" + "".join(f"{r.path},{r.pid},{r.camid}\n" for r in q_records + g_records))
+    for split, records in (("q", q_records), ("g", g_records)):
+        (tmp_path / f"{split}.txt").write_text("".join(f"{r.path}\n" for r in records))
+    out = tmp_path / "csv.json"
+    assert tool.main(["--checkpoint", str(ckpt), "--query", str(tmp_path / "q.txt"), "--gallery",
+                      str(tmp_path / "g.txt"), "--labels", str(labels), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+
+
+def test_config_keeps_the_checkpoint_transforms_unless_told(tool, checkpoint, tmp_path, capsys):
+    ckpt, root = checkpoint
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  dataset: market1501\n  root: {root}\n  transforms:\n    size: [64, 32]\n")
+    out_kept, out_other = tmp_path / "kept.json", tmp_path / "other.json"
+    assert tool.main(["--checkpoint", str(ckpt), "--config", str(config), "--json", str(out_kept)]) == 0
+    assert f"test transform of checkpoint {ckpt}: images resized to 32x16" in capsys.readouterr().out
+    assert tool.main(["--checkpoint", str(ckpt), "--config", str(config), "--config-transforms",
+                      "--json", str(out_other)]) == 0
+    assert f"test transform of --config {config}: images resized to 64x32" in capsys.readouterr().out
+    assert json.loads(out_kept.read_text())["mAP"] != json.loads(out_other.read_text())["mAP"]
+    from reid_robust.data import build_dataset
+
+    splits = build_dataset("market1501", root)
+    qf, qp, qc = _extract(ckpt, splits.query, flip=False)
+    gf, gp, gc = _extract(ckpt, splits.gallery, flip=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert json.loads(out_kept.read_text())["mAP"] == pytest.approx(evaluate_reid(qf, gf, qp, gp, qc, gc)["mAP"])
+
+
+@pytest.mark.parametrize("device, message", [("gpu", "'gpu' is not a device name"),
+                                             ("cuda:0", "CUDA is not available")])
+def test_device_errors_are_one_line(tool, checkpoint, capsys, device, message):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    ckpt, root = checkpoint
+    assert tool.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--device", device]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

@@ -1,48 +1,6 @@
 #!/usr/bin/env python
-"""Rank the training images of a run by "label probably wrong" and show the top suspects.
-
-Scores come from the checkpoint's robust loss weights and the embedding neighbourhood only (never from file
-names or clean labels). Writes suspects.csv, contact_sheet.png and audit.json to --out (default <run>/audit);
-when the run's noise_manifest.csv is there, also precision at the number of wrong labels, AUROC and
-precision_recall.png. Examples:
-  python tools/audit_labels.py --checkpoint runs/q_noisy/checkpoints/last.pth
-  python tools/audit_labels.py --config configs/quickstart.yaml --checkpoint runs/q/checkpoints/last.pth \\
-      data.noise.rate=0.2 --top 24
-"""
-from __future__ import annotations
-
-import argparse
-import json
-import sys
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="training config (default: the run's config.yaml)")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint .pth of the trained model")
-    parser.add_argument("--out", default=None, help="output folder (default: <run>/audit)")
-    parser.add_argument("--top", type=int, default=16, help="suspects on the contact sheet (0: no sheet)")
-    parser.add_argument("--k", type=int, default=10, help="nearest neighbours for the neighbourhood score")
-    parser.add_argument("--passes", type=int, default=8, help="PK passes for the loss weights")
-    parser.add_argument("--labels", default=None, help="audit this noisy label list instead of the run's labels")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    args = parser.parse_args(argv)
-
-    from reid_robust.analysis.audit_run import audit_checkpoint
-    from reid_robust.data.files import check_output_folder
-    from reid_robust.engine.config import ConfigError
-
-    try:
-        if args.out is not None:
-            check_output_folder(args.out, "--out")
-        summary = audit_checkpoint(args.checkpoint, args.config, args.overrides, args.out, top=args.top, k=args.k,
-                                   passes=args.passes, labels_list=args.labels)
-    except (FileNotFoundError, ValueError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2))
-    return 0
-
+"""`reid-audit` from a checkout (the command lives in reid_robust/cli/audit.py; `--help` lists its options)."""
+from reid_robust.cli.audit import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

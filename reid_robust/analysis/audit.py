@@ -14,7 +14,8 @@ Two kinds of evidence, each turned into a suspicion score where higher = more su
   centre (leave-one-out: the image itself is removed from its centre).
 
 The combined score is the mean of the components' normalised ranks (in (0, 1]). Inputs are only the images'
-features, the training labels and the loss modules: never file names and never clean labels.
+features (``reid_robust.engine.inference.extract_outputs(..., outputs=None)``: every named output), the
+training labels and the loss modules: never file names and never clean labels.
 """
 from __future__ import annotations
 
@@ -23,29 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
 
 COMPONENTS = ("reliability", "knn", "margin")
-
-
-@torch.no_grad()
-def extract_outputs(model: nn.Module, records, transform, batch_size: int = 128,
-                    device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """All named outputs of ``model`` (``feat``, ``bn_feat``: [N, D] float32 on the CPU) for ``records``, in order."""
-    from reid_robust.data.dataset import ImageDataset
-
-    if len(records) == 0:
-        raise ValueError("extract_outputs: the list of images is empty")
-    loader = DataLoader(ImageDataset(records, transform), batch_size=batch_size, shuffle=False, num_workers=0)
-    was_training = model.training
-    model.eval()
-    chunks: dict[str, list[torch.Tensor]] = {}
-    for batch in loader:
-        for name, value in model(batch["image"].to(device)).items():
-            chunks.setdefault(name, []).append(value.float().cpu())
-    model.train(was_training)
-    return {name: torch.cat(parts) for name, parts in chunks.items()}
 
 
 def _check(feats: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

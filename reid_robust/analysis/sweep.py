@@ -22,8 +22,8 @@ refused before any training, naming the keys that differ. Rate 0 is trained once
 """
 from __future__ import annotations
 
-import copy
 import csv
+import io
 import json
 import logging
 import os
@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from reid_robust.atomic import atomic_write_text
+from reid_robust.config import Config
 
 log = logging.getLogger("reid_robust")
 
@@ -85,60 +88,54 @@ def build_cells(losses: Sequence[str], rates: Sequence[float], modes: Sequence[s
     return cells
 
 
-def split_loss_terms(cfg: dict) -> tuple[list[dict], dict, dict[str, dict]]:
-    """``(kept cross-entropy terms, active metric term, presets by loss name)`` of a config.
-
-    Each preset is a term ``{"name": ..., **parameters}`` without weight or input.
-    """
-    terms = cfg["loss"]["terms"]
+def split_loss_terms(cfg: Config) -> tuple[list[dict], dict, dict[str, dict]]:
+    """``(kept cross-entropy terms, active metric term, presets by loss name)`` of a config, each term in its
+    YAML form ``{"name", "weight", "input", **parameters}``; each preset is ``{"name": ..., **parameters}``."""
+    terms = [t.to_dict() for t in cfg.loss.terms]
     kept = [t for t in terms if t["name"] in KEPT_TERMS]
-    active = [t for t in terms if t["name"] not in KEPT_TERMS and float(t.get("weight", 1.0)) != 0.0]
+    active = [t for t in terms if t["name"] not in KEPT_TERMS and float(t["weight"]) != 0.0]
     if not active:
         raise ValueError("the sweep replaces the config's metric term, but loss.terms has no non-cross-entropy "
                          f"term with a non-zero weight: {[t['name'] for t in terms]}")
     own = {k: v for k, v in active[0].items() if k not in ("weight", "input")}
     presets: dict[str, dict] = {active[0]["name"]: own}
-    for name, params in (cfg.get("sweep", {}).get("presets") or {}).items():
+    for name, params in cfg.sweep.presets.items():
         presets[name] = {**presets.get(name, {"name": name}), **params}
     return kept, active[0], presets
 
 
-def cell_config(base: dict, cell: Cell, out_root: str | os.PathLike, confusable: str | None = None) -> dict:
+def cell_terms(base: Config, loss: str) -> list[dict]:
+    """The loss terms of a cell training ``loss`` (see the module docstring)."""
+    kept, active, presets = split_loss_terms(base)
+    swept = dict(presets.get(loss, {"name": loss}))
+    if loss in CLASSIFICATION_LOSSES:
+        if not kept:
+            raise ValueError(f"'{loss}' replaces the config's cross_entropy term, but loss.terms has none: "
+                             f"{[t.name for t in base.loss.terms]}")
+        return [active] + [{**swept, "weight": float(t["weight"]), "input": t["input"]} for t in kept]
+    return [{**swept, "weight": float(active["weight"]), "input": active["input"]}] + kept
+
+
+def cell_config(base: Config, cell: Cell, out_root: str | os.PathLike, confusable: str | None = None) -> Config:
     """The resolved config of one cell (see the module docstring for what changes between cells)."""
+    from reid_robust.config import with_overrides
     from reid_robust.losses import LOSSES
 
     if cell.loss not in LOSSES:
         raise ValueError(f"unknown loss '{cell.loss}' in the sweep; valid names: {', '.join(sorted(LOSSES))}")
     if cell.loss in KEPT_TERMS:
         raise ValueError(f"'{cell.loss}' is the kept classification term, not a metric loss to sweep")
-    cfg = copy.deepcopy(base)
-    kept, active, presets = split_loss_terms(cfg)
-    swept = {k: v for k, v in presets.get(cell.loss, {"name": cell.loss}).items()}
-    if cell.loss in CLASSIFICATION_LOSSES:
-        if not kept:
-            raise ValueError(f"'{cell.loss}' replaces the config's cross_entropy term, but loss.terms has none: "
-                             f"{[t['name'] for t in cfg['loss']['terms']]}")
-        classifiers = [{**swept, "weight": float(t.get("weight", 1.0)), "input": t.get("input", "bn_feat")}
-                       for t in kept]
-        cfg["loss"]["terms"] = [active] + classifiers
-    else:
-        swept["weight"] = float(active.get("weight", 1.0))
-        swept["input"] = active.get("input", "feat")
-        cfg["loss"]["terms"] = [swept] + kept
-    cfg["seed"] = int(cell.seed)
-    noise = cfg["data"]["noise"]
-    noise.update({"rate": float(cell.rate), "seed": int(cell.seed), "list": None})
-    noise["mode"] = "symmetric" if cell.mode == CLEAN else cell.mode
-    noise["confusable"] = confusable if cell.mode == "pattern" else None
     if cell.mode == "pattern" and not confusable:
         raise ValueError(f"cell {cell.relpath}: pattern noise needs the confusable identities of a clean model")
-    cfg["output_dir"] = str(Path(out_root) / cell.relpath)
-    cfg["train"]["progress"] = False
-    cfg["train"]["resume"] = None
-    last = Path(cfg["output_dir"]) / "checkpoints" / "last.pth"
-    if last.is_file():
-        cfg["train"]["resume"] = str(last)
-    return cfg
+    output_dir = Path(out_root) / cell.relpath
+    last = output_dir / "checkpoints" / "last.pth"
+    overrides = {"loss.terms": cell_terms(base, cell.loss), "seed": int(cell.seed),
+                 "data.noise.rate": float(cell.rate), "data.noise.seed": int(cell.seed), "data.noise.list": None,
+                 "data.noise.mode": "symmetric" if cell.mode == CLEAN else cell.mode,
+                 "data.noise.confusable": confusable if cell.mode == "pattern" else None,
+                 "output_dir": str(output_dir), "train.progress": False,
+                 "train.resume": str(last) if last.is_file() else None}
+    return with_overrides(base, overrides, f"sweep cell {cell.relpath}")
 
 
 def _cpu_seconds() -> float:
@@ -151,17 +148,6 @@ def is_finished(out_root: str | os.PathLike, cell: Cell) -> bool:
     return (Path(out_root) / cell.relpath / "metrics.json").is_file()
 
 
-def _flatten(cfg: Mapping, prefix: str = "") -> dict[str, Any]:
-    """``{"train.lr": 0.1, ...}``: nested mappings as dotted keys, tuples as lists."""
-    out: dict[str, Any] = {}
-    for key, value in cfg.items():
-        if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.loads(json.dumps(value, default=str))  # tuples -> lists, plain values
-    return out
-
-
 def _same(stored: Any, now: Any) -> bool:
     """Equal values, or two spellings of one path (the trainer stores data and file paths made absolute)."""
     if stored == now:
@@ -171,20 +157,16 @@ def _same(stored: Any, now: Any) -> bool:
     return False
 
 
-def config_differences(stored: Mapping, cfg: Mapping) -> list[str]:
-    """Dotted keys (not in ``RUN_KEYS``) whose value differs between a stored run config and ``cfg``; a key
-    the stored config lacks counts as its default (configs of older versions)."""
-    from reid_robust.engine.config import DEFAULTS
+def config_differences(stored: Mapping, cfg: Config) -> list[str]:
+    """Dotted keys (not in ``RUN_KEYS``) whose value differs between a stored run config (a plain mapping,
+    read like a checkpoint's: keys it lacks take their defaults) and ``cfg``."""
+    from reid_robust.config import config_from_mapping
+    from reid_robust.config.loader import flatten
 
-    defaults, old, new = _flatten(DEFAULTS), _flatten(stored), _flatten(cfg)
-    differing = []
-    for key in sorted(set(old) | set(new)):
-        if key in RUN_KEYS:
-            continue
-        before = old[key] if key in old else defaults.get(key, "<absent>")
-        if not _same(before, new.get(key, "<absent>")):
-            differing.append(key)
-    return differing
+    old = flatten(config_from_mapping(stored, "stored cell config", lambda _: None).to_dict())
+    new = flatten(cfg.to_dict())
+    return [key for key in sorted(set(old) | set(new))
+            if key not in RUN_KEYS and not _same(old.get(key, "<absent>"), new.get(key, "<absent>"))]
 
 
 def stored_config(cell_dir: str | os.PathLike) -> tuple[dict | None, Path | None]:
@@ -209,9 +191,9 @@ def stored_config(cell_dir: str | os.PathLike) -> tuple[dict | None, Path | None
     return None, None
 
 
-def check_cell_config(cfg: Mapping, cell: Cell) -> None:
+def check_cell_config(cfg: Config, cell: Cell) -> None:
     """Refuse in one line a cell folder whose stored config (:func:`stored_config`) is not ``cfg``."""
-    stored, source = stored_config(cfg["output_dir"])
+    stored, source = stored_config(cfg.output_dir)
     if stored is None:
         return
     differing = config_differences(stored, cfg)
@@ -222,25 +204,23 @@ def check_cell_config(cfg: Mapping, cell: Cell) -> None:
                          "cell's folder away to train it anew")
 
 
-def compute_confusable(checkpoint: str | os.PathLike, cfg: dict, path: str | os.PathLike) -> Path:
-    """Most confusable identity of each training identity from a clean-trained checkpoint, saved as ``.npy``."""
+def compute_confusable(checkpoint: str | os.PathLike, cfg: Config, path: str | os.PathLike) -> Path:
+    """Most confusable identity of each training identity from a clean-trained checkpoint, saved as ``.npy``
+    (the training images embedded through :class:`reid_robust.engine.embed.Embedder`)."""
+    from reid_robust.atomic import atomic_write
     from reid_robust.data.noise import confusable_identities
-    from reid_robust.engine.builders import build_dataset_from_config, build_test_transform
-    from reid_robust.engine.checkpoint import load_model_from_checkpoint
-    from reid_robust.engine.inference import extract_features
+    from reid_robust.engine.builders import build_dataset_from_config
+    from reid_robust.engine.embed import Embedder
 
-    model, _ = load_model_from_checkpoint(checkpoint)
-    splits = build_dataset_from_config(cfg)
-    feats, clean, _ = extract_features(model, splits.train, build_test_transform(cfg),
-                                       batch_size=cfg["data"]["test_batch_size"])
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, confusable_identities(feats, clean))
-    os.replace(tmp, path)
-    return path
+    embedder = Embedder.from_checkpoint(checkpoint, cfg.device, batch_size=cfg.data.test_batch_size,
+                                        num_workers=cfg.data.num_workers, progress=None if cfg.train.progress else False)
+    train = embedder.embed_records(build_dataset_from_config(cfg.data).train, "training images")
+    confusable = confusable_identities(train.feats, train.pids)
+    atomic_write(path, lambda fh: np.save(fh, confusable, allow_pickle=False))
+    return Path(path)
 
 
-def _train_cell(cfg: dict, train_fn: Callable[[dict], dict] | None, num_threads: int, quiet: bool) -> str:
+def _train_cell(cfg: Config, train_fn: Callable[[Config], dict] | None, num_threads: int, quiet: bool) -> str:
     """Train one cell (in this process or a worker) and record its CPU and wall time next to its metrics."""
     import contextlib
 
@@ -254,16 +234,16 @@ def _train_cell(cfg: dict, train_fn: Callable[[dict], dict] | None, num_threads:
     cpu0, wall0 = _cpu_seconds(), time.time()
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
         train_fn(cfg)  # a worker's per-epoch log still goes to the cell's train.log
-    cell_dir = Path(cfg["output_dir"])
+    cell_dir = Path(cfg.output_dir)
     cell_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_text(cell_dir / "cell_time.json", json.dumps(
+    atomic_write_text(cell_dir / "cell_time.json", json.dumps(
         {"cpu_time_s": round(_cpu_seconds() - cpu0, 1), "wall_time_s": round(time.time() - wall0, 1)}))
     return str(cell_dir)
 
 
-def run_sweep(base: dict, losses: Sequence[str], rates: Sequence[float], modes: Sequence[str],
+def run_sweep(base: Config, losses: Sequence[str], rates: Sequence[float], modes: Sequence[str],
               seeds: Sequence[int], out_root: str | os.PathLike,
-              train_fn: Callable[[dict], dict] | None = None, progress: bool = True, jobs: int = 1) -> list[dict]:
+              train_fn: Callable[[Config], dict] | None = None, progress: bool = True, jobs: int = 1) -> list[dict]:
     """Train every unfinished cell, then write ``results.csv``, ``results.md`` and ``noise_curves.png``.
 
     Returns the result rows. ``train_fn`` defaults to ``reid_robust.engine.trainer.train``. ``jobs > 1``
@@ -292,9 +272,9 @@ def run_sweep(base: dict, losses: Sequence[str], rates: Sequence[float], modes: 
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="cell", dynamic_ncols=True)
-    threads = base["train"]["num_threads"] or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0)
+    threads = base.train.num_threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0)
 
-    def config_of(cell: Cell) -> dict:
+    def config_of(cell: Cell) -> Config:
         confusable = None
         if cell.mode == "pattern":
             if not confusable_path.is_file():
@@ -423,30 +403,23 @@ def markdown_table(summary: Sequence[dict], metrics: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_results(rows: Sequence[dict], out_root: str | os.PathLike, plot: bool = True,
                   loss_order: Sequence[str] = ()) -> dict[str, Path]:
     """Write ``results.csv`` (one row per cell), ``results.md`` and, with ``plot``, ``noise_curves.png``."""
     out_root = Path(out_root)
     written = {"csv": out_root / "results.csv"}
-    tmp = out_root / "results.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ("" if r.get(k) is None else r[k]) for k in RESULT_COLUMNS})
-    os.replace(tmp, written["csv"])
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=RESULT_COLUMNS)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if r.get(k) is None else r[k]) for k in RESULT_COLUMNS})
+    atomic_write_text(written["csv"], text.getvalue())
     if not rows:
         return written
     metrics = protocol_metrics(rows)
     summary = summarize(rows, metrics, loss_order)
     written["md"] = out_root / "results.md"
-    _atomic_text(written["md"], markdown_table(summary, metrics))
+    atomic_write_text(written["md"], markdown_table(summary, metrics))
     if plot:
         from reid_robust.analysis.plots import plot_noise_curves
         written["png"] = plot_noise_curves(summary, metrics[0], out_root / "noise_curves.png")

@@ -1,40 +1,31 @@
-"""Evaluate a model on a dataset's test split with the dataset's protocol, and print metric tables."""
+"""Evaluate a model on a dataset's test split with the dataset's protocol (the trainer's evaluation)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Callable
 
 import torch
-from tabulate import tabulate
 
+from reid_robust.config import DataConfig, EvalConfig
 from reid_robust.data.records import DatasetSplits
-from reid_robust.engine.config import PROTOCOL_METRICS
-from reid_robust.engine.inference import extract_features
-from reid_robust.evaluation import evaluate_reid, evaluate_retrieval
+from reid_robust.engine.embed import ExtractOptions, embed_records
+from reid_robust.evaluation.features_eval import evaluate_reid_features, evaluate_retrieval_features
+from reid_robust.evaluation.report import metrics_table
 
-REID_COLUMNS = PROTOCOL_METRICS["market"]
-RETRIEVAL_COLUMNS = ("recall@1", "recall@2", "recall@4", "recall@8", "map_at_r", "nmi")
+__all__ = ["evaluate_model", "metrics_table"]
 
 
-def evaluate_model(model: torch.nn.Module, splits: DatasetSplits, cfg: dict, transform,
-                   device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Market-1501 protocol (query vs gallery, cameras) or CUB protocol (leave-one-out on the test split)."""
-    e_cfg, d_cfg = cfg["eval"], cfg["data"]
-    kwargs = dict(batch_size=d_cfg["test_batch_size"], flip=e_cfg["flip"], device=device,
-                  num_workers=d_cfg["num_workers"])
+def evaluate_model(model: torch.nn.Module, splits: DatasetSplits, ev: EvalConfig, data: DataConfig,
+                   transform: Callable, device: torch.device | str = "cpu",
+                   progress: bool | None = None) -> dict[str, Any]:
+    """Market-1501 protocol (query vs gallery, cameras) or CUB protocol (leave-one-out on the test split).
+
+    ev: flip, metric, rerank; data: test_batch_size, num_workers. Features come from
+    :func:`reid_robust.engine.embed.embed_records`, the path every tool embeds through.
+    """
+    options = ExtractOptions(batch_size=data.test_batch_size, flip=ev.flip, num_workers=data.num_workers,
+                             progress=progress)
+    query = embed_records(model, splits.query, transform, device, options, f"{splits.name} query")
     if splits.protocol == "cub":
-        feats, labels, _ = extract_features(model, splits.query, transform, **kwargs)
-        return evaluate_retrieval(feats, labels, metric=e_cfg["metric"])
-    qf, qp, qc = extract_features(model, splits.query, transform, **kwargs)
-    gf, gp, gc = extract_features(model, splits.gallery, transform, **kwargs)
-    extra: dict[str, Any] = {"rerank": True} if e_cfg.get("rerank") else {}
-    return evaluate_reid(qf, gf, qp, gp, qc, gc, metric=e_cfg["metric"], **extra)
-
-
-def metrics_table(rows: dict[str, dict[str, Any]]) -> str:
-    """A table with one row per named result (metrics shown as percentages)."""
-    first = next(iter(rows.values()))
-    columns: Sequence[str] = REID_COLUMNS if "mAP" in first else RETRIEVAL_COLUMNS
-    columns = [c for c in columns if c in first]
-    body = [[name] + [f"{100 * float(m[c]):.2f}" for c in columns] for name, m in rows.items()]
-    return tabulate(body, headers=["model"] + [f"{c} (%)" for c in columns], tablefmt="github")
+        return evaluate_retrieval_features(query, metric=ev.metric)
+    gallery = embed_records(model, splits.gallery, transform, device, options, f"{splits.name} gallery")
+    return evaluate_reid_features(query, gallery, metric=ev.metric, rerank=ev.rerank)

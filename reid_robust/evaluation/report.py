@@ -6,44 +6,109 @@ import math
 import os
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tabulate import tabulate
 
+from reid_robust.atomic import atomic_write, atomic_write_text
+
 from .search import as_feature_matrix, as_label_vector
 
-REID_KEYS = ("mAP", "rank1", "rank5", "rank10", "mINP")
-RETRIEVAL_KEYS = ("recall@1", "recall@2", "recall@4", "recall@8", "precision_at_1", "map_at_r", "nmi")
+# THE metric keys each protocol reports, in table order (the trainer's best_metric choices, the sweep, tables)
+PROTOCOL_METRICS: dict[str, tuple[str, ...]] = {
+    "market": ("mAP", "rank1", "rank5", "rank10", "mINP"),
+    "cub": ("recall@1", "recall@2", "recall@4", "recall@8", "precision_at_1", "map_at_r", "nmi"),
+}
 
 
 @dataclass
 class FeatureSet:
-    """Embeddings of one split: ``feats`` [N, D] float32, ``pids`` [N], ``camids`` [N] or None (no cameras:
-    evaluate with ``camera_filter=False``), ``paths`` [N] (or None)."""
+    """Embeddings of one set of images: ``feats`` [N, D] float32; optional ``pids`` [N] (identities; needed
+    to evaluate), ``camids`` [N] (cameras; without them evaluate with ``camera_filter=False``), ``paths``
+    [N] (image files) and ``identities`` [N] (identity folder names, when they are not integers: query and
+    gallery pids are then matched through these names). ``source`` names the set in messages."""
 
     feats: np.ndarray
-    pids: np.ndarray
+    pids: np.ndarray | None = None
     camids: np.ndarray | None = None
     paths: list[str] | None = None
+    identities: list[str] | None = None
+    source: str = "features"
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def labelled(self) -> np.ndarray:
+        """``pids`` [N]; a set without them is refused in one line (evaluation needs identities)."""
+        if self.pids is None:
+            raise ValueError(f"{self.source} have no pids (identities), so they cannot be evaluated; embed a "
+                             "layout that gives identities (Market-1501 names, identity folders, a labels CSV)")
+        return self.pids
 
 
-NPZ_LAYOUT = "feats [N, D], pids [N], optionally camids [N] and paths [N]"
+NPZ_LAYOUT = "feats [N, D], optionally pids [N], camids [N], paths [N] and identities [N]"
+_OPTIONAL = ("pids", "camids", "paths", "identities")
 # what np.load and reading an archive member raise for a file that is not a sound .npz
 _UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
-def load_features_npz(path: str | os.PathLike, what: str = "features", metric: str | None = None) -> FeatureSet:
-    """Read an .npz with arrays ``feats`` [N, D], ``pids`` [N], optional ``camids`` [N] (None if absent) and
-    optional ``paths`` [N] (image files, for --visualize), never unpickling anything.
+def save_features(path: str | os.PathLike, features: FeatureSet) -> Path:
+    """Write ``features`` to an ``.npz`` (atomically): ``feats`` float32, ``pids``/``camids`` int64,
+    ``paths``/``identities`` str, each optional array only when the set has it. Read back by
+    :func:`load_features`."""
+    feats = as_feature_matrix(features.feats, "feats")
+    arrays: dict[str, np.ndarray] = {"feats": np.asarray(feats, dtype=np.float32)}
+    for key in ("pids", "camids"):
+        if getattr(features, key) is not None:
+            arrays[key] = as_label_vector(getattr(features, key), key, len(feats))
+    for key in ("paths", "identities"):
+        values = getattr(features, key)
+        if values is not None:
+            if len(values) != len(feats):
+                raise ValueError(f"{key} has {len(values)} entries but the features have {len(feats)} rows")
+            arrays[key] = np.asarray([str(v) for v in values], dtype=str)
+    path = check_output_path(path, "features output")
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return path
+
+
+def load_features(path: str | os.PathLike, what: str = "features", metric: str | None = None) -> FeatureSet:
+    """Read an .npz written by :func:`save_features` (``feats`` [N, D] and the optional arrays), never
+    unpickling anything.
 
     Every problem is one ValueError (OSError for a missing file) naming the file: not an .npz (empty,
-    truncated, an .npy, a pickle), a missing array, wrong shapes or lengths, and the feature checks of
+    truncated, an .npy, a pickle), no ``feats``, wrong shapes or lengths, and the feature checks of
     :func:`reid_robust.evaluation.search.as_feature_matrix` (``metric`` adds the cosine ones).
     """
     path = Path(path)
     where = f"{what} file {str(path)!r}"
+    _check_npz_file(path, where)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except _UNREADABLE as exc:
+        raise ValueError(f"{where} is a truncated or corrupt .npz archive ({_reason(exc)})") from None
+    with data:
+        if "feats" not in data.files:
+            raise ValueError(f"{where} lacks array 'feats'; it has {sorted(data.files)} (expected {NPZ_LAYOUT})")
+        arrays = {}
+        for key in ("feats",) + _OPTIONAL:
+            if key in data.files:
+                try:
+                    arrays[key] = data[key]
+                except _UNREADABLE as exc:  # a corrupt member, or an object array (it would need unpickling)
+                    raise ValueError(f"{where}: array {key!r} cannot be read ({_reason(exc)})") from None
+    try:
+        return _feature_set(arrays, metric, where)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _check_npz_file(path: Path, where: str) -> None:
+    """Refuse a missing file, a folder, an empty file, a single .npy array and anything without a zip header."""
     if path.is_dir():
         raise IsADirectoryError(f"{where} is a folder, not an .npz file ({NPZ_LAYOUT})")
     if not path.is_file():
@@ -56,26 +121,6 @@ def load_features_npz(path: str | os.PathLike, what: str = "features", metric: s
         raise ValueError(f"{where} holds a single .npy array, not an .npz archive of arrays ({NPZ_LAYOUT})")
     if not magic.startswith(b"PK"):
         raise ValueError(f"{where} is not an .npz archive (no zip signature; expected {NPZ_LAYOUT})")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except _UNREADABLE as exc:
-        raise ValueError(f"{where} is a truncated or corrupt .npz archive ({_reason(exc)})") from None
-    with data:
-        missing = {"feats", "pids"} - set(data.files)
-        if missing:
-            raise ValueError(f"{where} lacks array(s) {sorted(missing)}; it has {sorted(data.files)} "
-                             f"(expected {NPZ_LAYOUT})")
-        arrays = {}
-        for key in ("feats", "pids", "camids", "paths"):
-            if key in data.files:
-                try:
-                    arrays[key] = data[key]
-                except _UNREADABLE as exc:  # a corrupt member, or an object array (it would need unpickling)
-                    raise ValueError(f"{where}: array {key!r} cannot be read ({_reason(exc)})") from None
-    try:
-        return _feature_set(arrays, metric)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -84,7 +129,7 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _feature_set(arrays: dict[str, np.ndarray], metric: str | None) -> FeatureSet:
+def _feature_set(arrays: dict[str, np.ndarray], metric: str | None, source: str) -> FeatureSet:
     """Validate the arrays of one feature file (messages name the array, the caller names the file)."""
     for key, array in arrays.items():
         if key != "feats" and array.ndim != 1:
@@ -93,23 +138,33 @@ def _feature_set(arrays: dict[str, np.ndarray], metric: str | None) -> FeatureSe
     lengths = {key: len(array) for key, array in arrays.items()}
     if len(set(lengths.values())) != 1:
         raise ValueError(f"arrays have different lengths {lengths}")
-    pids = as_label_vector(arrays["pids"], "pids", len(feats))
-    camids = as_label_vector(arrays["camids"], "camids", len(feats)) if "camids" in arrays else None
-    paths = [str(p) for p in arrays["paths"]] if "paths" in arrays else None
-    return FeatureSet(feats, pids, camids, paths)
+    labels = {k: as_label_vector(arrays[k], k, len(feats)) if k in arrays else None for k in ("pids", "camids")}
+    texts = {k: [str(v) for v in arrays[k]] if k in arrays else None for k in ("paths", "identities")}
+    return FeatureSet(feats, labels["pids"], labels["camids"], texts["paths"], texts["identities"], source)
 
 
-def _percent(value) -> str:
-    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.2f}"
+def _percent(value: Any) -> str:
+    return "nan" if value is None or math.isnan(float(value)) else f"{100 * float(value):.2f}"
 
 
-def metrics_table(metrics: dict, protocol: str) -> str:
-    """A one-row table of the protocol's metrics in percent, with the number of evaluated queries."""
-    keys = [k for k in (REID_KEYS if protocol == "market" else RETRIEVAL_KEYS) if k in metrics]
-    header = [f"{k} (%)" for k in keys] + ["queries"]
-    row = [_percent(metrics[k]) for k in keys] + [metrics.get("num_valid_queries", "")]
-    return tabulate([row], headers=header, tablefmt="github", disable_numparse=True,
-                    colalign=("right",) * len(header))
+def protocol_of(metrics: Mapping[str, Any]) -> str:
+    """``market`` for Market-1501 protocol results (they have ``mAP``), else ``cub``."""
+    return "market" if "mAP" in metrics else "cub"
+
+
+def metrics_table(rows: Mapping[str, Mapping[str, Any]], protocol: str | None = None) -> str:
+    """A table with one row per named result: the protocol's metrics in percent (``PROTOCOL_METRICS``; the
+    protocol is told by the first row when not given) and the number of evaluated queries when known."""
+    if not rows:
+        raise ValueError("metrics_table: no results to show")
+    first = next(iter(rows.values()))
+    keys = [k for k in PROTOCOL_METRICS[protocol or protocol_of(first)] if k in first]
+    queries = any("num_valid_queries" in m for m in rows.values())
+    header = ["result"] + [f"{k} (%)" for k in keys] + (["queries"] if queries else [])
+    body = [[name] + [_percent(m.get(k)) for k in keys] + ([m.get("num_valid_queries", "")] if queries else [])
+            for name, m in rows.items()]
+    return tabulate(body, headers=header, tablefmt="github", disable_numparse=True,
+                    colalign=("left",) + ("right",) * (len(header) - 1))
 
 
 def json_summary(metrics: dict, **info) -> dict:
@@ -138,8 +193,5 @@ def check_output_path(path: str | os.PathLike, what: str, folder: bool = False) 
 def write_json(path: str | os.PathLike, summary: dict) -> Path:
     """Write ``summary`` as JSON to ``path`` atomically (parent folders are created)."""
     path = check_output_path(path, "JSON output")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(summary, indent=2, allow_nan=True) + "\n")
     return path

@@ -1,4 +1,5 @@
-"""Export the test-time embedder (images [N, 3, H, W] -> bn_feat [N, D]) and saved embeddings.
+"""Export the test-time embedder (images [N, 3, H, W] -> bn_feat [N, D]) as TorchScript or ONNX (saved
+embeddings: ``reid_robust.evaluation.report.save_features``).
 
 Exports run on the CPU (a traced TorchScript file is tied to the device it was traced on).
 
@@ -14,7 +15,7 @@ import contextlib
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,20 +184,3 @@ def check_export(
         diff = float(np.abs(exported.astype(np.float64) - reference).max()) if reference.size else 0.0
     return ExportCheck(format=fmt, batch_size=int(example.shape[0]), max_abs_diff=diff, atol=atol)
 
-
-def save_embeddings_npz(
-    path: str | os.PathLike, feats: np.ndarray, pids: np.ndarray, camids: np.ndarray, paths: Sequence[str] | np.ndarray
-) -> Path:
-    """Write ``feats`` [N, D] float32, ``pids`` [N] int64, ``camids`` [N] int64, ``paths`` [N] str to an
-    ``.npz`` file (atomically), the format ``tools/eval.py --query/--gallery`` reads."""
-    feats = np.asarray(feats, dtype=np.float32)
-    pids, camids = np.asarray(pids, dtype=np.int64), np.asarray(camids, dtype=np.int64)
-    paths = np.asarray([str(p) for p in paths], dtype=str)
-    if feats.ndim != 2:
-        raise ValueError(f"feats must be a 2-D array [N, D], got shape {feats.shape}")
-    lengths = {"feats": len(feats), "pids": len(pids), "camids": len(camids), "paths": len(paths)}
-    if len(set(lengths.values())) != 1 or pids.ndim != 1 or camids.ndim != 1:
-        raise ValueError(f"feats, pids, camids and paths must have one row per image, got lengths {lengths}")
-    with _atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, feats=feats, pids=pids, camids=camids, paths=paths)
-    return Path(path)

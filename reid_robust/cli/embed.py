@@ -1,0 +1,56 @@
+"""Embed images with a trained checkpoint and save the features as an .npz (feats, paths, and pids/camids
+where the layout gives them), the file ``reid-eval --query/--gallery`` reads.
+
+Images: a folder (searched recursively; Market-1501-named images and <root>/<identity>/ folders give
+identities), a glob in quotes, a list file (.txt, one path per line) or a labels CSV (path,pid[,camid]).
+The checkpoint's own test transform is applied.
+
+Examples:
+  reid-embed --checkpoint runs/market/checkpoints/best.pth --images my_photos/ --out my_photos.npz
+  reid-embed --checkpoint best.pth --images 'shots/**/*.jpg' --out shots.npz --flip --device cuda
+  reid-embed --checkpoint best.pth --images people/ --camera-pattern '_c(\\d+)' --out people.npz
+"""
+from __future__ import annotations
+
+import argparse
+
+from reid_robust.cli.common import add_device_options, report_errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reid-embed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by reid-train")
+    p.add_argument("--images", required=True, metavar="SRC", help="folder, glob, list file (.txt) or labels CSV")
+    p.add_argument("--out", required=True, metavar="OUT.npz", help="feature file to write (atomically)")
+    p.add_argument("--labels", metavar="CSV", help="labels CSV (path,pid[,camid]) giving the images' identities")
+    p.add_argument("--camera-pattern", metavar="REGEX",
+                   help="identity folders: regex whose group 'cam' (or first group) in a file name is the camera")
+    p.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    add_device_options(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from reid_robust.data.image_list import image_list
+    from reid_robust.engine.embed import Embedder
+    from reid_robust.evaluation.report import check_output_path, save_features
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_output_path(args.out, "--out")
+    images = image_list(args.images, args.labels, args.camera_pattern)  # every input fault before the model loads
+    embedder = Embedder.from_checkpoint(args.checkpoint, args.device, batch_size=args.batch_size, flip=args.flip,
+                                        progress=False if args.no_progress else None)
+    features = embedder.embed_list(images, f"images {args.images!r}")
+    path = save_features(args.out, features)
+    labels = "pids and camids" if features.camids is not None else "pids" if features.pids is not None else "no labels"
+    print(f"wrote {len(features)} embeddings of dimension {features.feats.shape[1]} ({images.layout}, {labels}) "
+          f"to {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return report_errors(lambda: run(args))

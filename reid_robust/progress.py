@@ -1,0 +1,54 @@
+"""Progress of long steps: tqdm's auto bar on a terminal or in a notebook; elsewhere (a batch job, a log file)
+one log line about every 30 s; nothing with ``enabled=False``."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("reid_robust")
+LOG_INTERVAL_S = 30.0
+
+
+def interactive() -> bool:
+    """True on a terminal (stderr is a tty) or inside a Jupyter kernel, where a live bar is seen."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it",
+             enabled: bool | None = None, interval_s: float = LOG_INTERVAL_S) -> Iterator[T]:
+    """Yield the items of ``iterable`` while showing progress.
+
+    enabled: None = automatic (a tqdm bar when :func:`interactive`, else a log line about every
+    ``interval_s`` seconds and one at the end), True = the same, False = silent.
+    """
+    if enabled is False:
+        yield from iterable
+        return
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    if interactive():
+        from tqdm.auto import tqdm
+
+        yield from tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
+        return
+    yield from _logged(iterable, total, desc, unit, interval_s)
+
+
+def _logged(iterable: Iterable[T], total: int | None, desc: str, unit: str, interval_s: float) -> Iterator[T]:
+    """The items, with a log line every ``interval_s`` seconds and a last one when more than one was written."""
+    start = last = time.monotonic()
+    done, lines = 0, 0
+    of = f"/{total}" if total is not None else ""
+    for item in iterable:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= interval_s:
+            log.info("%s: %d%s %s (%.1f %s/s)", desc, done, of, unit, done / (now - start), unit)
+            last, lines = now, lines + 1
+    if lines:
+        log.info("%s: done, %d %s in %.0f s", desc, done, unit, time.monotonic() - start)
