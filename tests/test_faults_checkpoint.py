@@ -254,19 +254,20 @@ def test_new_checkpoints_load_with_plain_weights_only(tiny_run):
 
 def _recording_train(calls: list):
     """A stand-in for train() that stores the config as the trainer does (paths absolute, in last.pth)."""
-    from reid_robust.engine.config import with_absolute_paths
+    from reid_robust.config import with_absolute_paths
 
-    def train(cfg: dict) -> dict:
-        calls.append(cfg["output_dir"])
-        out = Path(cfg["output_dir"])
-        ck.atomic_save({"model": {}, "config": with_absolute_paths(cfg), "epoch": 1}, out / "checkpoints" / "last.pth")
+    def train(cfg) -> dict:
+        calls.append(cfg.output_dir)
+        out = Path(cfg.output_dir)
+        ck.atomic_save({"model": {}, "config": with_absolute_paths(cfg).to_dict(), "epoch": 1},
+                       out / "checkpoints" / "last.pth")
         (out / "metrics.json").write_text(json.dumps({"mAP": 0.5, "rank1": 0.5, "train_time_s": 1.0}))
         return {}
     return train
 
 
-def _sweep_base(*extra: str) -> dict:
-    from reid_robust.engine.config import load_config
+def _sweep_base(*extra: str):
+    from reid_robust.config import load_config
 
     return load_config(QUICKSTART, ["output_dir=runs/x", "data.root=data/market", *extra])
 
@@ -296,7 +297,8 @@ def test_sweep_refuses_to_resume_an_interrupted_cell_of_another_config(tmp_path,
 
     monkeypatch.chdir(tmp_path)
     stale = cell_config(_sweep_base("train.epochs=3", "seed=9"), Cell("triplet", "symmetric", 0.2, 0), "sweep")
-    ck.atomic_save({"model": {}, "config": stale, "epoch": 1}, Path(stale["output_dir"]) / "checkpoints" / "last.pth")
+    ck.atomic_save({"model": {}, "config": stale.to_dict(), "epoch": 1},
+                   Path(stale.output_dir) / "checkpoints" / "last.pth")
     calls: list = []
     with pytest.raises(ValueError, match=r"triplet/symmetric_r0.2/seed0 .*differing keys: train.epochs\."):
         run_sweep(_sweep_base(), ["triplet"], [0.2], ["symmetric"], [0], "sweep", train_fn=_recording_train(calls),
