@@ -225,3 +225,20 @@ def test_progress_logs_a_line_without_a_terminal(checkpoint, caplog, monkeypatch
     with caplog.at_level(logging.INFO, logger="reid_robust"):
         assert list(progress.progress(range(3), desc="embedding", enabled=False, interval_s=0.0)) == [0, 1, 2]
     assert not caplog.records
+
+
+def test_pattern_noise_takes_confusable_identities_from_a_checkpoint_through_the_embedder(checkpoint):
+    """engine/noise.py's confusable-from-checkpoint: the checkpoint's model and test transform on the training
+    images, as computed by hand with the one extractor."""
+    from reid_robust.data import build_dataset, build_transforms
+    from reid_robust.data.noise import confusable_identities
+    from reid_robust.engine.checkpoint import load_model_from_checkpoint
+    from reid_robust.engine.inference import extract_outputs
+    from reid_robust.engine.noise import _load_confusable
+
+    path, root, cfg = checkpoint
+    train = build_dataset("market1501", root).train
+    clean = np.array([r.pid for r in train])
+    model, _ = load_model_from_checkpoint(path)
+    feats = extract_outputs(model, train, build_transforms(cfg.data.transforms, train=False))["bn_feat"]
+    np.testing.assert_array_equal(_load_confusable(str(path), train, clean), confusable_identities(feats, clean))

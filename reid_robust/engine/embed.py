@@ -75,12 +75,14 @@ class Embedder:
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto",
                         transforms: TransformConfig | None = None, **options: Any) -> Embedder:
         """The model of a checkpoint on ``device`` (``auto``: CUDA when available) with the checkpoint's own
-        test transform (or ``transforms``); ``options``: fields of :class:`ExtractOptions`."""
+        test transform (or ``transforms``); ``options``: fields of :class:`ExtractOptions` (the batch size
+        defaults to the checkpoint's ``data.test_batch_size``)."""
         from reid_robust.engine.checkpoint import load_model_from_checkpoint
         from reid_robust.engine.distributed import requested_device
 
         where = requested_device(device)
         model, cfg = load_model_from_checkpoint(path, where)
+        options.setdefault("batch_size", cfg.data.test_batch_size)
         return cls(model, transform_of(cfg, transforms), where, ExtractOptions(**options), cfg)
 
     def embed(self, inputs: Source | torch.Tensor | Any, labels: str | os.PathLike | None = None,

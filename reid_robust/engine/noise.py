@@ -29,14 +29,9 @@ def _load_confusable(path: str, records: Sequence[ImageRecord], clean: np.ndarra
         raise FileNotFoundError(f"data.noise.confusable: file not found: {p}")
     if p.suffix == ".npy":
         return numpy_load(p, "data.noise.confusable file")  # allow_pickle=False: never runs code
-    from reid_robust.data import build_transforms
-    from reid_robust.engine.checkpoint import load_model_from_checkpoint
-    from reid_robust.engine.inference import extract_outputs
+    from reid_robust.engine.embed import Embedder
 
-    model, cfg = load_model_from_checkpoint(p)
-    feats = extract_outputs(model, records, build_transforms(cfg.data.transforms, train=False),
-                            batch_size=cfg.data.test_batch_size)["bn_feat"]
-    return confusable_identities(feats, clean)
+    return confusable_identities(Embedder.from_checkpoint(p, device="cpu").embed_records(records).feats, clean)
 
 
 def apply_label_noise(noise: NoiseConfig, records: Sequence[ImageRecord], clean: np.ndarray,
