@@ -23,6 +23,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+import torch
 
 from ..safe_load import numpy_load
 from .search import ApproximateSearch, as_feature_matrix, check_metric, check_positive_int, iter_score_blocks
@@ -43,14 +44,24 @@ def default_nlist(num: int, approximate: ApproximateSearch) -> int:
 
 
 def _select_topk(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column positions [B, k] of each row's k largest scores, ties by position, best first."""
-    if k >= scores.shape[1]:
-        return np.lexsort((np.broadcast_to(np.arange(scores.shape[1]), scores.shape), -scores), axis=1)
-    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
-    better, equal = scores > kth, scores == kth
-    take = better | (equal & (np.cumsum(equal, axis=1) <= k - better.sum(axis=1, keepdims=True)))
-    cols = np.nonzero(take)[1].reshape(len(scores), k)  # ascending position within each row
-    order = np.argsort(-np.take_along_axis(scores, cols, axis=1), axis=1, kind="stable")
+    """Column positions [B, k] of each row's k largest scores, ties by position, best first.
+
+    One partial selection per row; only rows where the k-th score is tied beyond the selection are
+    selected again exactly (by score, then position).
+    """
+    n = scores.shape[1]
+    if k >= n:
+        return np.lexsort((np.broadcast_to(np.arange(n), scores.shape), -scores), axis=1)
+    top = torch.topk(torch.from_numpy(scores), k, dim=1)
+    cols, picked = top.indices.numpy(), top.values.numpy()
+    kth = picked[:, -1:]
+    tied = np.flatnonzero((scores == kth).sum(axis=1) > (picked == kth).sum(axis=1))
+    for row in tied:  # rare: ties straddle the k-th place; keep the smallest positions among them
+        better = np.flatnonzero(scores[row] > kth[row])
+        equal = np.flatnonzero(scores[row] == kth[row])[: k - len(better)]
+        cols[row] = np.concatenate([better, equal])
+    picked = np.take_along_axis(scores, cols, axis=1)
+    order = np.lexsort((cols, -picked), axis=1)
     return np.take_along_axis(cols, order, axis=1)
 
 
