@@ -65,6 +65,14 @@ def test_exact_ties_go_to_the_smaller_global_index_across_shards():
         np.testing.assert_array_equal(indices, loop_topk(qf, gf, 20, "euclidean"))
 
 
+def test_ties_straddling_the_k_th_place_keep_the_smallest_indices():
+    gallery = np.tile(np.array([[0.0, 1.0]], np.float32), (12, 1))
+    gallery[5] = [1.0, 0.0]  # the best; the eleven others tie (a partial top-k picks among them freely)
+    scores, indices = exact_topk(np.array([[1.0, 0.0]], np.float32), gallery, 3, "euclidean", offset=100)
+    np.testing.assert_array_equal(indices, [[105, 100, 101]])
+    np.testing.assert_allclose(scores, [[1.0, -1.0, -1.0]])
+
+
 def test_merge_drops_empty_slots_and_orders_by_score_then_index():
     a = (np.array([[0.9, 0.5, 0.0]]), np.array([[7, 3, -1]]))
     b = (np.array([[0.9, 0.7]]), np.array([[2, 8]]))
