@@ -27,6 +27,12 @@ setup(
         "tabulate",     # result tables
         "matplotlib",   # noise curves, ranked lists, contact sheets
     ],
+    entry_points={
+        "console_scripts": [
+            f"reid-{name}=reid_robust.cli.{name}:main"
+            for name in ("train", "eval", "embed", "export", "sweep", "audit")
+        ],
+    },
     extras_require={
         "onnx": ["onnx", "onnxruntime"],
         "tensorboard": ["tensorboard"],
