@@ -62,13 +62,14 @@ def remove_stale_temporaries(folder: str | os.PathLike, recursive: bool = True) 
     removed = []
     for candidate in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
         match = TEMPORARY.match(candidate.name)
-        if match and candidate.is_file() and not _alive(int(match.group(1))):
+        if match and candidate.is_file() and not pid_alive(int(match.group(1))):
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (another user's counts); this process's own pid counts as dead."""
     if pid == os.getpid():
         return False  # our own leftovers from before a restart under the same pid are stale too
     try:

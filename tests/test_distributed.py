@@ -20,7 +20,7 @@ from reid_robust.engine.distributed import (
     init_distributed,
     replica_divergence,
 )
-from reid_robust.engine.trainer import average_loss_gradients
+from reid_robust.engine.steps import average_loss_gradients
 
 
 class _Term:

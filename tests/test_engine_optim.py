@@ -7,13 +7,14 @@ import math
 import pytest
 import torch
 
+from reid_robust.config import TrainConfig, load_config
 from reid_robust.engine.builders import build_optimizer, build_scheduler, lr_factor
-from reid_robust.engine.config import load_config
-from reid_robust.engine.trainer import clip_gradients
+from reid_robust.engine.steps import clip_gradients
 
 
-def _cfg(*overrides):
-    return load_config(None, list(overrides))
+def _cfg(*overrides) -> TrainConfig:
+    """The train section of the defaults with ``overrides``: the optimiser and schedule read only it."""
+    return load_config(None, list(overrides)).train
 
 
 def _parts():

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import REPO, tiny_overrides
 
+from reid_robust.config import ConfigError, load_config
 from reid_robust.engine.checkpoint import load_checkpoint
-from reid_robust.engine.config import load_config
 from reid_robust.engine.trainer import train
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
@@ -31,7 +31,7 @@ def test_train_writes_config_checkpoints_metrics_and_logs(tiny_market_root, tmp_
     for key in ("mAP", "rank1", "rank5", "rank10", "mINP"):
         assert 0.0 <= saved[key] <= 1.0 and saved[key] == metrics[key]
         assert 0.0 <= saved["untrained"][key] <= 1.0
-    assert load_config(out / "config.yaml")["train"]["epochs"] == 2
+    assert load_config(out / "config.yaml").train.epochs == 2
     # the saved config finds the data from any directory
     assert os.path.isabs(load_checkpoint(out / "checkpoints" / "last.pth")["config"]["data"]["root"])
     assert load_checkpoint(out / "checkpoints" / "last.pth")["epoch"] == 2
@@ -85,7 +85,7 @@ def test_resume_with_a_checkpoint_of_another_architecture_is_a_value_error(tiny_
 
 
 def test_load_scaler_state_skips_the_empty_state_of_a_disabled_scaler():
-    from reid_robust.engine.trainer import _load_scaler_state
+    from reid_robust.engine.resume import load_scaler_state
 
     disabled = torch.amp.GradScaler("cpu", enabled=False)
     assert disabled.state_dict() == {}  # what a run without AMP saves
@@ -93,11 +93,11 @@ def test_load_scaler_state_skips_the_empty_state_of_a_disabled_scaler():
     assert enabled.is_enabled()
     with pytest.raises(RuntimeError):  # the crash the helper avoids
         torch.amp.GradScaler("cpu").load_state_dict({})
-    assert not _load_scaler_state(enabled, {}) and not _load_scaler_state(enabled, None)
+    assert not load_scaler_state(enabled, {}) and not load_scaler_state(enabled, None)
     assert enabled.get_scale() == 8.0
     saved = torch.amp.GradScaler("cpu", init_scale=2.0).state_dict()
-    assert _load_scaler_state(enabled, saved) and enabled.get_scale() == 2.0
-    assert not _load_scaler_state(disabled, saved)  # AMP switched off: the saved scale is dropped
+    assert load_scaler_state(enabled, saved) and enabled.get_scale() == 2.0
+    assert not load_scaler_state(disabled, saved)  # AMP switched off: the saved scale is dropped
 
 
 def test_resume_with_amp_switched_on_starts_a_fresh_scaler(tiny_market_root, tmp_path, monkeypatch):
@@ -108,7 +108,7 @@ def test_resume_with_amp_switched_on_starts_a_fresh_scaler(tiny_market_root, tmp
     path = out / "checkpoints" / "last.pth"
     assert load_checkpoint(path)["scaler"] == {}
     # an enabled scaler on CPU stands for CUDA's float16 one, whose {} state used to crash the resume
-    monkeypatch.setattr(trainer_module, "_make_scaler",
+    monkeypatch.setattr(trainer_module, "make_scaler",
                         lambda device, amp: torch.amp.GradScaler("cpu", enabled=amp))
     train(_cfg(tiny_market_root, out, "train.epochs=2", "train.amp=true", f"train.resume={path}"))
     final = load_checkpoint(path)
@@ -122,8 +122,8 @@ def _record_dtypes(monkeypatch, seen):
 
     real_model, real_terms = trainer_module.build_model_from_config, trainer_module.build_loss_terms
 
-    def model_with_hook(cfg):
-        model = real_model(cfg)
+    def model_with_hook(model_cfg):
+        model = real_model(model_cfg)
         conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
         conv.register_forward_hook(lambda m, i, o: seen["conv"].add(o.dtype) if m.training else None)
         return model
@@ -203,8 +203,8 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_market_root, tmp_path, monk
     real_build = trainer_module.build_model_from_config
     calls = {"n": 0}
 
-    def build_with_interrupt(cfg):
-        model = real_build(cfg)
+    def build_with_interrupt(model_cfg):
+        model = real_build(model_cfg)
 
         def hook(module, inputs, output):
             calls["n"] += 1
@@ -247,7 +247,7 @@ class _SigintHandlerDataset(torch.utils.data.Dataset):
 def test_dataloader_workers_ignore_ctrl_c_and_leave_it_to_the_main_process():
     import signal
 
-    from reid_robust.engine.trainer import _worker_init
+    from reid_robust.engine.loader import worker_init
 
     def main_handler(signum, frame):  # stands for the trainer's handler, which forked workers inherit
         raise AssertionError("a worker ran the main process's SIGINT handler")
@@ -255,7 +255,7 @@ def test_dataloader_workers_ignore_ctrl_c_and_leave_it_to_the_main_process():
     previous = signal.signal(signal.SIGINT, main_handler)
     try:
         loader = torch.utils.data.DataLoader(_SigintHandlerDataset(), batch_size=None, num_workers=1,
-                                             worker_init_fn=_worker_init)
+                                             worker_init_fn=worker_init)
         assert list(loader) == [True, True]
         assert signal.getsignal(signal.SIGINT) is main_handler  # the main process keeps its handler
     finally:
@@ -293,8 +293,6 @@ def test_terminal_ctrl_c_with_workers_is_reported_once_and_saves(tiny_market_roo
 
 
 def test_best_metric_is_checked_before_training(tiny_market_root, tmp_path):
-    from reid_robust.engine.config import ConfigError
-
     with pytest.raises(ConfigError, match="train.best_metric.*must be one of"):
         _cfg(tiny_market_root, tmp_path / "a", "train.best_metric=map")
     with pytest.raises(ValueError, match="best_metric=recall@1 is not reported by the market protocol"):
@@ -344,27 +342,27 @@ def test_open_set_noise_trains_only_the_remaining_classes_and_audits(tiny_market
 
 
 def test_tensorboard_writer_disabled_is_a_no_op(tmp_path, monkeypatch):
-    from reid_robust.engine.trainer import _TensorBoard
+    from reid_robust.engine.logs import TensorBoard
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # not even imported when off
-    writer = _TensorBoard(tmp_path, enabled=False)
+    writer = TensorBoard(tmp_path, enabled=False)
     writer.log({"epoch": 1, "loss": 0.5}, 1)
     writer.close()
     assert writer.writer is None and not (tmp_path / "tensorboard").exists()
 
 
 def test_tensorboard_without_the_package_names_the_key_and_the_install(tmp_path, monkeypatch):
-    from reid_robust.engine.trainer import _TensorBoard
+    from reid_robust.engine.logs import TensorBoard
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
     with pytest.raises(ValueError, match=r"train\.tensorboard=true .*pip install tensorboard"):
-        _TensorBoard(tmp_path, enabled=True)
+        TensorBoard(tmp_path, enabled=True)
 
 
 def test_tensorboard_writer_logs_the_numeric_columns_by_epoch(tmp_path, monkeypatch):
     import types
 
-    from reid_robust.engine.trainer import _TensorBoard
+    from reid_robust.engine.logs import TensorBoard
 
     calls = []
 
@@ -379,7 +377,7 @@ def test_tensorboard_writer_logs_the_numeric_columns_by_epoch(tmp_path, monkeypa
             calls.append(("close",))
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
-    writer = _TensorBoard(tmp_path, enabled=True)
+    writer = TensorBoard(tmp_path, enabled=True)
     writer.log({"epoch": 3, "lr": 0.1, "loss": 2, "note": "text"}, 3)
     writer.close()
     assert calls == [("open", str(tmp_path / "tensorboard")), ("lr", 0.1, 3), ("loss", 2, 3), ("close",)]

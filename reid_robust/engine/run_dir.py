@@ -5,62 +5,31 @@
   outputs to ``<output_dir>/previous-<UTC time>/`` (nothing is deleted).
 - ``RunLock``: ``<output_dir>/.lock`` (pid, host, start time), created atomically (``O_EXCL``) and removed
   on every exit; a lock whose process is dead (same host) is taken over with a notice.
-- ``remove_stale_tmp``: temporary files of interrupted atomic writes (``.<name>.<pid>.tmp``).
+- ``remove_stale_tmp``: temporary files of interrupted atomic writes (``reid_robust.atomic``).
+- ``take``: rank 0 prepares the folder; every rank learns its verdict before any work.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
-import re
 import shutil
 import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from reid_robust.atomic import pid_alive, remove_stale_temporaries
+from reid_robust.engine.distributed import DistInfo, broadcast_object
+
 LOCK_NAME = ".lock"
 # what a training run writes into its folder; moved as a whole by train.overwrite=true
 RUN_OUTPUTS = ("checkpoints", "metrics.json", "log.csv", "train.log", "config.yaml", "noise_manifest.csv",
                "tensorboard", "audit", "cell_time.json")
-_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
 _LEGACY_TMP = ("metrics.json.tmp", "config.yaml.tmp")  # fixed names of writes before the pid pattern
 
 
 class RunDirError(ValueError):
     """The output folder cannot be used as asked; the message names it and the ways out."""
-
-
-def tmp_path_for(path: Path) -> Path:
-    """The temporary file of an atomic write of ``path``: ``.<name>.<pid>.tmp`` beside it."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (no truncated file on a crash).
-    A full disk is an OSError saying so and naming ``path``; the old file stays as it was."""
-    path = Path(path)
-    tmp = tmp_path_for(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise disk_error(exc, path) from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def disk_error(exc: OSError, path: Path) -> OSError:
-    """``exc`` with a one-line message naming ``path`` (and saying "no space left on device" for ENOSPC)."""
-    if exc.errno == errno.ENOSPC:
-        error = OSError(f"no space left on device while writing {path}")
-        error.errno = errno.ENOSPC  # str() stays the message alone
-        return error
-    return OSError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def earlier_run_files(out: Path) -> list[str]:
@@ -115,31 +84,14 @@ def move_to_previous(out: Path) -> Path:
     return target
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
-def remove_stale_tmp(out: Path) -> list[tuple[Path, int]]:
-    """Delete ``.<name>.<pid>.tmp`` files of dead processes in ``out`` and ``out/checkpoints`` (and the
-    fixed-name ``metrics.json.tmp``/``config.yaml.tmp`` of older versions); returns them with their sizes."""
-    removed = []
-    for folder in (out, out / "checkpoints"):
-        if not folder.is_dir():
-            continue
-        for p in folder.iterdir():
-            m = _TMP.match(p.name)
-            stale = (m is not None and (int(m["pid"]) == os.getpid() or not _pid_alive(int(m["pid"])))) \
-                or (folder == out and p.name in _LEGACY_TMP)
-            if stale and p.is_file():
-                size = p.stat().st_size
-                p.unlink()
-                removed.append((p, size))
+def remove_stale_tmp(out: Path) -> list[Path]:
+    """Delete the temporary files of dead processes' interrupted writes in ``out`` and ``out/checkpoints``
+    (and the fixed-name ``metrics.json.tmp``/``config.yaml.tmp`` of older versions); returns them."""
+    removed = [p for folder in (out, out / "checkpoints") for p in remove_stale_temporaries(folder, recursive=False)]
+    for name in _LEGACY_TMP:
+        if (out / name).is_file():
+            (out / name).unlink()
+            removed.append(out / name)
     return removed
 
 
@@ -179,7 +131,7 @@ class RunLock:
                                   f"({self.path}); choose another output_dir") from None
             holder, pid, host = {}, -1, socket.gethostname()
         here = host == socket.gethostname()
-        if not here or (pid != os.getpid() and _pid_alive(pid)):
+        if not here or pid_alive(pid):
             where = f"pid {pid}" + ("" if here else f" on host {host}")
             raise RunDirError(f"output_dir {self.path.parent} is in use by another run ({where}, started "
                               f"{holder.get('started', '?')}); wait for it to end or choose another output_dir "
@@ -231,10 +183,29 @@ def prepare(out: Path, resume: str | None, overwrite: bool) -> tuple[RunLock, li
             notices.append(f"train.overwrite=true: moved the earlier run in {out} to {move_to_previous(out)}")
         removed = remove_stale_tmp(out)
         if removed:
-            notices.append(f"removed {len(removed)} stale temporary file(s) of interrupted writes "
-                           f"({sum(size for _, size in removed) / 2**20:.1f} MiB): "
-                           + ", ".join(str(p) for p, _ in removed))
+            notices.append(f"removed {len(removed)} stale temporary file(s) of interrupted writes: "
+                           + ", ".join(str(p) for p in removed))
     except BaseException:
         lock.release()
         raise
+    return lock, notices
+
+
+def take(out: Path, resume: str | None, overwrite: bool, info: DistInfo) -> tuple[RunLock | None, list[str]]:
+    """``prepare`` on rank 0, whose verdict reaches every rank before any work: a refusal is raised on all
+    of them (rank 0 raises its own error, the others a RunDirError with its message). Returns rank 0's lock
+    (None elsewhere) and the notices."""
+    lock: RunLock | None = None
+    notices: list[str] = []
+    refusal: Exception | None = None
+    if info.is_main:
+        try:
+            lock, notices = prepare(out, resume, overwrite)
+        except (OSError, ValueError) as exc:
+            refusal = exc
+    message = broadcast_object(None if refusal is None else str(refusal), info)
+    if refusal is not None:
+        raise refusal
+    if message is not None:
+        raise RunDirError(message)
     return lock, notices
