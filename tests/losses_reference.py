@@ -1,6 +1,8 @@
 """Plain loop implementations of loss formulas, used as references by tests/test_losses_*.py.
 
 Written for clarity, not speed: explicit Python loops over anchors, pairs and triplets on tiny inputs.
+``weights`` (optional per-image sample weights) follow docs/losses.md: scaled to maximum 1, images of weight 0
+skipped everywhere, a pair weighs the minimum of its two images' weights, a triplet the minimum of its three.
 """
 
 from __future__ import annotations
@@ -18,6 +20,28 @@ def cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a @ b) / (a.norm().clamp_min(1e-12) * b.norm().clamp_min(1e-12)))
 
 
+def scaled(weights, n):
+    """Per-image weights divided by their maximum (all ones when None)."""
+    if weights is None:
+        return [1.0] * n
+    top = max(float(v) for v in weights)
+    return [float(v) / top for v in weights]
+
+
+def _wmean(values, weights):
+    total = sum(weights)
+    return sum(w * v for w, v in zip(weights, values)) / total if total > 0 else 0.0
+
+
+def _first_arg(values, better):
+    """Index of the first best entry of ``values`` [(index, value)] under ``better(a, b)`` (strict)."""
+    best = values[0]
+    for item in values[1:]:
+        if better(item[1], best[1]):
+            best = item
+    return best
+
+
 def pairs(labels):
     """Lists of positive pairs (i, j), i != j, and negative pairs."""
     n = len(labels)
@@ -26,52 +50,58 @@ def pairs(labels):
     return pos, neg
 
 
-def triplet_batch_hard(x, labels, margin, soft=False):
+def triplet_batch_hard(x, labels, margin, soft=False, weights=None):
     n = len(labels)
-    losses = []
+    w = scaled(weights, n)
+    losses, tw = [], []
     for a in range(n):
-        dp = [dist(x[a], x[p]) for p in range(n) if p != a and labels[p] == labels[a]]
-        dn = [dist(x[a], x[k]) for k in range(n) if labels[k] != labels[a]]
+        if w[a] == 0:
+            continue
+        dp = [(p, dist(x[a], x[p])) for p in range(n) if p != a and labels[p] == labels[a] and w[p] > 0]
+        dn = [(k, dist(x[a], x[k])) for k in range(n) if labels[k] != labels[a] and w[k] > 0]
         if not dp or not dn:
             continue
-        v = max(dp) - min(dn)
+        (p, d_ap), (k, d_an) = _first_arg(dp, lambda u, v: u > v), _first_arg(dn, lambda u, v: u < v)
+        v = d_ap - d_an
         losses.append(math.log1p(math.exp(v)) if soft else max(v + margin, 0.0))
-    return sum(losses) / len(losses) if losses else 0.0
+        tw.append(min(w[a], w[p], w[k]))
+    return _wmean(losses, tw)
 
 
-def triplet_batch_all(x, labels, margin, soft=False):
+def triplet_batch_all(x, labels, margin, soft=False, weights=None):
     n = len(labels)
+    w = scaled(weights, n)
     losses = []
     for a in range(n):
         for p in range(n):
-            if p == a or labels[p] != labels[a]:
+            if p == a or labels[p] != labels[a] or min(w[a], w[p]) == 0:
                 continue
             for k in range(n):
-                if labels[k] == labels[a]:
+                if labels[k] == labels[a] or w[k] == 0:
                     continue
                 v = dist(x[a], x[p]) - dist(x[a], x[k])
-                losses.append(math.log1p(math.exp(v)) if soft else max(v + margin, 0.0))
-    if soft:
-        return sum(losses) / len(losses) if losses else 0.0
-    nz = [v for v in losses if v > 0]
-    return sum(nz) / len(nz) if nz else 0.0
+                losses.append((math.log1p(math.exp(v)) if soft else max(v + margin, 0.0), min(w[a], w[p], w[k])))
+    kept = losses if soft else [(v, t) for v, t in losses if v > 0]
+    return _wmean([v for v, _ in kept], [t for _, t in kept])
 
 
-def triplet_semi_hard(x, labels, margin, soft=False):
+def triplet_semi_hard(x, labels, margin, soft=False, weights=None):
     n = len(labels)
-    losses = []
+    w = scaled(weights, n)
+    losses, tw = [], []
     for a in range(n):
-        dn = [dist(x[a], x[k]) for k in range(n) if labels[k] != labels[a]]
-        if not dn:
+        dn = [(k, dist(x[a], x[k])) for k in range(n) if labels[k] != labels[a] and w[k] > 0]
+        if not dn or w[a] == 0:
             continue
         for p in range(n):
-            if p == a or labels[p] != labels[a]:
+            if p == a or labels[p] != labels[a] or w[p] == 0:
                 continue
             dap = dist(x[a], x[p])
-            farther = [d for d in dn if d > dap]
-            dan = min(farther) if farther else max(dn)
+            farther = [(k, d) for k, d in dn if d > dap]
+            k, dan = _first_arg(farther, lambda u, v: u < v) if farther else _first_arg(dn, lambda u, v: u > v)
             losses.append(math.log1p(math.exp(dap - dan)) if soft else max(dap - dan + margin, 0.0))
-    return sum(losses) / len(losses) if losses else 0.0
+            tw.append(min(w[a], w[p], w[k]))
+    return _wmean(losses, tw)
 
 
 def smoothed_ce(logits, labels, eps):
@@ -93,46 +123,57 @@ def _log1p_sum_exp(values):
     return m + math.log(math.exp(-m) + sum(math.exp(v - m) for v in values))
 
 
-def multi_similarity(x, labels, alpha, beta, base, epsilon=None):
+def multi_similarity(x, labels, alpha, beta, base, epsilon=None, weights=None):
+    """MS loss; with ``weights`` each pair term exp(z) is m exp(z) and anchors weigh w_a."""
     n = len(labels)
-    total = 0.0
+    w = scaled(weights, n)
+    per_anchor = []
     for a in range(n):
-        sp = {j: cos(x[a], x[j]) for j in range(n) if j != a and labels[j] == labels[a]}
-        sn = {j: cos(x[a], x[j]) for j in range(n) if labels[j] != labels[a]}
+        if w[a] == 0:
+            per_anchor.append(0.0)
+            continue
+        sp = {j: cos(x[a], x[j]) for j in range(n) if j != a and labels[j] == labels[a] and w[j] > 0}
+        sn = {j: cos(x[a], x[j]) for j in range(n) if labels[j] != labels[a] and w[j] > 0}
         if epsilon is not None:
             min_p = min(sp.values()) if sp else float("inf")
             max_n = max(sn.values()) if sn else float("-inf")
             sp = {j: s for j, s in sp.items() if s - epsilon < max_n}
             sn = {j: s for j, s in sn.items() if s + epsilon > min_p}
-        total += _log1p_sum_exp([-alpha * (s - base) for s in sp.values()]) / alpha
-        total += _log1p_sum_exp([beta * (s - base) for s in sn.values()]) / beta
-    return total / n
+        lm = {j: math.log(min(w[a], w[j])) for j in range(n) if w[j] > 0}
+        la = _log1p_sum_exp([-alpha * (s - base) + lm[j] for j, s in sp.items()]) / alpha
+        per_anchor.append(la + _log1p_sum_exp([beta * (s - base) + lm[j] for j, s in sn.items()]) / beta)
+    return _wmean(per_anchor, w)
 
 
-def circle(x, labels, m, gamma):
+def circle(x, labels, m, gamma, weights=None):
+    """Circle loss; with ``weights`` each pair term exp(z) is m_aj exp(z) and valid anchors weigh w_a."""
     n = len(labels)
-    losses = []
+    w = scaled(weights, n)
+    losses, aw = [], []
     for a in range(n):
-        sp = [cos(x[a], x[j]) for j in range(n) if j != a and labels[j] == labels[a]]
-        sn = [cos(x[a], x[j]) for j in range(n) if labels[j] != labels[a]]
-        if not sp or not sn:
+        sp = [(j, cos(x[a], x[j])) for j in range(n) if j != a and labels[j] == labels[a] and w[j] > 0]
+        sn = [(j, cos(x[a], x[j])) for j in range(n) if labels[j] != labels[a] and w[j] > 0]
+        if not sp or not sn or w[a] == 0:
             continue
-        lp = [-gamma * max(1 + m - s, 0) * (s - 1 + m) for s in sp]
-        ln = [gamma * max(s + m, 0) * (s - m) for s in sn]
+        aw.append(w[a])
+        lp = [-gamma * max(1 + m - s, 0) * (s - 1 + m) + math.log(min(w[a], w[j])) for j, s in sp]
+        ln = [gamma * max(s + m, 0) * (s - m) + math.log(min(w[a], w[j])) for j, s in sn]
         z = math.log(sum(math.exp(v - max(lp)) for v in lp)) + max(lp)
         z += math.log(sum(math.exp(v - max(ln)) for v in ln)) + max(ln)
         losses.append(z + math.log1p(math.exp(-z)) if z > 0 else math.log1p(math.exp(z)))
-    return sum(losses) / len(losses) if losses else 0.0
+    return _wmean(losses, aw)
 
 
-def contrastive(x, labels, pos_margin, neg_margin, normalize=True):
+def contrastive(x, labels, pos_margin, neg_margin, normalize=True, weights=None):
+    """Contrastive loss; with ``weights`` each part is the min-weighted mean of its non-zero terms."""
+    w = scaled(weights, len(labels))
     pos, neg = pairs(labels)
     xs = torch.nn.functional.normalize(x, dim=1) if normalize else x
-    lp = [max(dist(xs[i], xs[j]) - pos_margin, 0.0) for i, j in pos]
-    ln = [max(neg_margin - dist(xs[i], xs[j]), 0.0) for i, j in neg]
-    lp = [v for v in lp if v > 0]
-    ln = [v for v in ln if v > 0]
-    return (sum(lp) / len(lp) if lp else 0.0) + (sum(ln) / len(ln) if ln else 0.0)
+    lp = [(max(dist(xs[i], xs[j]) - pos_margin, 0.0), min(w[i], w[j])) for i, j in pos]
+    ln = [(max(neg_margin - dist(xs[i], xs[j]), 0.0), min(w[i], w[j])) for i, j in neg]
+    lp = [(v, m) for v, m in lp if v > 0 and m > 0]
+    ln = [(v, m) for v, m in ln if v > 0 and m > 0]
+    return (_wmean(*zip(*lp)) if lp else 0.0) + (_wmean(*zip(*ln)) if ln else 0.0)
 
 
 # ---- differentiable loop references (torch scalars); weights are Python floats, i.e. constants ----

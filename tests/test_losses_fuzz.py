@@ -27,6 +27,22 @@ def random_batch(gen: torch.Generator, dtype: torch.dtype) -> tuple[torch.Tensor
     return (x * scale).to(dtype), labels
 
 
+def random_weights(gen: torch.Generator, n: int) -> torch.Tensor:
+    """Sample weights [n]: uniform, spread over decades, with zeros, all zero, or one image only."""
+    kind = int(torch.randint(0, 5, (1,), generator=gen))
+    w = torch.rand(n, generator=gen, dtype=torch.float64)
+    if kind == 1:
+        w = 10.0 ** (-30 + 60 * w)
+    elif kind == 2:
+        w[torch.rand(n, generator=gen) < 0.5] = 0.0
+    elif kind == 3:
+        w = torch.zeros(n, dtype=torch.float64)
+    elif kind == 4:
+        w = torch.zeros(n, dtype=torch.float64)
+        w[int(torch.randint(0, n, (1,), generator=gen))] = 3.0
+    return w
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_random_batches_stay_finite(name):
     gen = torch.Generator().manual_seed(sum(map(ord, name)))
@@ -41,6 +57,8 @@ def test_random_batches_stay_finite(name):
             loss_fn.set_progress(int(torch.randint(0, 11, (1,), generator=gen)), 10)
             check_finite(loss_fn, x, y)
             check_finite(loss_fn, x, y)  # a second forward: stateful losses (PRISM's memory) take another path
+            w = random_weights(gen, x.shape[0])
+            check_finite(loss_fn, x, y, w)
 
 
 NON_FINITE = (float("nan"), float("inf"), float("-inf"))

@@ -18,9 +18,9 @@ def make(name: str, **params):
     return build_loss(name, **params)
 
 
-def check_finite(loss_fn, x, y):
+def check_finite(loss_fn, x, y, sample_weight=None):
     x = x.clone().requires_grad_(True)
-    loss = loss_fn(x, y)
+    loss = loss_fn(x, y, sample_weight=sample_weight)
     assert loss.dim() == 0 and loss.dtype in (torch.float32, torch.float64)
     assert torch.isfinite(loss), loss
     loss.backward()
@@ -28,7 +28,9 @@ def check_finite(loss_fn, x, y):
     for p in loss_fn.parameters():
         assert p.grad is None or torch.isfinite(p.grad).all()
     w = loss_fn.last_sample_weights
-    if loss_fn.weights_meaning is None:
+    if sample_weight is not None and not bool((sample_weight > 0).any()):
+        assert loss.item() == 0.0 and w is None  # every image removed
+    elif loss_fn.weights_meaning is None:
         assert w is None
     else:
         assert w is not None and w.shape == (x.shape[0],) and not w.requires_grad

@@ -98,8 +98,9 @@ class MetricLoss(nn.Module):
     ``sample_weight``: optional finite, non-negative per-image weights (constants: no gradient reaches them),
     refused in one line otherwise. Only relative weights matter: they are divided by their maximum (so weights
     all equal to any c > 0 give the unweighted loss) and passed to ``compute(embeddings, labels, weights)``
-    in the embeddings' dtype; a pair weighs ``min(w_i, w_j)``, a triplet the minimum of its three, an image of
-    weight 0 is removed exactly (neither anchor nor mining candidate), positive weights never change mining.
+    in the embeddings' dtype (relative weights below its smallest normal number count as 0); a pair weighs
+    ``min(w_i, w_j)``, a triplet the minimum of its three, an image of weight 0 is removed exactly (neither
+    anchor nor mining candidate), positive weights never change mining.
     Each loss's docstring states its normalisation. All weights 0 give an exact 0 (zero gradients, no state
     update, ``last_sample_weights`` None). None runs ``compute(embeddings, labels)``: today's loss bit for bit.
 
@@ -161,6 +162,9 @@ class MetricLoss(nn.Module):
                 self._sample_weights, self._pending_weights = None, None
                 return zero_loss(embeddings)
             weights = (weights / peak).to(device=embeddings.device, dtype=embeddings.dtype)
+            # a relative weight below the smallest normal number (1.2e-38 in float32) counts as 0: 1/sum(w)
+            # stays finite in every weighted mean, so no gradient overflows
+            weights = torch.where(weights >= torch.finfo(weights.dtype).tiny, weights, 0.0)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             if weights is None:
                 return self.compute(embeddings, labels)

@@ -161,7 +161,7 @@ def weighted_mean(values: Tensor, weights: Tensor | None) -> Tensor:
     if weights is None:
         return values.mean()
     w = weights.detach().to(values.dtype)
-    return safe_divide((w * values).sum(), w.sum())
+    return (safe_divide(w, w.sum()) * values).sum()
 
 
 def masked_sum(x: Tensor, mask: Tensor, dim: int) -> Tensor:
