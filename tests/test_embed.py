@@ -14,17 +14,16 @@ from PIL import Image
 from reid_robust.evaluation.report import FeatureSet, load_features, save_features
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A resnet18 checkpoint (16-d embedding, BN statistics moved) over a 6-identity Market-1501 tree."""
+def make_checkpoint(base: Path, num_identities: int, dim: int):
+    """``(path, dataset root, config)``: a resnet18 checkpoint (``dim``-d embedding, BN statistics moved away
+    from the identity) over a Market-1501 tree of 32x16 images."""
     from reid_robust.config import load_config
     from reid_robust.data.synthetic import generate_synthetic
     from reid_robust.engine.builders import build_model_from_config
     from reid_robust.engine.checkpoint import atomic_save
 
-    base = tmp_path_factory.mktemp("embed")
-    root = generate_synthetic(base / "market", layout="market", num_identities=6, height=32, width=16)
-    cfg = load_config(None, ["model.backbone=resnet18", "model.embedding_dim=16", "data.dataset=market1501",
+    root = generate_synthetic(base / "market", layout="market", num_identities=num_identities, height=32, width=16)
+    cfg = load_config(None, ["model.backbone=resnet18", f"model.embedding_dim={dim}", "data.dataset=market1501",
                              f"data.root={root}", "data.transforms.size=[32, 16]", "data.num_workers=0",
                              "data.test_batch_size=5"])
     torch.manual_seed(0)
@@ -34,6 +33,11 @@ def checkpoint(tmp_path_factory):
     path = base / "ckpt.pth"
     atomic_save({"model": net.state_dict(), "config": cfg.to_dict(), "epoch": 1}, path)
     return path, Path(root), cfg
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("embed"), num_identities=6, dim=16)
 
 
 @pytest.fixture(scope="module")

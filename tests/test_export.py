@@ -147,9 +147,9 @@ def tool():
 @pytest.fixture(scope="module")
 def trained_checkpoint(tmp_path_factory):
     """A checkpoint of a small resnet18 embedder (BN statistics moved) over a 6-identity Market-1501 tree."""
+    from reid_robust.config import load_config
     from reid_robust.data.synthetic import generate_synthetic
     from reid_robust.engine.builders import build_model_from_config
-    from reid_robust.config import load_config
     from reid_robust.engine.checkpoint import atomic_save
 
     base = tmp_path_factory.mktemp("export_tool")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from test_embed import make_checkpoint
 
 from reid_robust.cli.embed import main
 from reid_robust.evaluation.report import load_features
@@ -18,22 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from reid_robust.config import load_config
-    from reid_robust.data.synthetic import generate_synthetic
-    from reid_robust.engine.builders import build_model_from_config
-    from reid_robust.engine.checkpoint import atomic_save
-
-    base = tmp_path_factory.mktemp("tool_embed")
-    root = generate_synthetic(base / "market", layout="market", num_identities=4, height=32, width=16)
-    cfg = load_config(None, ["model.backbone=resnet18", "model.embedding_dim=8", "data.dataset=market1501",
-                             f"data.root={root}", "data.transforms.size=[32, 16]"])
-    torch.manual_seed(0)
-    net = build_model_from_config(cfg.model)
-    with torch.no_grad():
-        net(torch.randn(4, 3, 32, 16) + 1.0)
-    path = base / "ckpt.pth"
-    atomic_save({"model": net.state_dict(), "config": cfg.to_dict(), "epoch": 1}, path)
-    return path, Path(root)
+    path, root, _ = make_checkpoint(tmp_path_factory.mktemp("tool_embed"), num_identities=4, dim=8)
+    return path, root
 
 
 def test_a_folder_of_plain_images_becomes_an_npz_with_paths(checkpoint, tmp_path, capsys):

@@ -153,9 +153,9 @@ def test_command_line_error_has_no_traceback(npz_pair):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A small resnet18 embedder checkpoint over a synthetic Market-1501 tree (6 identities, 32x16 images)."""
+    from reid_robust.config import load_config
     from reid_robust.data.synthetic import generate_synthetic
     from reid_robust.engine.builders import build_model_from_config
-    from reid_robust.config import load_config
     from reid_robust.engine.checkpoint import atomic_save
 
     base = tmp_path_factory.mktemp("eval_ckpt")

@@ -215,7 +215,7 @@ def compute_confusable(checkpoint: str | os.PathLike, cfg: Config, path: str | o
     embedder = Embedder.from_checkpoint(checkpoint, cfg.device, batch_size=cfg.data.test_batch_size,
                                         num_workers=cfg.data.num_workers, progress=None if cfg.train.progress else False)
     train = embedder.embed_records(build_dataset_from_config(cfg.data).train, "training images")
-    confusable = confusable_identities(train.feats, train.pids)
+    confusable = confusable_identities(train.feats, train.labelled())
     atomic_write(path, lambda fh: np.save(fh, confusable, allow_pickle=False))
     return Path(path)
 

@@ -16,6 +16,17 @@ def add_device_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup
                         help="no progress bar (on a terminal) or progress log lines (elsewhere, every ~30 s)")
 
 
+def add_image_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """How images are found and embedded: ``--labels``, ``--camera-pattern``, ``--flip``, ``--batch-size``,
+    ``--device``, ``--no-progress``."""
+    parser.add_argument("--labels", metavar="CSV", help="labels CSV (path,pid[,camid]) giving the images' identities")
+    parser.add_argument("--camera-pattern", metavar="REGEX",
+                        help="identity folders: regex whose group 'cam' (or first group) in a file name is the camera")
+    parser.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    add_device_options(parser)
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from reid_robust.cli.common import add_device_options, report_errors
+from reid_robust.cli.common import add_image_options, report_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,12 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by reid-train")
     p.add_argument("--images", required=True, metavar="SRC", help="folder, glob, list file (.txt) or labels CSV")
     p.add_argument("--out", required=True, metavar="OUT.npz", help="feature file to write (atomically)")
-    p.add_argument("--labels", metavar="CSV", help="labels CSV (path,pid[,camid]) giving the images' identities")
-    p.add_argument("--camera-pattern", metavar="REGEX",
-                   help="identity folders: regex whose group 'cam' (or first group) in a file name is the camera")
-    p.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    add_device_options(p)
+    add_image_options(p)
     return p
 
 

@@ -25,8 +25,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reid_robust.cli.common import add_device_options, report_errors
+from reid_robust.cli.common import add_image_options, report_errors
+
+if TYPE_CHECKING:
+    from reid_robust.evaluation.report import FeatureSet
 
 PROTOCOLS = ("market", "cub")
 
@@ -42,12 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--config-transforms", action="store_true",
                      help="with --config: also take its test transform (default: the checkpoint's own)")
     src.add_argument("--data-root", metavar="R", help="dataset root, overriding data.root of the config")
-    src.add_argument("--labels", metavar="CSV", help="labels CSV (path,pid[,camid]) for --query/--gallery images")
-    src.add_argument("--camera-pattern", metavar="REGEX",
-                     help="identity folders: regex whose group 'cam' (or first group) in a file name is the camera")
-    src.add_argument("--flip", action="store_true", help="average each embedding with its mirror image's")
-    src.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
-    add_device_options(src)
+    add_image_options(src)
     src.add_argument("--save-features", metavar="DIR", help="write the extracted features to DIR/query.npz "
                      "and DIR/gallery.npz")
     _protocol_options(p.add_argument_group("protocol"))
@@ -153,7 +152,7 @@ def load_inputs(args: argparse.Namespace):
         return args.protocol or "market", query, gallery
     embedder = _embedder(args)
     if args.query is not None:  # images (or npz files) given next to the checkpoint
-        sets = []
+        sets: list[FeatureSet | None] = []
         for what, source in (("query", args.query), ("gallery", args.gallery)):
             if source is None:
                 sets.append(None)
@@ -173,6 +172,7 @@ def _embedder(args: argparse.Namespace):
     embedder = Embedder.from_checkpoint(args.checkpoint, args.device, batch_size=args.batch_size, flip=args.flip,
                                         progress=False if args.no_progress else None)
     cfg = embedder.config
+    assert cfg is not None  # from_checkpoint keeps the checkpoint's config
     if args.config:
         other = load_config(args.config, [])
         data = other.data.to_dict()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -96,7 +96,7 @@ class Embedder:
             if labels is not None or camera_pattern is not None:
                 raise ValueError("labels and camera_pattern apply to image files, not to in-memory images")
             return FeatureSet(_bn_feat(self.model, arrays, self.transform, self.device, self.options), source=source)
-        return self.embed_list(image_list(inputs, labels, camera_pattern), source)
+        return self.embed_list(image_list(cast(Source, inputs), labels, camera_pattern), source)
 
     def embed_list(self, images: ImageList, source: str = "features") -> FeatureSet:
         """Embed resolved image files, keeping their paths and labels."""

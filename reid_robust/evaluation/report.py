@@ -16,13 +16,10 @@ from tabulate import tabulate
 
 from reid_robust.atomic import atomic_write, atomic_write_text
 
-from .search import as_feature_matrix, as_label_vector
+# the one list of metric keys per protocol, in table order (also train.best_metric's choices)
+from reid_robust.config.sections import PROTOCOL_METRICS
 
-# THE metric keys each protocol reports, in table order (the trainer's best_metric choices, the sweep, tables)
-PROTOCOL_METRICS: dict[str, tuple[str, ...]] = {
-    "market": ("mAP", "rank1", "rank5", "rank10", "mINP"),
-    "cub": ("recall@1", "recall@2", "recall@4", "recall@8", "precision_at_1", "map_at_r", "nmi"),
-}
+from .search import as_feature_matrix, as_label_vector
 
 
 @dataclass
@@ -72,7 +69,7 @@ def save_features(path: str | os.PathLike, features: FeatureSet) -> Path:
                 raise ValueError(f"{key} has {len(values)} entries but the features have {len(feats)} rows")
             arrays[key] = np.asarray([str(v) for v in values], dtype=str)
     path = check_output_path(path, "features output")
-    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]  # numpy's stub
     return path
 
 
