@@ -246,3 +246,18 @@ def test_pattern_noise_takes_confusable_identities_from_a_checkpoint_through_the
     model, _ = load_model_from_checkpoint(path)
     feats = extract_outputs(model, train, build_transforms(cfg.data.transforms, train=False))["bn_feat"]
     np.testing.assert_array_equal(_load_confusable(str(path), train, clean), confusable_identities(feats, clean))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast runs on a GPU only")
+def test_mixed_precision_on_a_gpu_is_close_to_full_precision(checkpoint):
+    from reid_robust.engine.embed import Embedder
+
+    path, root, _ = checkpoint
+    paths = _query_paths(root)
+    half = Embedder.from_checkpoint(path, device="cuda", progress=False).embed(paths)
+    full = Embedder.from_checkpoint(path, device="cuda", progress=False, amp=False).embed(paths)
+    cpu = Embedder.from_checkpoint(path, device="cpu", progress=False).embed(paths)
+    assert half.feats.dtype == np.float32 and np.isfinite(half.feats).all()
+    np.testing.assert_allclose(full.feats, cpu.feats, atol=1e-4)
+    scale = np.abs(full.feats).max()
+    assert np.abs(half.feats - full.feats).max() <= 1e-2 * scale

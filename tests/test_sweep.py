@@ -228,3 +228,17 @@ def test_tool_collect_only_trains_nothing(tmp_path, monkeypatch):
     assert len(rows) == 4 and {r["seed"] for r in rows} == {0}
     table = (out / "results.md").read_text().splitlines()
     assert [line.split(" | ")[2] for line in table[2:4]] == ["osm_caa", "triplet"]   # the order asked for
+
+
+def test_without_a_terminal_each_finished_cell_is_a_log_line(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import reid_robust.analysis.sweep as sweep
+
+    monkeypatch.setattr(sweep, "interactive", lambda: False)
+    calls: list = []
+    with caplog.at_level(logging.INFO, logger="reid_robust"):
+        run_sweep(_base(tmp_path), ["triplet"], [0, 0.2], ["symmetric"], [0], tmp_path / "s",
+                  train_fn=_fake_train(calls), progress=True)
+    finished = [r.message for r in caplog.records if r.message.startswith("sweep: finished")]
+    assert finished == ["sweep: finished triplet/clean/seed0", "sweep: finished triplet/symmetric_r0.2/seed0"]

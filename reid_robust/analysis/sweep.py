@@ -38,6 +38,7 @@ import numpy as np
 
 from reid_robust.atomic import atomic_write_text
 from reid_robust.config import Config
+from reid_robust.progress import interactive
 
 log = logging.getLogger("reid_robust")
 
@@ -269,8 +270,8 @@ def run_sweep(base: Config, losses: Sequence[str], rates: Sequence[float], modes
     log.info("sweep: %d cells, %d finished, %d to train (%d at a time), results in %s", len(cells),
              len(cells) - len(todo), len(todo), jobs, out_root)
     bar = None
-    if progress:
-        from tqdm import tqdm
+    if progress and interactive():  # without a terminal, each finished cell is a log line (see finished())
+        from tqdm.auto import tqdm
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="sweep", unit="cell", dynamic_ncols=True)
     threads = base.train.num_threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0)
 
@@ -287,6 +288,8 @@ def run_sweep(base: Config, losses: Sequence[str], rates: Sequence[float], modes
         if bar is not None:
             bar.set_postfix_str(cell.relpath)
             bar.update(1)
+        elif progress:
+            log.info("sweep: finished %s", cell.relpath)
         write_results(collect_results(out_root, grid), out_root, plot=False, loss_order=losses)
 
     # two phases: everything but pattern noise, then pattern noise (it needs the clean reference model)
@@ -312,7 +315,6 @@ def run_sweep(base: Config, losses: Sequence[str], rates: Sequence[float], modes
                             for future in done:
                                 cell = running.pop(future)
                                 future.result()  # a failed (or Ctrl-C'd) cell stops the sweep with its error
-                                log.info("sweep: finished %s", cell.relpath)
                                 finished(cell)
                     except BaseException:
                         # Ctrl-C or a failed cell: cells not started yet are dropped; the running ones end
