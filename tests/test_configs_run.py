@@ -29,7 +29,7 @@ def tiny_cub_root(tmp_path_factory):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_config_trains_a_few_iterations(path, tiny_market_root, tiny_cub_root, tmp_path):
     base = load_config(path)
-    retrieval = "cub" in base["data"]["dataset"] or "cars" in base["data"]["dataset"]
+    retrieval = "cub" in base.data.dataset or "cars" in base.data.dataset
     overrides = tiny_overrides(tiny_market_root, tmp_path / "run")
     keep_model = [o for o in overrides if not o.startswith("model.backbone")]
     if retrieval:
@@ -38,8 +38,8 @@ def test_config_trains_a_few_iterations(path, tiny_market_root, tiny_cub_root, t
         keep_model += ["data.dataset=synthetic_cub", f"data.root={tiny_cub_root}", f"data.options={TINY_CUB}",
                        "data.transforms.size=[32, 32]"]
     cfg = load_config(path, keep_model + ["train.epochs=1"])
-    assert cfg["model"]["backbone"] == base["model"]["backbone"]
-    assert cfg["loss"]["terms"] == base["loss"]["terms"]
+    assert cfg.model.backbone == base.model.backbone
+    assert cfg.loss.terms == base.loss.terms
     metrics = train(cfg)
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     key = "map_at_r" if retrieval else "mAP"
