@@ -302,32 +302,39 @@ def run_sweep(base: Config, losses: Sequence[str], rates: Sequence[float], modes
                 _train_cell(config_of(cell), train_fn, threads, quiet=False)
                 finished(cell)
         else:
-            import multiprocessing
-            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-            context = multiprocessing.get_context("spawn")  # no fork of a process holding OpenMP/torch threads
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                for phase in phases:
-                    running = {pool.submit(_train_cell, config_of(c), train_fn, threads, True): c for c in phase}
-                    try:
-                        while running:
-                            done, _ = wait(running, return_when=FIRST_COMPLETED)
-                            for future in done:
-                                cell = running.pop(future)
-                                future.result()  # a failed (or Ctrl-C'd) cell stops the sweep with its error
-                                finished(cell)
-                    except BaseException:
-                        # Ctrl-C or a failed cell: cells not started yet are dropped; the running ones end
-                        # (on Ctrl-C each saves its checkpoint) before the pool closes; a restart resumes them
-                        for future in running:
-                            future.cancel()
-                        raise
+            _train_in_workers(phases, config_of, train_fn, threads, jobs, finished)
     finally:
         if bar is not None:
             bar.close()
     rows = collect_results(out_root, grid)
     write_results(rows, out_root, plot=True, loss_order=losses)
     return rows
+
+
+def _train_in_workers(phases: Sequence[Sequence[Cell]], config_of: Callable[[Cell], Config],
+                      train_fn: Callable[[Config], dict] | None, threads: int, jobs: int,
+                      finished: Callable[[Cell], None]) -> None:
+    """Train the cells of each phase in ``jobs`` spawned worker processes; ``finished(cell)`` after each."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding OpenMP/torch threads
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        for phase in phases:
+            running = {pool.submit(_train_cell, config_of(c), train_fn, threads, True): c for c in phase}
+            try:
+                while running:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        cell = running.pop(future)
+                        future.result()  # a failed (or Ctrl-C'd) cell stops the sweep with its error
+                        finished(cell)
+            except BaseException:
+                # Ctrl-C or a failed cell: cells not started yet are dropped; the running ones end
+                # (on Ctrl-C each saves its checkpoint) before the pool closes; a restart resumes them
+                for future in running:
+                    future.cancel()
+                raise
 
 
 def collect_results(out_root: str | os.PathLike, cells: Sequence[Cell]) -> list[dict]:
