@@ -9,9 +9,6 @@ from reid_robust.config import DataConfig, EvalConfig
 from reid_robust.data.records import DatasetSplits
 from reid_robust.engine.embed import ExtractOptions, embed_records
 from reid_robust.evaluation.features_eval import evaluate_reid_features, evaluate_retrieval_features
-from reid_robust.evaluation.report import metrics_table
-
-__all__ = ["evaluate_model", "metrics_table"]
 
 
 def evaluate_model(model: torch.nn.Module, splits: DatasetSplits, ev: EvalConfig, data: DataConfig,
