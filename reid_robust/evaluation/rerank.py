@@ -159,15 +159,20 @@ def _reciprocal(top: np.ndarray, k: int) -> np.ndarray:
     return np.where(mutual, near, -1)
 
 
-def _expanded_sets(top: np.ndarray, k1: int, chunk: int = 2048) -> np.ndarray:
+def _expanded_sets(top: np.ndarray, k1: int) -> np.ndarray:
     """Steps 2-3: the expanded set of every p, padded [M, W] with -1, each row sorted and duplicate-free."""
+    num = len(top)
     recip = _reciprocal(top, k1)
     half = _reciprocal(top, int(np.around(k1 / 2.0)))
+    chunk = max(1, (1 << 25) // num)  # membership table of R(p, k1): chunk x M booleans
     out = []
-    for s in range(0, len(top), chunk):
+    for s in range(0, num, chunk):
         base = recip[s:s + chunk]  # [n, k1+1]
+        rows = np.arange(len(base))
+        in_base = np.zeros((len(base), num), dtype=bool)
+        in_base[np.broadcast_to(rows[:, None], base.shape)[base >= 0], base[base >= 0]] = True
         cand = np.where(base[:, :, None] >= 0, half[np.maximum(base, 0)], -1)  # [n, k1+1, h+1]
-        inside = ((cand[..., None] == base[:, None, None, :]) & (cand[..., None] >= 0)).any(-1).sum(-1)
+        inside = (in_base[rows[:, None, None], np.maximum(cand, 0)] & (cand >= 0)).sum(-1)
         size = (cand >= 0).sum(-1)
         added = np.where((inside > 2.0 / 3.0 * size)[..., None], cand, -1)  # strict, as the reference
         members = np.sort(np.concatenate([base, added.reshape(len(base), -1)], axis=1), axis=1)
