@@ -381,3 +381,22 @@ def test_tensorboard_writer_logs_the_numeric_columns_by_epoch(tmp_path, monkeypa
     writer.log({"epoch": 3, "lr": 0.1, "loss": 2, "note": "text"}, 3)
     writer.close()
     assert calls == [("open", str(tmp_path / "tensorboard")), ("lr", 0.1, 3), ("loss", 2, 3), ("close",)]
+
+
+def test_cpu_bf16_convolutions_are_deterministic():
+    """The trainer's CPU mixed precision (oneDNN off): the same input gives the same finite output every call.
+    With oneDNN's bfloat16 convolutions (torch 2.14.1, AVX-512 Xeon) this gave NaN and call-to-call noise."""
+    import torchvision
+
+    from reid_robust.engine.steps import cpu_mixed_precision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    images = torch.randn(8, 3, 64, 32)
+    with cpu_mixed_precision(torch.device("cpu"), True):
+        outs = []
+        for _ in range(3):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                outs.append(model(images).float())
+    assert all(torch.isfinite(o).all() for o in outs)
+    assert all(torch.equal(outs[0], o) for o in outs[1:])

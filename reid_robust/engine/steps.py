@@ -132,6 +132,18 @@ def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def cpu_mixed_precision(device: torch.device, amp: bool) -> AbstractContextManager:
+    """bfloat16 training on the CPU runs with oneDNN off (forward and backward).
+
+    With torch 2.14.1 on an AVX-512 Xeon, oneDNN's bfloat16 convolutions returned NaN for a ResNet-18 forward
+    and different values for the same input on every call (even on one thread), while the native kernels
+    are deterministic and finite: `tests/test_engine_train.py::test_cpu_bf16_convolutions_are_deterministic`.
+    """
+    if amp and device.type == "cpu":
+        return torch.backends.mkldnn.flags(enabled=False)
+    return nullcontext()
+
+
 def sample_weight_stats(terms: Sequence[LossTerm]) -> dict[str, float]:
     """Per weighting term: ``<name>_w_mean``, the mean raw weight (e.g. OSM+CAA's mean attention), and
     ``<name>_w_std``, the spread of the weights rescaled to mean 1."""

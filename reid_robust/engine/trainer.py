@@ -53,7 +53,7 @@ from reid_robust.engine.logs import (
 )
 from reid_robust.engine.noise import apply_label_noise, class_space
 from reid_robust.engine.resume import Resume, load_resume, restore
-from reid_robust.engine.steps import EpochMeter, train_one_epoch
+from reid_robust.engine.steps import EpochMeter, cpu_mixed_precision, train_one_epoch
 from reid_robust.engine.train_state import RunContext, TrainData, TrainState, make_scaler, save_checkpoint
 from reid_robust.evaluation.report import metrics_table
 
@@ -70,7 +70,7 @@ def train(cfg: Config) -> dict[str, Any]:
         resume = load_resume(cfg, device)  # refused keys fail here, before the folder is touched
         lock, notices = run_dir.take(Path(cfg.output_dir), cfg.train.resume, cfg.train.overwrite, info)
         try:
-            with sigterm_exits():
+            with sigterm_exits(), cpu_mixed_precision(device, cfg.train.amp):
                 run = start_run(cfg, info, device, notices + (resume.changes if resume else []))
                 return run_epochs(run, resume)
         finally:
