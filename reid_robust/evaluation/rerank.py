@@ -178,25 +178,30 @@ def _expanded_sets(top: np.ndarray, k1: int) -> np.ndarray:
         members = np.sort(np.concatenate([base, added.reshape(len(base), -1)], axis=1), axis=1)
         members[:, 1:][members[:, 1:] == members[:, :-1]] = -1
         out.append(members)
-    return np.concatenate(out)
+    members = np.sort(np.concatenate(out), axis=1)  # the -1 slots first: drop the columns holding only them
+    return members[:, members.shape[1] - max(1, int((members >= 0).sum(axis=1).max())):]
 
 
 def _member_distances(members, idx, raw, x, sq) -> np.ndarray:
-    """Squared distances [M, W] from p to each member (from the candidate lists, or computed if absent)."""
+    """Squared distances [M, W] from p to each member (from the candidate lists, or computed if absent;
+    0 in the -1 slots)."""
     num, width = members.shape
     order = np.argsort(idx, axis=1)
     cand_keys = (np.arange(num)[:, None] * num + np.take_along_axis(idx, order, axis=1)).ravel()
     cand_raw = np.take_along_axis(raw, order, axis=1).ravel()
-    rows = np.repeat(np.arange(num), width)
-    keys = rows * num + members.ravel()
+    slots = np.flatnonzero(members.ravel() >= 0)
+    rows, cols = slots // width, members.ravel()[slots]
+    keys = rows * num + cols
     pos = np.minimum(np.searchsorted(cand_keys, keys), len(cand_keys) - 1)
-    out = np.where(cand_keys[pos] == keys, cand_raw[pos], np.nan)
-    missing = np.flatnonzero(np.isnan(out) & (members.ravel() >= 0))
+    found = cand_keys[pos] == keys
+    values = cand_raw[pos]
+    missing = np.flatnonzero(~found)
     for s in range(0, len(missing), 1 << 14):
         m = missing[s:s + (1 << 14)]
-        p, q = rows[m], members.ravel()[m]
-        out[m] = sq[p] + sq[q] - 2.0 * np.einsum("ij,ij->i", x[p], x[q])
-    return np.maximum(out, 0).reshape(num, width)
+        values[m] = sq[rows[m]] + sq[cols[m]] - 2.0 * np.einsum("ij,ij->i", x[rows[m]], x[cols[m]])
+    out = np.zeros(num * width, dtype=np.float32)
+    out[slots] = np.maximum(values, 0)
+    return out.reshape(num, width)
 
 
 def _encode(members: np.ndarray, sq_dist: np.ndarray, row_max: np.ndarray) -> sp.csr_matrix:
