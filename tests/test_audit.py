@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from reid_robust.analysis.audit import (
+from reid_robust.cleaning.scoring import (
     audit_metrics,
     combine,
     neighbourhood_scores,

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from reid_robust.config import Config
     from reid_robust.data.records import DatasetSplits
 
-from reid_robust.analysis.audit import COMPONENTS, audit_metrics, suspicion_scores
+from reid_robust.cleaning.scoring import COMPONENTS, audit_metrics, suspicion_scores
 from reid_robust.atomic import atomic_write_text
 
 log = logging.getLogger("reid_robust")

@@ -1,4 +1,6 @@
-"""Label audit: score every training image for "its label is probably wrong", from the model alone.
+"""Label scoring (the label audit's scorer and the self-cleaning rounds'): score every training image for
+"its label is probably wrong", from the model alone. Pure functions over named outputs, labels and loss terms:
+this module sits below the engine, so the trainer and ``reid_robust.analysis`` both import it.
 
 Two kinds of evidence, each turned into a suspicion score where higher = more suspect:
 
