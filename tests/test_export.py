@@ -100,8 +100,7 @@ def test_exports_replace_atomically_and_leave_no_temporary_file(model, tmp_path,
     target.write_bytes(b"previous version")
 
     def broken_export(module, args, f, **kwargs):
-        with open(f, "wb") as handle:
-            handle.write(b"half a model")
+        f.write(b"half a model")  # the exporter writes into the temporary file of reid_robust.atomic
         raise RuntimeError("exporter crashed")
 
     monkeypatch.setattr(torch.onnx, "export", broken_export)

@@ -5,15 +5,14 @@ Exports run on the CPU (a traced TorchScript file is tied to the device it was t
 
 TorchScript files are traced (``torch.jit.trace``); ONNX files use torch's TorchScript-based exporter
 (``dynamo=False``, which needs only ``onnx``) with a dynamic batch axis, input ``images`` and output
-``embeddings``.  Every file is written to a temporary name in the target folder and renamed, so a crash
-never leaves a half-written file under the final name.
+``embeddings``.  Every file is written through :func:`reid_robust.atomic.atomic_write` (a temporary name in
+the target folder, fsync, rename), so a crash never leaves a half-written file under the final name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from reid_robust.atomic import atomic_write
 
 EXPORT_FORMATS = ("torchscript", "onnx")
 _SUFFIX_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
@@ -39,26 +40,6 @@ class TestTimeEmbedder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)[self.output]
-
-
-@contextlib.contextmanager
-def _atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:  # data on disk before the rename makes it visible
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @contextlib.contextmanager
@@ -89,9 +70,9 @@ def _check_example(example: torch.Tensor) -> torch.Tensor:
 def export_torchscript(model: nn.Module, path: str | os.PathLike, example: torch.Tensor) -> Path:
     """Trace the embedder on ``example`` [N, 3, H, W] and save it to ``path`` (atomically); returns the path."""
     example = _check_example(example)
-    with _eval_embedder(model) as embedder, torch.no_grad(), _atomic_path(path) as tmp:
+    with _eval_embedder(model) as embedder, torch.no_grad():
         traced = torch.jit.trace(embedder, example, check_trace=False)
-        traced.save(tmp)
+    atomic_write(path, lambda fh: torch.jit.save(traced, fh))
     return Path(path)
 
 
@@ -99,17 +80,17 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
     """Export the embedder to ONNX at ``path`` (atomically): input ``images``, output ``embeddings``,
     both with a dynamic batch axis; returns the path."""
     example = _check_example(example)
-    with _eval_embedder(model) as embedder, torch.no_grad(), _atomic_path(path) as tmp:
-        torch.onnx.export(
+    with _eval_embedder(model) as embedder, torch.no_grad():
+        atomic_write(path, lambda fh: torch.onnx.export(
             embedder,
             (example,),
-            tmp,
+            fh,
             dynamo=False,
             input_names=["images"],
             output_names=["embeddings"],
             dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
             opset_version=opset,
-        )
+        ))
     return Path(path)
 
 
