@@ -32,12 +32,13 @@ from tabulate import tabulate
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from reid_robust.data import build_dataset  # noqa: E402
+from reid_robust.config import load_config  # noqa: E402
+from reid_robust.data import build_dataset, build_transforms  # noqa: E402
 from reid_robust.data.dataset import load_image  # noqa: E402
-from reid_robust.engine.builders import build_model_from_config, build_test_transform  # noqa: E402
-from reid_robust.engine.config import load_config  # noqa: E402
+from reid_robust.engine.builders import build_model_from_config  # noqa: E402
 from reid_robust.engine.evaluate import evaluate_model  # noqa: E402
-from reid_robust.engine.trainer import seed_everything, train  # noqa: E402
+from reid_robust.engine.loader import seed_everything  # noqa: E402
+from reid_robust.engine.trainer import train  # noqa: E402
 from reid_robust.evaluation import evaluate_reid, evaluate_retrieval, set_num_threads  # noqa: E402
 
 # (name, config, dataset name, metrics shown)
@@ -81,24 +82,25 @@ def run_layout(name: str, config: str, dataset: str, args) -> tuple[dict[str, di
                  "eval.untrained=true", "train.progress=false", f"train.num_threads={args.threads}"]
     cfg = load_config(REPO / config, overrides)
     splits = build_dataset(dataset, root, seed=args.seed)  # generates the default tree on first use
-    size = tuple(int(v) for v in cfg["data"]["transforms"]["size"])
+    size = cfg.data.transforms.size
     rows = {"colour histogram": histogram_metrics(splits, size)}
-    s = cfg["data"]["sampler"]
+    s = cfg.data.sampler
     if args.train_batches > 0:
-        per_pass = len(splits.train) // (s["num_identities"] * s["num_instances"])
+        per_pass = len(splits.train) // (s.num_identities * s.num_instances)
         epochs, per_epoch = schedule(args.train_batches, per_pass)
-        warmup = min(cfg["train"]["warmup_epochs"], max(epochs - 1, 0))
+        warmup = min(cfg.train.warmup_epochs, max(epochs - 1, 0))
         cfg = load_config(REPO / config, overrides + [f"train.epochs={epochs}", f"train.warmup_epochs={warmup}",
                                                       f"data.sampler.batches_per_epoch={per_epoch}"])
         summary = train(cfg)
         rows["untrained resnet18"] = summary["untrained"]
         rows["trained resnet18"] = summary
-        note = (f"{epochs} epochs x {per_epoch} PK batches of {s['num_identities']}x{s['num_instances']}, "
+        note = (f"{epochs} epochs x {per_epoch} PK batches of {s.num_identities}x{s.num_instances}, "
                 f"warm-up {warmup} epochs, {summary['train_time_s']:.0f} s in train()")
     else:  # the trainer's initialisation: seed, then build
-        seed_everything(cfg["seed"])
-        model = build_model_from_config(cfg).eval()
-        rows["untrained resnet18"] = evaluate_model(model, splits, cfg, build_test_transform(cfg), "cpu")
+        seed_everything(cfg.seed)
+        model = build_model_from_config(cfg.model).eval()
+        transform = build_transforms(cfg.data.transforms, train=False)
+        rows["untrained resnet18"] = evaluate_model(model, splits, cfg.eval, cfg.data, transform, "cpu")
         note = "not trained (--train-batches 0)"
     return rows, f"{name}: {config}, {dataset} seed {args.seed}, input {size[0]}x{size[1]}; {note}"
 

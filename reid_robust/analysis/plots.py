@@ -16,11 +16,11 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix, png without one) through the one atomic write."""
+    from reid_robust.atomic import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: fig.savefig(fh, format=path.suffix[1:] or "png", dpi=100, bbox_inches="tight"))
     return path
 
 
