@@ -19,11 +19,11 @@ def interactive() -> bool:
 
 
 def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it",
-             enabled: bool | None = None, interval_s: float = LOG_INTERVAL_S) -> Iterator[T]:
+             enabled: bool | None = None, interval_s: float | None = None) -> Iterator[T]:
     """Yield the items of ``iterable`` while showing progress.
 
     enabled: None = automatic (a tqdm bar when :func:`interactive`, else a log line about every
-    ``interval_s`` seconds and one at the end), True = the same, False = silent.
+    ``interval_s`` seconds, default ``LOG_INTERVAL_S``, and one at the end), True = the same, False = silent.
     """
     if enabled is False:
         yield from iterable
@@ -35,7 +35,7 @@ def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", un
 
         yield from tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
         return
-    yield from _logged(iterable, total, desc, unit, interval_s)
+    yield from _logged(iterable, total, desc, unit, LOG_INTERVAL_S if interval_s is None else interval_s)
 
 
 def _logged(iterable: Iterable[T], total: int | None, desc: str, unit: str, interval_s: float) -> Iterator[T]:

@@ -1,5 +1,6 @@
 """What a training run writes as it goes: ``train.log`` (and the console), ``log.csv`` (one row per epoch),
-optional TensorBoard scalars, and the per-epoch progress bar."""
+optional TensorBoard scalars, and the progress of each epoch's steps (a bar on a terminal or in a notebook,
+otherwise a log line about every 30 s)."""
 from __future__ import annotations
 
 import csv
@@ -7,12 +8,14 @@ import io
 import logging
 import math
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import reid_robust.progress as progress_lib
 from reid_robust.atomic import atomic_write_text
 
 log = logging.getLogger("reid_robust")
@@ -125,10 +128,37 @@ class TensorBoard:
 
 
 def progress_bar(batches: Iterable, desc: str, shown: bool, initial: int, total: int) -> Iterable:
-    """A tqdm bar over ``batches`` on a terminal when ``shown``; ``batches`` itself otherwise (no bar in files
-    and CI logs: the per-epoch log line says the same)."""
-    if not (shown and sys.stderr.isatty()):
+    """The steps of an epoch with their progress when ``shown``: a tqdm bar on a terminal or in a notebook,
+    otherwise (a batch job, a log file) :class:`LoggedSteps`; ``batches`` itself when not ``shown``
+    (``train.progress=false``). Both take the step values through ``set_postfix``."""
+    if not shown:
         return batches
-    from tqdm import tqdm
+    if not progress_lib.interactive():
+        return LoggedSteps(batches, desc, initial, total)
+    from tqdm.auto import tqdm
     return tqdm(batches, desc=desc, initial=initial, total=total, unit="it", leave=False, dynamic_ncols=True,
                 mininterval=1.0)
+
+
+class LoggedSteps:
+    """Training steps without a terminal: the batches, and a log line about every ``interval_s`` seconds
+    (default ``reid_robust.progress.LOG_INTERVAL_S``) with the step, the total and the last step values given
+    to :meth:`set_postfix` (img/s, losses): ``epoch 3/120: step 120/400  loss=1.234  img/s=812.4``."""
+
+    def __init__(self, batches: Iterable, desc: str, initial: int, total: int, interval_s: float | None = None):
+        self.batches, self.desc, self.step, self.total = batches, desc, initial, total
+        self.interval_s = progress_lib.LOG_INTERVAL_S if interval_s is None else interval_s
+        self.last = time.monotonic()
+
+    def __iter__(self) -> Iterator:
+        for batch in self.batches:
+            yield batch
+            self.step += 1
+
+    def set_postfix(self, values: dict[str, Any]) -> None:
+        """The values of the step being done (tqdm's interface); logged when ``interval_s`` has passed."""
+        now = time.monotonic()
+        if now - self.last >= self.interval_s:
+            self.last = now
+            shown = "  ".join(f"{k}={v}" for k, v in values.items())
+            log.info("%s: step %d/%d  %s", self.desc, self.step + 1, self.total, shown)

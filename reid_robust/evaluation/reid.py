@@ -22,10 +22,12 @@ mINP (Ye et al., TPAMI 2021): ``INP = G / r_G``, averaged over the evaluated que
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
+
+from reid_robust.progress import progress as show_progress
 
 from .ranking import group_members, match_ranks
 from .rerank import iter_rerank_blocks
@@ -38,6 +40,7 @@ from .search import (
     check_positive_int,
     check_same_dim,
     checked_features,
+    default_block_size,
     iter_matrix_blocks,
     iter_score_blocks,
     prepare,
@@ -45,6 +48,15 @@ from .search import (
 )
 
 AP_MODES = ("standard", "official")
+Blocks = Iterable[tuple[int, int, np.ndarray]]
+
+
+def shown_blocks(blocks: Blocks, num_queries: int, num_gallery: int, block_size: int | None,
+                 progress: bool | None, desc: str) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``blocks`` of queries (as from ``iter_score_blocks``) with progress: ``None`` shows it (a bar on a
+    terminal or in a notebook, else a log line about every 30 s: :mod:`reid_robust.progress`), ``False`` not."""
+    block = block_size or default_block_size(num_gallery)
+    return show_progress(blocks, total=-(-num_queries // block), desc=desc, unit="block", enabled=progress)
 
 
 def average_precision(ranks: np.ndarray, num_matches: np.ndarray, ap_mode: str = "standard") -> np.ndarray:
@@ -161,7 +173,7 @@ def _reid_members(q_pids, q_cams, g_pids, g_cams):
     return groups, members_of
 
 
-def _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query=False):
+def _evaluate_blocks(blocks: Blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query=False):
     """Run the protocol over ``(start, end, scores)`` blocks whose columns are the junk-free gallery."""
     _, members_of = _reid_members(q_pids, q_cams, g_pids, g_cams)
     num_q = len(q_pids)
@@ -186,7 +198,7 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
                   metric: str = "cosine", max_rank: int = 50, ap_mode: str = "standard",
                   block_size: int | None = None, approximate: ApproximateSearch | None = None,
                   rerank: bool = False, rerank_params: dict | None = None, per_query: bool = False,
-                  camera_filter: bool = True) -> dict:
+                  camera_filter: bool = True, progress: bool | None = False) -> dict:
     """Market-1501 protocol metrics of query features [Q, D] against gallery features [G, D].
 
     numpy arrays or torch tensors; ids and cameras are integer vectors of matching lengths. Cameras may be
@@ -202,6 +214,8 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     (:func:`reid_robust.evaluation.rerank.iter_rerank_blocks` on the features as searched: normalised for
     cosine; ``rerank_params`` = k1, k2, lambda_value). ``per_query=True`` adds ``per_query``: arrays
     ``ap``, ``inp``, ``first_rank`` (0 = no match retrieved) and ``valid`` over all queries.
+    ``progress=None`` shows the progress of the query blocks (a bar on a terminal, else a log line about every
+    30 s; :mod:`reid_robust.progress`); ``False`` (the default) is silent.
     """
     check_metric(metric)
     _check_options(ap_mode, max_rank, block_size, camera_filter)
@@ -217,20 +231,24 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     if rerank:
         if approximate is not None:
             raise ValueError("rerank and approximate cannot be combined")
+        reranked = iter_rerank_blocks(qf, gf, block_size=block_size, progress=progress, **(rerank_params or {}))
         blocks: Iterator[tuple[int, int, np.ndarray]] = ((start, end, np.negative(d, out=d))
-                  for start, end, d in iter_rerank_blocks(qf, gf, block_size=block_size, **(rerank_params or {})))
+                                                         for start, end, d in reranked)
         return _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query)
     if approximate is not None:
         return _evaluate_approximate(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, ap_mode, max_rank,
-                                     approximate, per_query)
+                                     approximate, per_query, progress)
     blocks = iter_score_blocks(qf, gf, metric, block_size, reuse=True)  # each block is done before the next
+    blocks = shown_blocks(blocks, len(qf), len(gf), block_size, progress, f"evaluating {len(qf)} queries")
     return _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query)
 
 
 def evaluate_reid_distances(distances, query_pids, gallery_pids, query_camids=None, gallery_camids=None,
                             max_rank: int = 50, ap_mode: str = "standard", block_size: int | None = None,
-                            per_query: bool = False, camera_filter: bool = True) -> dict:
-    """The same protocol from a precomputed distance matrix [Q, G] (lower = closer), e.g. after re-ranking."""
+                            per_query: bool = False, camera_filter: bool = True,
+                            progress: bool | None = False) -> dict:
+    """The same protocol from a precomputed distance matrix [Q, G] (lower = closer), e.g. after re-ranking
+    (``progress``: as for :func:`evaluate_reid`)."""
     _check_options(ap_mode, max_rank, block_size, camera_filter)
     if isinstance(distances, torch.Tensor):
         distances = distances.detach().cpu().numpy()
@@ -249,20 +267,21 @@ def evaluate_reid_distances(distances, query_pids, gallery_pids, query_camids=No
     if not keep.any():
         raise ValueError("the gallery holds only junk items (identity -1)")
     scores = -distances[:, keep].astype(np.float32)
-    blocks = iter_matrix_blocks(scores, block_size)
+    blocks = shown_blocks(iter_matrix_blocks(scores, block_size), len(scores), scores.shape[1], block_size,
+                          progress, f"evaluating {len(scores)} queries")
     return _evaluate_blocks(blocks, q_pids, q_cams, g_pids[keep], g_cams[keep], ap_mode, max_rank,
                             per_query)
 
 
 def _evaluate_approximate(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, ap_mode, max_rank, approximate,
-                          per_query):
+                          per_query, progress=False):
     """Metrics from top-k lists of an approximate index (ranks past the list = missed)."""
     index = build_index(gf, metric, approximate)
     _, topk = search_topk(index, qf, approximate.topk, metric)
     groups, _ = _reid_members(q_pids, q_cams, g_pids, g_cams)
     num_matches = groups.count.copy()
     ranks_all = []
-    for i in range(len(q_pids)):
+    for i in show_progress(range(len(q_pids)), desc="matching top-k lists", unit="query", enabled=progress):
         ids = topk[i][topk[i] >= 0]
         same = g_pids[ids] == q_pids[i]
         junk = same & (g_cams[ids] == q_cams[i])

@@ -27,6 +27,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from reid_robust.progress import progress as show_progress
+
 from .search import as_feature_matrix, check_block_size, check_positive_int, check_same_dim, default_block_size
 
 CandidateSearch = Callable[[np.ndarray, np.ndarray, int], tuple]
@@ -112,7 +114,7 @@ def _absorb(raw: np.ndarray, idx: np.ndarray, d: np.ndarray, row0: int, col0: in
     _merge(raw, idx, a + row0, vals, b + col0)
 
 
-def _candidates(x: np.ndarray, sq: np.ndarray, c: int, block: int):
+def _candidates(x: np.ndarray, sq: np.ndarray, c: int, block: int, progress: bool | None = False):
     """Per item p: its ``c`` smallest squared distances ``raw[p]`` to ``idx[p]`` (unordered) and its largest
     squared distance ``row_max[p]``, from the upper triangle of the M x M matrix in row blocks (each block
     serves its rows and, transposed, the rows below it)."""
@@ -120,7 +122,8 @@ def _candidates(x: np.ndarray, sq: np.ndarray, c: int, block: int):
     raw = np.full((num, c), np.inf, dtype=np.float32)
     idx = np.full((num, c), -1, dtype=np.int64)
     row_max = np.zeros(num, dtype=np.float32)
-    for s in range(0, num, block):
+    for s in show_progress(range(0, num, block), desc=f"re-ranking: neighbours of {num} items", unit="block",
+                           enabled=progress):
         e = min(s + block, num)
         d = np.matmul(x[s:e], x[s:].T)  # [b, M - s]: rows s..e against columns s..M
         d *= -2.0
@@ -266,7 +269,7 @@ def _check_params(k1, k2, lambda_value, block_size) -> None:
 
 def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
                        block_size: int | None = None, candidate_search: CandidateSearch | None = None,
-                       ) -> Iterator[tuple[int, int, np.ndarray]]:
+                       progress: bool | None = False) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, end, distances[end - start, G])``: re-ranked distances (lower = closer) of consecutive
     blocks of queries [Q, D] against the gallery [G, D].
 
@@ -276,7 +279,9 @@ def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, la
     first for cosine-trained embeddings, as BoT does). ``candidate_search(x [M, D], sq [M], c)`` replaces the
     built-in pass that finds each item's c nearest: it returns ``(squared distances [M, c], indices [M, c],
     largest squared distance per item [M])``, e.g. searched shard by shard
-    (:func:`reid_robust.evaluation.sharded.shard_candidates`).
+    (:func:`reid_robust.evaluation.sharded.shard_candidates`). ``progress=None`` shows the progress of the
+    neighbour pass and of the query blocks (a bar on a terminal, else a log line about every 30 s;
+    :mod:`reid_robust.progress`); ``False`` (the default) is silent.
     """
     _check_params(k1, k2, lambda_value, block_size)
     qf = as_feature_matrix(query_feats, "query_feats")
@@ -288,7 +293,7 @@ def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, la
     sq = np.einsum("ij,ij->i", x, x)
     c = min(num, 2 * k + 8)
     if candidate_search is None:
-        raw, idx, row_max = _candidates(x, sq, c, block_size or default_block_size(num))
+        raw, idx, row_max = _candidates(x, sq, c, block_size or default_block_size(num), progress)
     else:
         raw, idx, row_max = (np.asarray(a) for a in candidate_search(x, sq, c))
     top = _neighbours(raw, idx, row_max, k, x, sq)
@@ -302,7 +307,8 @@ def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, la
     gallery_v = v[num_query:].tocsc()
     gallery_t = x[num_query:].T
     query_block = block_size or default_block_size(num - num_query)
-    for start in range(0, num_query, query_block):
+    for start in show_progress(range(0, num_query, query_block), desc=f"re-ranking {num_query} queries",
+                               unit="block", enabled=progress):
         end = min(start + query_block, num_query)
         out = _jaccard_block(v, gallery_v, start, end)
         out *= 1.0 - lambda_value
@@ -317,12 +323,13 @@ def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, la
 
 
 def k_reciprocal_rerank(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-                        block_size: int | None = None, candidate_search: CandidateSearch | None = None) -> np.ndarray:
+                        block_size: int | None = None, candidate_search: CandidateSearch | None = None,
+                        progress: bool | None = False) -> np.ndarray:
     """Re-ranked distances [Q, G] (lower = closer) from query [Q, D] and gallery [G, D] features, whole
     (for pictures or custom metrics; :func:`iter_rerank_blocks` gives them block by block)."""
     out = None
     for start, end, block in iter_rerank_blocks(query_feats, gallery_feats, k1, k2, lambda_value, block_size,
-                                                candidate_search):
+                                                candidate_search, progress):
         if out is None:
             out = np.empty((len(query_feats), block.shape[1]), dtype=np.float32)
         out[start:end] = block

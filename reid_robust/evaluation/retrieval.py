@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 
 from .ranking import group_members, match_ranks
+from .reid import shown_blocks
 from .search import (
     as_label_vector,
     check_block_size,
@@ -53,14 +54,15 @@ def _check_ks(ks) -> tuple[int, ...]:
 
 def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", compute_nmi: bool = True,
                        nmi_seed: int = 0, block_size: int | None = None,
-                       per_query: bool = False) -> dict:
+                       per_query: bool = False, progress: bool | None = False) -> dict:
     """Leave-one-out retrieval metrics of features [N, D] with class labels [N].
 
     Returns ``recall@K`` for each K in ``ks``, ``precision_at_1``, ``map_at_r``, ``nmi`` (NaN when
     ``compute_nmi`` is False), all fractions in [0, 1], plus ``num_valid_queries`` and ``num_lone_queries``;
     ``per_query=True`` adds ``per_query``: arrays ``first_rank``, ``map_at_r`` and ``valid`` over all items.
     ``ks`` are positive integers; features must be finite, not too large for float32 scores, and (cosine)
-    of non-zero norm.
+    of non-zero norm. ``progress=None`` shows the progress of the query blocks (a bar on a terminal, else a
+    log line about every 30 s; :mod:`reid_robust.progress`); ``False`` (the default) is silent.
     """
     check_metric(metric)
     ks = _check_ks(ks)
@@ -76,7 +78,9 @@ def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", c
     first = np.zeros(num, dtype=np.int64)
     map_r = np.zeros(num)
     num_matches = np.zeros(num, dtype=np.int64)
-    for start, end, scores in iter_score_blocks(x, x, metric, block_size, reuse=True):
+    blocks = shown_blocks(iter_score_blocks(x, x, metric, block_size, reuse=True), num, num, block_size, progress,
+                          f"evaluating {num} queries")
+    for start, end, scores in blocks:
         members = groups.block(start, end)
         is_self = members == self_index[start:end, None]
         ranks, n = match_ranks(scores, members, is_self)

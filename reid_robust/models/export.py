@@ -84,7 +84,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
         atomic_write(path, lambda fh: torch.onnx.export(
             embedder,
             (example,),
-            fh,
+            fh,  # type: ignore[arg-type]  # the TorchScript-based exporter (dynamo=False) writes to file objects
             dynamo=False,
             input_names=["images"],
             output_names=["embeddings"],
