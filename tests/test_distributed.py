@@ -151,3 +151,92 @@ def test_init_distributed_refuses_cuda_without_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available"):
         init_distributed("cuda")
+
+
+def test_rank_rows_cut_whole_batches_in_order():
+    from reid_robust.engine.distributed import rank_rows
+
+    assert rank_rows(10, DistInfo(), 3) == (0, 10)
+    assert [rank_rows(10, DistInfo(r, 2), 3) for r in (0, 1)] == [(0, 6), (6, 10)]  # batches 0-1 | 2-3
+    assert [rank_rows(2, DistInfo(r, 3), 4) for r in (0, 1, 2)] == [(0, 2), (2, 2), (2, 2)]  # one batch
+    assert [rank_rows(0, DistInfo(r, 2), 4) for r in (0, 1)] == [(0, 0), (0, 0)]
+
+
+def _eval_worker(rank: int, world: int, init_file: str, ckpt: str, root: str, out_dir: str) -> None:
+    from reid_robust.data import build_dataset, build_transforms
+    from reid_robust.engine.checkpoint import load_model_from_checkpoint
+    from reid_robust.engine.evaluate import evaluate_model
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        model, cfg = load_model_from_checkpoint(ckpt)
+        if rank == 1:  # DDP leaves each rank its own BatchNorm statistics: rank 0's must be used everywhere
+            for name, buffer in model.named_buffers():
+                if name.endswith("running_mean"):
+                    buffer.add_(0.5)
+        seen = []
+        model.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+        splits = build_dataset("market1501", root)
+        metrics = evaluate_model(model, splits, cfg.eval, cfg.data, build_transforms(cfg.data.transforms, train=False),
+                                 "cpu", progress=False, info=DistInfo(rank, world))
+    finally:
+        dist.destroy_process_group()
+    torch.save({"metrics": metrics, "embedded": sum(seen)}, Path(out_dir) / f"eval{rank}.pt")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file:// rendezvous and fork-free spawn tested on POSIX")
+def test_evaluation_on_two_ranks_equals_one_process(tmp_path):
+    """Each rank embeds a share of query and gallery, rank 0 evaluates; every rank gets the metrics of one
+    process evaluating rank 0's model (the trainer's evaluation under DDP)."""
+    from test_embed import make_checkpoint
+
+    from reid_robust.data import build_dataset, build_transforms
+    from reid_robust.engine.checkpoint import load_model_from_checkpoint
+    from reid_robust.engine.evaluate import evaluate_model
+
+    ckpt, root, _ = make_checkpoint(tmp_path, num_identities=4, dim=8)
+    mp.spawn(_eval_worker, args=(2, str(tmp_path / "rendezvous"), str(ckpt), str(root), str(tmp_path)), nprocs=2,
+             join=True)
+    model, cfg = load_model_from_checkpoint(ckpt)
+    splits = build_dataset("market1501", root)
+    alone = evaluate_model(model, splits, cfg.eval, cfg.data, build_transforms(cfg.data.transforms, train=False),
+                           "cpu", progress=False)
+    total = len(splits.query) + len(splits.gallery)
+    r0, r1 = (torch.load(tmp_path / f"eval{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["embedded"] + r1["embedded"] == total and 0 < r1["embedded"] < total  # a share each
+    for r in (r0, r1):
+        assert r["metrics"].keys() == alone.keys()
+        for key, value in alone.items():
+            assert r["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="torchrun's rendezvous is tested on POSIX")
+def test_torchrun_embedding_gathers_one_npz_in_input_order(tmp_path):
+    """reid-embed under torchrun with 2 gloo processes: one .npz, the images in input order, features within
+    1e-5 of one process embedding them."""
+    import subprocess
+
+    import numpy as np
+    from test_embed import make_checkpoint
+
+    from reid_robust.engine.embed import Embedder
+    from reid_robust.evaluation.report import load_features
+
+    ckpt, root, _ = make_checkpoint(tmp_path, num_identities=4, dim=8)
+    listing = tmp_path / "list.txt"
+    paths = sorted(str(p) for p in (root / "bounding_box_test").glob("*.jpg"))[::-1]  # not sorted: order kept
+    listing.write_text("\n".join(paths))
+    out = tmp_path / "gallery.npz"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(repo / "tools" / "embed.py"), "--checkpoint", str(ckpt), "--images", str(listing),
+                          "--out", str(out), "--device", "cpu", "--batch-size", "3", "--no-progress"],
+                         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.stdout.count("wrote ") == 1  # rank 0 writes the one file
+    saved = load_features(out)
+    assert saved.paths == paths and len(paths) > 6
+    alone = Embedder.from_checkpoint(ckpt, "cpu", batch_size=3, progress=False).embed(paths)
+    np.testing.assert_allclose(saved.feats, alone.feats, rtol=0, atol=1e-5)

@@ -44,6 +44,14 @@ def requested_device(name: str | torch.device) -> torch.device:
     return device
 
 
+def resolve_device(name: str | torch.device, info: DistInfo) -> torch.device:
+    """The configured device for this process; under DDP on CUDA, this rank's GPU (``cuda:<local rank>``)."""
+    device = requested_device(name)
+    if device.type == "cuda" and info.enabled:
+        return torch.device("cuda", info.local_rank)
+    return device
+
+
 def init_distributed(device: str | torch.device = "auto") -> DistInfo:
     """Join the process group torchrun describes, with the backend of the configured ``device`` (gloo on
     CPU, nccl on CUDA; ``auto``: CUDA when available); a no-op for one process."""
@@ -102,6 +110,63 @@ def any_rank(flag: bool, info: DistInfo, device: str | torch.device | None = Non
     agreed = torch.tensor([int(bool(flag))], dtype=torch.int32, device=device)
     dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
     return bool(agreed.item())
+
+
+def rank_rows(num: int, info: DistInfo, batch_size: int = 1) -> tuple[int, int]:
+    """This rank's consecutive share ``(start, end)`` of ``num`` rows, cut at multiples of ``batch_size`` so
+    that every rank embeds exactly the batches one process would (same shapes, same kernels, same numbers);
+    later ranks may get nothing. ``(0, num)`` without DDP."""
+    if not info.enabled:
+        return 0, num
+    from reid_robust.evaluation.sharded import split_rows
+
+    batches = split_rows(-(-num // batch_size), info.world_size) if num else []
+    if info.rank >= len(batches):
+        return num, num
+    first, last = batches[info.rank]
+    return first * batch_size, min(last * batch_size, num)
+
+
+def gather_rows(local: torch.Tensor | None, info: DistInfo, dst: int = 0,
+                chunk_rows: int = 16384) -> torch.Tensor | None:
+    """Concatenate every rank's ``local`` [n_r, ...] in rank order onto rank ``dst``: [sum n_r, ...] there,
+    None elsewhere. ``local`` None: this rank holds no rows. Each rank keeps only its own rows; the rows
+    travel in padded chunks of ``chunk_rows`` (a CUDA buffer under nccl), so no rank but ``dst`` ever holds
+    more than ``world x chunk_rows`` rows of another. ``local`` itself without DDP."""
+    if not info.enabled:
+        return local
+    shape = None if local is None else (len(local), tuple(local.shape[1:]), local.dtype)
+    shapes: list = [None] * info.world_size
+    dist.all_gather_object(shapes, shape)
+    known = [s for s in shapes if s is not None]
+    if not known or any(s[1:] != known[0][1:] for s in known):
+        raise ValueError(f"gather_rows: ranks hold rows of different shapes or none at all: {shapes}")
+    rows = [0 if s is None else s[0] for s in shapes]
+    trailing, dtype = known[0][1], known[0][2]
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    mine = local if local is not None else torch.empty((0, *trailing), dtype=dtype)
+    parts: list[list[torch.Tensor]] = [[] for _ in rows]
+    chunk_rows = max(1, min(chunk_rows, max(rows)))
+    for start in range(0, max(rows), chunk_rows):
+        piece = torch.zeros((chunk_rows, *trailing), dtype=dtype, device=device)
+        sent = mine[start:start + chunk_rows]
+        piece[:len(sent)] = sent.to(device)
+        into = [torch.empty_like(piece) for _ in rows] if info.rank == dst else None
+        dist.gather(piece, into, dst=dst)
+        if into is not None:
+            for r, got in enumerate(into):
+                parts[r].append(got[:max(0, min(chunk_rows, rows[r] - start))].cpu())
+    if info.rank != dst:
+        return None
+    return torch.cat([p for part in parts for p in part] or [mine.cpu()])
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
+    """Give every rank rank ``src``'s buffers (BatchNorm running statistics, which DDP leaves as each rank's
+    last training batch set them), so that all ranks embed with one model."""
+    if info.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=src)
 
 
 def broadcast_object(obj, info: DistInfo, src: int = 0):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import numpy as np
@@ -23,6 +23,7 @@ from torch import nn
 from reid_robust.config import Config, TransformConfig
 from reid_robust.data.image_list import ImageList, Source, image_list
 from reid_robust.data.records import ImageRecord
+from reid_robust.engine.distributed import DistInfo, gather_rows, rank_rows
 from reid_robust.engine.inference import extract_outputs
 from reid_robust.evaluation.report import FeatureSet
 
@@ -41,9 +42,34 @@ class ExtractOptions:
 def embed_records(model: nn.Module, records: Sequence[ImageRecord], transform: Callable,
                   device: str | torch.device, options: ExtractOptions, source: str = "features") -> FeatureSet:
     """``bn_feat`` of ``records`` with the records' pids, cameras and paths (a dataset split)."""
-    feats = _bn_feat(model, records, transform, device, options)
+    return _with_records(_bn_feat(model, records, transform, device, options), records, source)
+
+
+def embed_records_on_ranks(model: nn.Module, records: Sequence[ImageRecord], transform: Callable,
+                           device: str | torch.device, options: ExtractOptions, info: DistInfo,
+                           source: str = "features") -> FeatureSet | None:
+    """:func:`embed_records` under torchrun: each rank embeds its share; rank 0 gets the whole FeatureSet in
+    input order, the other ranks None (see :func:`bn_feat_on_ranks`)."""
+    feats = bn_feat_on_ranks(model, records, transform, device, options, info)
+    return None if feats is None else _with_records(feats, records, source)
+
+
+def _with_records(feats: np.ndarray, records: Sequence[ImageRecord], source: str) -> FeatureSet:
     return FeatureSet(feats, np.array([r.pid for r in records], dtype=np.int64),
                       np.array([r.camid for r in records], dtype=np.int64), [r.path for r in records], None, source)
+
+
+def bn_feat_on_ranks(model: nn.Module, images: Sequence, transform: Callable, device: str | torch.device,
+                     options: ExtractOptions, info: DistInfo) -> np.ndarray | None:
+    """``bn_feat`` [N, D] of ``images`` embedded by all ranks of a torchrun group: each rank embeds one
+    consecutive share of whole batches (:func:`rank_rows`, the batches one process would form, so the
+    features equal the single-process ones) and sends it to rank 0, which returns all N rows in input
+    order; the other ranks return None and never hold more than their share. Progress shows on rank 0."""
+    start, end = rank_rows(len(images), info, options.batch_size)
+    shown = replace(options, progress=options.progress if info.is_main else False)
+    local = _bn_feat(model, images[start:end], transform, device, shown) if end > start else None
+    gathered = gather_rows(None if local is None else torch.from_numpy(local), info)
+    return None if gathered is None else gathered.numpy()
 
 
 def _bn_feat(model: nn.Module, images: Any, transform: Callable, device: str | torch.device,
@@ -102,6 +128,14 @@ class Embedder:
         """Embed resolved image files, keeping their paths and labels."""
         feats = _bn_feat(self.model, images.records(), self.transform, self.device, self.options)
         return FeatureSet(feats, images.pids, images.camids, images.paths, images.identities, source)
+
+    def embed_list_on_ranks(self, images: ImageList, info: DistInfo, source: str = "features") -> FeatureSet | None:
+        """:meth:`embed_list` by every rank of a torchrun group (``info`` from
+        :func:`reid_robust.engine.distributed.init_distributed`): each embeds its share, rank 0 returns the
+        whole FeatureSet in input order, the other ranks None."""
+        feats = bn_feat_on_ranks(self.model, images.records(), self.transform, self.device, self.options, info)
+        return None if feats is None else FeatureSet(feats, images.pids, images.camids, images.paths,
+                                                     images.identities, source)
 
     def embed_records(self, records: Sequence[ImageRecord], source: str = "features") -> FeatureSet:
         """Embed a dataset split (records with pids and cameras)."""

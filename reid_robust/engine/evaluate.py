@@ -6,23 +6,43 @@ from typing import Any, Callable
 import torch
 
 from reid_robust.config import DataConfig, EvalConfig
-from reid_robust.data.records import DatasetSplits
-from reid_robust.engine.embed import ExtractOptions, embed_records
+from reid_robust.data.records import DatasetSplits, ImageRecord
+from reid_robust.engine.distributed import DistInfo, broadcast_buffers, broadcast_object
+from reid_robust.engine.embed import ExtractOptions, embed_records, embed_records_on_ranks
 from reid_robust.evaluation.features_eval import evaluate_reid_features, evaluate_retrieval_features
+from reid_robust.evaluation.report import FeatureSet
 
 
 def evaluate_model(model: torch.nn.Module, splits: DatasetSplits, ev: EvalConfig, data: DataConfig,
                    transform: Callable, device: torch.device | str = "cpu",
-                   progress: bool | None = None) -> dict[str, Any]:
+                   progress: bool | None = None, info: DistInfo | None = None) -> dict[str, Any]:
     """Market-1501 protocol (query vs gallery, cameras) or CUB protocol (leave-one-out on the test split).
 
     ev: flip, metric, rerank; data: test_batch_size, num_workers. Features come from
     :func:`reid_robust.engine.embed.embed_records`, the path every tool embeds through.
+    info (torchrun, called by every rank): rank 0's model buffers are broadcast, each rank embeds its share
+    of the query and gallery images, rank 0 gathers them, evaluates and broadcasts the metrics, which every
+    rank returns: the metrics of one process evaluating rank 0's model.
     """
+    info = info or DistInfo()
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    broadcast_buffers(model, info)
     options = ExtractOptions(batch_size=data.test_batch_size, flip=ev.flip, num_workers=data.num_workers,
                              progress=progress)
-    query = embed_records(model, splits.query, transform, device, options, f"{splits.name} query")
-    if splits.protocol == "cub":
-        return evaluate_retrieval_features(query, metric=ev.metric)
-    gallery = embed_records(model, splits.gallery, transform, device, options, f"{splits.name} gallery")
-    return evaluate_reid_features(query, gallery, metric=ev.metric, rerank=ev.rerank)
+
+    def embed(records: list[ImageRecord], source: str) -> FeatureSet | None:
+        if not info.enabled:
+            return embed_records(model, records, transform, device, options, source)
+        return embed_records_on_ranks(model, records, transform, device, options, info, source)
+
+    query = embed(splits.query, f"{splits.name} query")
+    gallery = None if splits.protocol == "cub" else embed(splits.gallery, f"{splits.name} gallery")
+    metrics = None
+    if query is not None:  # rank 0 (or the only process)
+        if splits.protocol == "cub":
+            metrics = evaluate_retrieval_features(query, metric=ev.metric)
+        else:
+            assert gallery is not None
+            metrics = evaluate_reid_features(query, gallery, metric=ev.metric, rerank=ev.rerank)
+    return broadcast_object(metrics, info)

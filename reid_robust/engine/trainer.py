@@ -37,7 +37,7 @@ from reid_robust.engine.distributed import (
     cleanup,
     init_distributed,
     replica_divergence,
-    requested_device,
+    resolve_device,
 )
 from reid_robust.engine.divergence import kept
 from reid_robust.engine.evaluate import evaluate_model
@@ -103,14 +103,6 @@ def run_epochs(run: RunContext, resume: Resume | None) -> dict[str, Any]:
     return finish(state, run, data)
 
 
-def resolve_device(name: str, info: DistInfo) -> torch.device:
-    """The training device; under DDP on CUDA, this rank's GPU."""
-    device = requested_device(name)
-    if device.type == "cuda" and info.enabled:
-        return torch.device("cuda", info.local_rank)
-    return device
-
-
 def start_run(cfg: Config, info: DistInfo, device: torch.device, notices: list[str]) -> RunContext:
     """Write ``config.yaml``, open the logs (notices first), set threads and the seed."""
     out = Path(cfg.output_dir)
@@ -170,12 +162,14 @@ def wrap_ddp(model: torch.nn.Module, run: RunContext) -> torch.nn.Module:
 
 
 def evaluate(state: TrainState, run: RunContext, data: TrainData) -> dict[str, Any]:
-    return evaluate_model(state.model, data.splits, run.cfg.eval, run.cfg.data, data.test_transform, run.device)
+    """Every rank embeds its share of the test images; rank 0 evaluates; every rank gets the metrics."""
+    return evaluate_model(state.model, data.splits, run.cfg.eval, run.cfg.data, data.test_transform, run.device,
+                          info=run.info)
 
 
 def evaluate_untrained(state: TrainState, run: RunContext, data: TrainData, resuming: bool) -> None:
-    """``eval.untrained``: the network at initialisation, on the same test split (a fresh run, rank 0)."""
-    if run.cfg.eval.untrained and state.epoch == 0 and not resuming and run.info.is_main:
+    """``eval.untrained``: the network at initialisation, on the same test split (a fresh run)."""
+    if run.cfg.eval.untrained and state.epoch == 0 and not resuming:
         state.untrained = evaluate(state, run, data)
         log.info("untrained network (same initialisation, same test split):\n%s",
                  metrics_table({"untrained": state.untrained}))
@@ -210,9 +204,7 @@ def end_of_epoch(state: TrainState, run: RunContext, data: TrainData, meter: Epo
     row = {"epoch": epoch, "lr": state.optimizer.param_groups[0]["lr"], "images_per_s": meter.images_per_s(),
            **meter.means()}
     if (cfg.eval.every and epoch % cfg.eval.every == 0) or epoch == cfg.train.epochs:
-        if run.info.is_main:
-            row.update(evaluate_and_keep_best(state, run, data))
-        barrier(run.info)
+        row.update(evaluate_and_keep_best(state, run, data))  # every rank (a share of the images each)
     state.history.append(row)
     if run.info.is_main:
         append_csv(run.csv_path, row)
@@ -229,7 +221,8 @@ def evaluate_and_keep_best(state: TrainState, run: RunContext, data: TrainData) 
     best = state.best
     if best is None or best["metric"] != key or metrics[key] > best["value"]:
         state.best = {"metric": key, "value": metrics[key], "epoch": state.epoch}
-        save_checkpoint(state, run, run.best_path)
+        if run.info.is_main:
+            save_checkpoint(state, run, run.best_path)
     log.info("epoch %d evaluation:\n%s", state.epoch, metrics_table({f"epoch {state.epoch}": metrics}))
     state.final = metrics
     return {k: v for k, v in metrics.items() if isinstance(v, float)}
@@ -249,7 +242,7 @@ def best_metric(cfg: Config, splits: DatasetSplits) -> str:
 
 def finish(state: TrainState, run: RunContext, data: TrainData) -> dict[str, Any]:
     """``metrics.json``: the final metrics, the untrained ones, the best epoch, time and the realised noise."""
-    if state.final is None and run.info.is_main:  # resumed after the last epoch, or zero epochs
+    if state.final is None:  # resumed after the last epoch, or zero epochs (every rank: see evaluate)
         state.final = evaluate(state, run, data)
     summary: dict[str, Any] = {}
     if run.info.is_main:
