@@ -13,6 +13,28 @@ log = logging.getLogger("reid_robust")
 LOG_INTERVAL_S = 30.0
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to the current ``sys.stderr`` (looked up at each record, so a replaced stream works)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def log_to_stderr() -> None:
+    """For the commands: the ``reid_robust`` logger's INFO lines (progress without a terminal, notices) on
+    stderr, as plain messages. Without it they would go nowhere (Python shows only warnings by default).
+    Added once; the trainer's own logging (engine/logs.setup_logging) replaces it."""
+    if not any(isinstance(h, _Stderr) for h in log.handlers):
+        log.addHandler(_Stderr())
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
+
+
 def interactive() -> bool:
     """True on a terminal (stderr is a tty) or inside a Jupyter kernel, where a live bar is seen."""
     return sys.stderr.isatty() or "ipykernel" in sys.modules

@@ -1,4 +1,6 @@
-"""ImageDataset: item dicts, label override, bbox crop, errors naming the file."""
+"""ImageDataset: item dicts, label override, bbox crop, errors naming the file, the decoded-image cache."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -111,3 +113,43 @@ def test_per_image_seeds_make_augmentation_independent_of_workers_and_order(tmp_
     pair = next(iter(sampler))[0]
     assert torch.equal(dataset[pair]["image"], dataset[pair]["image"])
     assert not torch.equal(dataset[pair]["image"], dataset[(pair[0], pair[1] + 1)]["image"])
+
+
+def test_image_cache_gives_the_same_tensors_and_decodes_each_image_once(tmp_path, monkeypatch):
+    from reid_robust.data import PKSampler
+    from reid_robust.data import dataset as dataset_module
+
+    records = []
+    for i in range(4):
+        path = tmp_path / f"cache{i}.jpg"
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (24, 12, 3), dtype=np.uint8)).save(path)
+        records.append(ImageRecord(str(path), i // 2, 0))
+    cfg = {"size": [24, 12], "pad": 4, "flip": 0.5, "random_erasing": 0.5, "color_jitter": 0.3}
+    transform = build_transforms(TransformConfig.from_dict(cfg), train=True)
+    sampler = PKSampler([0, 0, 1, 1], num_identities=2, num_instances=2, seed=3, num_batches=3, augment_seeds=True)
+    reads = []
+    real_load = dataset_module.load_image
+    monkeypatch.setattr(dataset_module, "load_image", lambda record: reads.append(record.path) or real_load(record))
+
+    def epochs(dataset, workers):
+        out = []
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            out += [b["image"] for b in torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers)]
+        return out
+
+    plain = epochs(ImageDataset(records, transform), 0)
+    assert len(reads) == 4 * 3 * 2  # 3 batches of 4 per epoch, each image read again
+    test = build_transforms(TransformConfig(size=(24, 12)), train=False)
+    assert torch.equal(ImageDataset(records, test, cache_images=True)[2]["image"], ImageDataset(records, test)[2]["image"])
+    assert torch.equal(ImageDataset(records, None, cache_images=True)[1]["image"], ImageDataset(records, None)[1]["image"])
+    reads.clear()
+    cached = ImageDataset(records, transform, cache_images=True)
+    assert sorted(reads) == sorted(r.path for r in records)  # filled once, when built
+    assert cached.cache_bytes == 4 * 24 * 12 * 3 and ImageDataset(records, transform).cache_bytes == 0
+    for record in records:
+        os.remove(record.path)  # a read from now on fails, in the main process and in a worker
+    for workers in (0, 2):  # forked workers share the filled cache
+        again = epochs(cached, workers)
+        assert len(again) == len(plain) and all(torch.equal(a, b) for a, b in zip(plain, again))
+    assert len(reads) == 4

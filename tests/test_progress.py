@@ -17,6 +17,7 @@ def no_terminal(monkeypatch, caplog):
     """No tty, a log line at every item, INFO records of the ``reid_robust`` logger captured."""
     monkeypatch.setattr(progress_lib, "interactive", lambda: False)
     monkeypatch.setattr(progress_lib, "LOG_INTERVAL_S", 0.0)
+    monkeypatch.setattr(logging.getLogger("reid_robust"), "propagate", True)  # a train() before turns it off
     caplog.set_level(logging.INFO, logger="reid_robust")
     return caplog
 
@@ -108,3 +109,45 @@ def test_a_training_run_without_a_terminal_logs_its_steps(no_terminal, tiny_mark
         logged = (out / "train.log").read_text(encoding="utf-8")
         assert ("epoch 1/1: step 2/2  " in logged) is shown
         assert ("img/s=" in logged and "loss=" in logged.split("epoch 1/1: step 2/2")[-1]) is shown
+
+
+@pytest.mark.parametrize("extra", [[], ["--rerank", "--k1", "4", "--k2", "2"]], ids=["exact", "rerank"])
+def test_reid_eval_shows_evaluation_progress_on_stderr_unless_no_progress(no_terminal, tmp_path, capsys, extra):
+    """The command's log lines reach stderr (they would go nowhere without a handler); --no-progress: none."""
+    from reid_robust.cli import eval as tool
+    from reid_robust.evaluation.report import FeatureSet, save_features
+
+    qf, gf, q_pids, g_pids, q_cams, g_cams = reid_data(num_query=300, num_gallery=40)
+    save_features(tmp_path / "q.npz", FeatureSet(qf, q_pids, q_cams))
+    save_features(tmp_path / "g.npz", FeatureSet(gf, g_pids, g_cams))
+    args = ["--query", str(tmp_path / "q.npz"), "--gallery", str(tmp_path / "g.npz"), *extra]
+    what = "re-ranking 300 queries" if extra else "evaluating 300 queries"
+    assert tool.main(args) == 0
+    err = capsys.readouterr().err
+    assert f"{what}: 1/" in err and f"{what}: done" in err
+    assert tool.main(args + ["--no-progress"]) == 0
+    assert what not in capsys.readouterr().err
+
+
+def test_audit_scoring_shows_its_batched_passes(no_terminal):
+    """suspicion_scores: the neighbourhood blocks and PRISM's PK passes; the scores are the same silent."""
+    import torch
+
+    from reid_robust.cleaning.scoring import suspicion_scores
+    from reid_robust.engine.builders import LossTerm
+    from reid_robust.losses import build_loss
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(6), 8)
+    feats = torch.as_tensor(rng.normal(size=(48, 6)).astype(np.float32))
+    term = LossTerm("prism", 1.0, "feat", build_loss("prism", num_classes=6, embedding_dim=6, memory_size=64))
+    outputs = {"feat": feats, "bn_feat": feats}
+    silent = suspicion_scores(outputs, labels, [term], 3, 4, passes=3)
+    assert not no_terminal.records
+    shown = suspicion_scores(outputs, labels, [term], 3, 4, passes=3, progress=None)
+    for key in silent:
+        np.testing.assert_array_equal(silent[key], shown[key])
+    assert [m.split(" (")[0] for m in lines(no_terminal, "reliability of 48 images")] == [
+        "reliability of 48 images"] * 4  # three passes and the end
+    assert lines(no_terminal, "reliability of 48 images (prism): 3/3 pass")
+    assert lines(no_terminal, "neighbourhood scores of 48 images: done, 1 block")

@@ -140,7 +140,7 @@ def audit_checkpoint(checkpoint: str | os.PathLike, config: str | os.PathLike | 
                               device=where, outputs=None, progress=progress)
     sampler = cfg.data.sampler
     scores = suspicion_scores(outputs, train_labels, terms, sampler.num_identities, sampler.num_instances, k=k,
-                              passes=passes, seed=0)
+                              passes=passes, seed=0, progress=progress)
     manifest = run / "noise_manifest.csv"
     is_noisy = read_manifest(manifest, splits.train) if manifest.is_file() and not labels_list else None
     summary = write_audit(out, scores, labels, splits.train, is_noisy, top)

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from reid_robust.progress import progress as show_progress
+
 COMPONENTS = ("reliability", "knn", "margin")
 
 
@@ -45,11 +47,11 @@ def _check(feats: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def neighbourhood_scores(feats: np.ndarray, labels: np.ndarray, k: int = 10,
-                         block: int = 2048) -> dict[str, np.ndarray]:
+                         block: int = 2048, progress: bool | None = False) -> dict[str, np.ndarray]:
     """``knn`` and ``margin`` suspicion scores [N] (see the module docstring) from feats [N, D] and labels [N].
 
     Blocked over query rows, so memory stays O(block * N). An image alone in its class has no own centre:
-    its cosine to it counts as -1 (the worst possible).
+    its cosine to it counts as -1 (the worst possible). ``progress``: see :func:`reid_robust.progress.progress`.
     """
     feats, labels = _check(feats, labels)
     n = len(labels)
@@ -62,7 +64,8 @@ def neighbourhood_scores(feats: np.ndarray, labels: np.ndarray, k: int = 10,
     centres = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     knn = np.empty(n)
     margin = np.empty(n)
-    for start in range(0, n, block):
+    for start in show_progress(range(0, n, block), desc=f"neighbourhood scores of {n} images", unit="block",
+                               enabled=progress):
         stop = min(start + block, n)
         rows = np.arange(start, stop)
         sim = unit[rows] @ unit.T
@@ -83,7 +86,8 @@ def neighbourhood_scores(feats: np.ndarray, labels: np.ndarray, k: int = 10,
 
 @torch.no_grad()
 def reliability_weights(outputs: dict[str, torch.Tensor], labels: np.ndarray, terms: Sequence,
-                        num_identities: int, num_instances: int, passes: int = 8, seed: int = 0) -> np.ndarray | None:
+                        num_identities: int, num_instances: int, passes: int = 8, seed: int = 0,
+                        progress: bool | None = False) -> np.ndarray | None:
     """Mean reliability [N] of each image over the reliability loss terms (or the classifier fallback, see the
     module docstring), or None when the terms have neither.
 
@@ -112,12 +116,14 @@ def reliability_weights(outputs: dict[str, torch.Tensor], labels: np.ndarray, te
     per_term = [attention(t) for t in reliable if isinstance(t.module, ClassifierLoss)]
     batched = [t for t in reliable if not isinstance(t.module, ClassifierLoss)]
     if batched:
-        per_term.append(_batched_reliability(outputs, labels, batched, num_identities, num_instances, passes, seed))
+        per_term.append(_batched_reliability(outputs, labels, batched, num_identities, num_instances, passes, seed,
+                                             progress))
     return np.mean(per_term, axis=0)
 
 
 def _batched_reliability(outputs: dict[str, torch.Tensor], labels: np.ndarray, reliable: Sequence,
-                         num_identities: int, num_instances: int, passes: int, seed: int) -> np.ndarray:
+                         num_identities: int, num_instances: int, passes: int, seed: int,
+                         progress: bool | None = False) -> np.ndarray:
     """Mean weight [N] of each image under batch-dependent reliability terms (e.g. PRISM), over PK batches."""
     from reid_robust.data.samplers import PKSampler
 
@@ -134,7 +140,8 @@ def _batched_reliability(outputs: dict[str, torch.Tensor], labels: np.ndarray, r
     for term in reliable:
         term.module.eval()
         x = outputs[term.input]
-        for p in range(passes):
+        for p in show_progress(range(passes), desc=f"reliability of {n} images ({term.name})", unit="pass",
+                               enabled=progress):
             sampler.set_epoch(p)
             for positions in sampler:
                 idx = order[np.asarray(positions)]
@@ -179,13 +186,14 @@ def combine(components: dict[str, np.ndarray], weights: dict[str, float] | None 
 
 def suspicion_scores(outputs: dict[str, torch.Tensor], labels: np.ndarray, terms: Sequence = (),
                      num_identities: int = 16, num_instances: int = 4, k: int = 10, passes: int = 8,
-                     seed: int = 0, embedding: str = "bn_feat") -> dict[str, np.ndarray]:
-    """All components and the combined ``score`` [N] for the training images (see the module docstring)."""
+                     seed: int = 0, embedding: str = "bn_feat", progress: bool | None = False) -> dict[str, np.ndarray]:
+    """All components and the combined ``score`` [N] for the training images (see the module docstring);
+    ``progress=None`` shows the batched passes (a bar on a terminal, else a log line about every 30 s)."""
     if embedding not in outputs:
         raise ValueError(f"the model has no output '{embedding}'; it has {sorted(outputs)}")
     labels = np.asarray(labels)
-    comps = neighbourhood_scores(outputs[embedding].numpy(), labels, k=k)
-    reliability = reliability_weights(outputs, labels, terms, num_identities, num_instances, passes, seed)
+    comps = neighbourhood_scores(outputs[embedding].numpy(), labels, k=k, progress=progress)
+    reliability = reliability_weights(outputs, labels, terms, num_identities, num_instances, passes, seed, progress)
     if reliability is not None:
         comps = {"reliability": 1.0 - reliability, **comps}
     return {**comps, "score": combine(comps)}

@@ -34,7 +34,10 @@ def first_line(exc: BaseException) -> str:
 
 def report_errors(run: Callable[[], int]) -> int:
     """``run()``, with a user mistake (ValueError, ConfigError, OSError) printed as one ``error:`` line
-    (exit status 2) and warnings as ``warning:`` lines, never a traceback."""
+    (exit status 2) and warnings as ``warning:`` lines, never a traceback; log lines (progress) go to stderr."""
+    from reid_robust.progress import log_to_stderr
+
+    log_to_stderr()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -170,7 +170,7 @@ def _embedder(args: argparse.Namespace):
     from reid_robust.engine.embed import Embedder, transform_of
 
     embedder = Embedder.from_checkpoint(args.checkpoint, args.device, batch_size=args.batch_size, flip=args.flip,
-                                        progress=False if args.no_progress else None)
+                                        progress=shown(args))
     cfg = embedder.config
     assert cfg is not None  # from_checkpoint keeps the checkpoint's config
     if args.config:
@@ -232,7 +232,12 @@ def rerank_distances(args: argparse.Namespace, query, gallery):
 
     return k_reciprocal_rerank(prepare(as_feature_matrix(query.feats, "query_feats"), args.metric),
                                prepare(as_feature_matrix(gallery.feats, "gallery_feats"), args.metric),
-                               k1=args.k1, k2=args.k2, lambda_value=args.lambda_value)
+                               k1=args.k1, k2=args.k2, lambda_value=args.lambda_value, progress=shown(args))
+
+
+def shown(args: argparse.Namespace) -> bool | None:
+    """The library's ``progress`` argument: automatic (a bar on a terminal, else log lines), off with --no-progress."""
+    return False if args.no_progress else None
 
 
 def check_cameras(args: argparse.Namespace, protocol: str, query, gallery) -> None:
@@ -258,10 +263,11 @@ def evaluate(args: argparse.Namespace, protocol: str, query, gallery, distances=
             raise UsageError("protocol cub is leave-one-out over one set: give --query alone")
         if args.rerank or args.approximate:
             raise UsageError("--rerank and --approximate apply to protocol market only")
-        return evaluate_retrieval_features(query, metric=args.metric)
+        return evaluate_retrieval_features(query, metric=args.metric, progress=shown(args))
     if gallery is None:
         raise UsageError("protocol market needs a gallery (--gallery)")
-    options = {"max_rank": args.max_rank, "ap_mode": args.ap_mode, "camera_filter": not args.no_camera_filter}
+    options = {"max_rank": args.max_rank, "ap_mode": args.ap_mode, "camera_filter": not args.no_camera_filter,
+               "progress": shown(args)}
     if distances is not None:
         return evaluate_reid_distances(distances, query.pids, gallery.pids, query.camids, gallery.camids, **options)
     approximate = None

@@ -16,7 +16,8 @@ RESUME_APPLIED = ("train.epochs", "train.lr", "train.loss_lr", "train.weight_dec
                   "train.grad_clip", "train.amp", "train.checkpoint_every", "train.best_metric",
                   "train.gather_embeddings", "device", "data.root", "eval.")
 RESUME_IGNORED = ("output_dir", "train.resume", "train.overwrite", "train.progress", "train.num_threads",
-                  "train.tensorboard", "data.num_workers", "data.test_batch_size", "model.pretrained", "sweep.")
+                  "train.tensorboard", "data.num_workers", "data.cache_images", "data.test_batch_size",
+                  "model.pretrained", "sweep.")
 
 Change = tuple[str, Any, Any]  # (dotted key, checkpoint's value, new value)
 

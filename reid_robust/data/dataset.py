@@ -38,6 +38,12 @@ def load_image(record: ImageRecord) -> np.ndarray:
     return np.asarray(img)
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A cached image that a transform writing into its input would corrupt: make such a write an error."""
+    array.setflags(write=False)
+    return array
+
+
 def _seed_pipeline_for_one_image(transform: Callable, seed: int) -> None:
     """Give the whole albumentations pipeline one fresh generator pair (10x cheaper than ``set_random_seed``,
     which builds a pair per transform)."""
@@ -61,9 +67,15 @@ class ImageDataset(Dataset):
     DataLoader `generator` (or `torch.manual_seed` with num_workers=0) makes augmentation reproducible.
     An index given as ``(index, seed)`` (``PKSampler(augment_seeds=True)``) seeds the pipeline for that one
     image instead, so its augmentation no longer depends on workers, ranks or the images drawn before it.
+
+    cache_images: decode every image once, here, and keep the RGB uint8 arrays (read-only) in memory, so
+    that an epoch only augments. It costs H x W x 3 bytes per image (Market-1501's 12,936 training crops of
+    128 x 64: 318 MB) in the building process; DataLoader workers forked after it share the arrays
+    (copy-on-write, never written), and each DDP rank holds its own copy. ``cache_bytes`` says what it holds.
     """
 
-    def __init__(self, records: Sequence[ImageRecord], transform: Callable | None, labels: ArrayLike | None = None):
+    def __init__(self, records: Sequence[ImageRecord], transform: Callable | None, labels: ArrayLike | None = None,
+                 cache_images: bool = False):
         self.records = list(records)
         self.transform = transform
         if labels is not None:
@@ -72,6 +84,12 @@ class ImageDataset(Dataset):
                 raise ValueError(f"ImageDataset: labels must have shape ({len(self.records)},), got {labels.shape}")
         self.labels = labels
         self._seeded_for: tuple[int, int] | None = None
+        self.cache: list[np.ndarray] | None = [_read_only(load_image(r)) for r in self.records] if cache_images else None
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of decoded images held in memory (0 without ``cache_images``)."""
+        return sum(a.nbytes for a in self.cache) if self.cache is not None else 0
 
     def _seed_transform(self) -> None:
         """Seed the pipeline once per worker (or once in the main process) from torch's seed."""
@@ -91,7 +109,7 @@ class ImageDataset(Dataset):
         if isinstance(index, tuple):
             index, sample_seed = index
         record = self.records[index]
-        array = load_image(record)
+        array = self.cache[index] if self.cache is not None else load_image(record)
         if self.transform is None:
             image = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
         else:

@@ -133,7 +133,8 @@ def setup_data(run: RunContext) -> TrainData:
     clean = np.array([r.pid for r in splits.train], dtype=np.int64)
     noisy = apply_label_noise(d.noise, splits.train, clean, run.out if info.is_main else None)
     labels, num_classes = class_space(d.noise, noisy, splits.num_train_classes)
-    train_set = ImageDataset(splits.train, build_transforms(d.transforms, train=True), labels=labels)
+    train_set = ImageDataset(splits.train, build_transforms(d.transforms, train=True), labels=labels,
+                             cache_images=d.cache_images)
     return TrainData(splits, clean, noisy, labels, num_classes, train_set,
                      build_transforms(d.transforms, train=False))
 
