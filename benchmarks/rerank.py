@@ -79,13 +79,17 @@ def compare_torchreid(path: str, num_query: int, num_gallery: int, dim: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--size", type=int, nargs=2, default=(3368, 15913), metavar=("Q", "G"))
+    parser.add_argument("--threads", type=int, default=2, help="torch/BLAS threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed repetitions, best kept (default 2)")
+    parser.add_argument("--dim", type=int, default=2048, help="feature dimension (default 2048)")
+    parser.add_argument("--size", type=int, nargs=2, default=(3368, 15913),
+                        metavar=("Q", "G"), help="query and gallery sizes (default Market-1501: 3368 15913)")
     parser.add_argument("--torchreid", help="file defining torchreid's re_ranking (not in this repository)")
-    parser.add_argument("--torchreid-size", type=int, nargs=2, default=(1000, 5000), metavar=("Q", "G"))
-    parser.add_argument("--torchreid-dim", type=int, default=512)
+    parser.add_argument("--torchreid-size", type=int, nargs=2, default=(1000, 5000),
+                        metavar=("Q", "G"),
+                        help="query and gallery sizes of the comparison with torchreid (default 1000 5000)")
+    parser.add_argument("--torchreid-dim", type=int, default=512, 
+                        help="feature dimension of the comparison with torchreid (default 512)")
     args = parser.parse_args()
     set_num_threads(args.threads)
     qf, gf, q_pids, g_pids, q_cams, g_cams = market_like(*args.size, args.dim, seed=0)

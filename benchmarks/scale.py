@@ -104,14 +104,14 @@ def report(name, truth, found, build, memory, search, num_query):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--num", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--hnsw-m", type=int, default=16)
-    parser.add_argument("--ef-construction", type=int, default=40)
-    parser.add_argument("--skip-embed", action="store_true")
+    parser.add_argument("--num", type=int, default=1_000_000, help="number of simulated gallery features (default 1,000,000)")
+    parser.add_argument("--dim", type=int, default=128, help="feature dimension (default 128)")
+    parser.add_argument("--queries", type=int, default=1000, help="number of queries (default 1000)")
+    parser.add_argument("--shards", type=int, default=4, help="gallery shards (default 4)")
+    parser.add_argument("--threads", type=int, default=2, help="FAISS/BLAS threads (default 2)")
+    parser.add_argument("--hnsw-m", type=int, default=16, help="HNSW links per node (default 16)")
+    parser.add_argument("--ef-construction", type=int, default=40, help="HNSW efConstruction (default 40)")
+    parser.add_argument("--skip-embed", action="store_true", help="skip the backbone embedding-speed measurement")
     args = parser.parse_args()
     set_num_threads(args.threads)
     num_ids = args.num // 20

@@ -160,7 +160,7 @@ def test_checkpoints_with_a_plain_dict_config_still_load(tmp_path, version, capl
     assert isinstance(cfg, Config) and cfg.model.backbone == "resnet18" and cfg.train.overwrite is False
     assert cfg.data.transforms.size == (32, 16)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
-    notices = [m for m in caplog.messages if "no longer has" in m]
+    notices = sorted({m for m in caplog.messages if "no longer has" in m})  # a handler left by an earlier test may repeat it
     assert notices == ([f"checkpoint {tmp_path / 'c.pth'}: ignoring config keys this version no longer has: "
                         "train.warmup_method"] if version == "removed key" else [])
 

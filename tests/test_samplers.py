@@ -110,3 +110,31 @@ def test_augmentation_seeds_belong_to_the_global_batch_not_to_the_rank():
     plain = PKSampler(LABELS, num_identities=2, num_instances=4, seed=5, num_batches=4)
     assert [[i for i, _ in b] for b in whole] == batches(plain, epoch=2)  # same batches as without seeds
     assert batches(single, epoch=3) != whole
+
+
+def test_keep_mask_leaves_dropped_images_out_and_fills_small_identities_with_replacement():
+    keep = np.ones(len(LABELS), dtype=bool)
+    keep[[0, 1, 2, 3, 4, 5]] = False          # identity 0 keeps 2 of its 8 images (< K = 4)
+    keep[np.flatnonzero(LABELS == 3)] = False  # identity 3 loses every image: never drawn
+    sampler = PKSampler(LABELS, num_identities=3, num_instances=4, seed=0, num_batches=30, keep=keep)
+    drawn = [i for batch in batches(sampler) for i in batch]
+    assert set(drawn) <= set(np.flatnonzero(keep).tolist())
+    assert 3 not in set(LABELS[drawn].tolist())
+    for batch in batches(sampler, epoch=1):
+        counts = Counter(LABELS[batch].tolist())
+        assert set(counts.values()) == {4}  # an under-filled identity still gives K images (with replacement)
+        if 0 in counts:
+            assert {i for i in batch if LABELS[i] == 0} == {6, 7}
+
+
+def test_keep_all_is_the_sampler_without_a_mask():
+    plain = PKSampler(LABELS, 3, 4, seed=5, num_batches=10)
+    masked = PKSampler(LABELS, 3, 4, seed=5, num_batches=10, keep=np.ones(len(LABELS), dtype=bool))
+    assert batches(plain, 2) == batches(masked, 2)
+
+
+@pytest.mark.parametrize("keep, message", [(np.ones(3, dtype=bool), "shape"), (np.ones(len(LABELS)), "bool"),
+                                           (np.zeros(len(LABELS), dtype=bool), "no image")])
+def test_bad_keep_mask_is_refused(keep, message):
+    with pytest.raises(ValueError, match=message):
+        PKSampler(LABELS, 3, 4, keep=keep)

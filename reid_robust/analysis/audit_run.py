@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from reid_robust.config import Config
     from reid_robust.data.records import DatasetSplits
 
-from reid_robust.cleaning.scoring import COMPONENTS, audit_metrics, suspicion_scores
 from reid_robust.atomic import atomic_write_text
+from reid_robust.cleaning.report import read_manifest
+from reid_robust.cleaning.scoring import COMPONENTS, audit_metrics, suspicion_scores
 
 log = logging.getLogger("reid_robust")
 
@@ -27,23 +28,6 @@ def run_dir_of(checkpoint: str | os.PathLike) -> Path:
     """``<run>/checkpoints/last.pth`` -> ``<run>``; a checkpoint elsewhere -> its folder."""
     path = Path(checkpoint).resolve()
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-
-
-def read_manifest(path: str | os.PathLike, records: Sequence) -> np.ndarray | None:
-    """``is_noisy`` [N] for ``records`` from a noise manifest (matched by path, then by file name), or None."""
-    by_path: dict[str, bool] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            by_path[os.path.normpath(row["path"])] = row["is_noisy"].strip() in ("1", "True", "true")
-    keys = [os.path.normpath(r.path) for r in records]
-    if all(k in by_path for k in keys):
-        return np.array([by_path[k] for k in keys])
-    by_name = {os.path.basename(k): v for k, v in by_path.items()}
-    names = [os.path.basename(k) for k in keys]
-    if len(by_name) == len(by_path) and all(n in by_name for n in names):
-        return np.array([by_name[n] for n in names])
-    log.warning("%s does not list the training images of this config; no detection metrics", path)
-    return None
 
 
 def _write_suspects(path: Path, order: np.ndarray, scores: dict[str, np.ndarray], labels: np.ndarray,
@@ -142,7 +126,8 @@ def audit_checkpoint(checkpoint: str | os.PathLike, config: str | os.PathLike | 
     scores = suspicion_scores(outputs, train_labels, terms, sampler.num_identities, sampler.num_instances, k=k,
                               passes=passes, seed=0, progress=progress)
     manifest = run / "noise_manifest.csv"
-    is_noisy = read_manifest(manifest, splits.train) if manifest.is_file() and not labels_list else None
+    truth = read_manifest(manifest, splits.train) if manifest.is_file() and not labels_list else None
+    is_noisy = None if truth is None else truth.is_noisy
     summary = write_audit(out, scores, labels, splits.train, is_noisy, top)
     summary = {"checkpoint": str(checkpoint), **summary}
     atomic_write_text(out / "audit.json", json.dumps(summary, indent=2))

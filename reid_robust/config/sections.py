@@ -206,6 +206,36 @@ class LossConfig(Section):
 
 
 @dataclass(frozen=True)
+class CleaningConfig(Section):
+    """Self-cleaning rounds (``docs/noise_benchmark.md``, "Self-cleaning"): from ``start_epoch``, every ``every``
+    epochs, the training images are scored by the label audit's scorer and the most suspect are acted on."""
+
+    PREFIX = "train.cleaning."
+    action: Literal["off", "drop", "relabel", "weight"] = option(
+        "off", "`off`; `drop` (the sampler leaves the flagged images out), `relabel` (to the identity the run's "
+               "classifier assigns, above `relabel_confidence`) or `weight` (flagged images weigh their mixture "
+               "posterior of a clean label in every loss term)")
+    start_epoch: int = option(4, "first epoch after which a round runs", at_least(1))
+    every: int = option(2, "epochs between rounds", at_least(1))
+    rate: float | None = option(None, "share of images flagged each round; null = estimated from a two-component "
+                                      "Gaussian mixture over the `component` score", within(0, 1, open_high=True))
+    component: Literal["reliability", "knn", "margin"] = option(
+        "margin", "raw score whose distribution estimates the rate: `margin` (embedding, any loss), `knn` "
+                  "(neighbour labels) or `reliability` (the loss's trust in the label; needs a classifier term)")
+    max_rate: float = option(0.6, "upper bound of the estimated rate", within(0, 1, open_low=True, open_high=True))
+    min_separation: float = option(2.0, "the mixture counts as two populations only when Ashman's D between its "
+                                        "components is at least this (otherwise the estimate is 0)", at_least(0))
+    min_images: int = option(2, "`drop`: an identity left with fewer images is removed (counted); between this "
+                                "and `data.sampler.num_instances` it is sampled with replacement (counted)",
+                             at_least(1))
+    relabel_confidence: float = option(0.9, "`relabel`: the classifier's softmax probability a flagged image's "
+                                            "new label needs (otherwise its label stays)",
+                                       within(0, 1, open_low=True))
+    k: int = option(10, "neighbours of the `knn` score", at_least(1))
+    passes: int = option(4, "PK passes over the data for batch-dependent reliability terms (PRISM)", at_least(1))
+
+
+@dataclass(frozen=True)
 class TrainConfig(Section):
     PREFIX = "train."
     epochs: int = option(120, "epochs", at_least(0))
@@ -235,6 +265,7 @@ class TrainConfig(Section):
                                       "`pip install -e \".[tensorboard]\"`; checked when the config loads)")
     progress: bool = option(True, "progress bar per epoch")
     num_threads: int = option(0, "torch CPU threads; 0 = torch's default", at_least(0, " (0: torch's default)"))
+    cleaning: CleaningConfig = option(CleaningConfig, "self-cleaning rounds (off by default)")
 
     def check(self) -> None:
         if list(self.milestones) != sorted(set(self.milestones)):
@@ -293,6 +324,7 @@ class Config(Section):
             except (RuntimeError, ValueError):
                 raise ConfigError(f"device: '{self.device}' is not a device; use auto, cpu, cuda or cuda:N") from None
         check_positives(self.data.sampler, self.loss.terms)
+        check_cleaning(self.train.cleaning, self.loss.terms)
 
 
 def check_positives(sampler: SamplerConfig, terms: Iterable[LossTermConfig]) -> None:
@@ -309,6 +341,25 @@ def check_positives(sampler: SamplerConfig, terms: Iterable[LossTermConfig]) -> 
                               "classification losses such as cross_entropy train with one image per identity)")
 
 
+def check_cleaning(cleaning: CleaningConfig, terms: Iterable[LossTermConfig]) -> None:
+    """``relabel`` needs a classifier term (its argmax is the new label); the ``reliability`` component needs a
+    classifier or a reliability-weighting term (``reid_robust.cleaning.scoring.reliability_weights``)."""
+    from reid_robust.losses import LOSSES
+    from reid_robust.losses.base import ClassifierLoss
+
+    if cleaning.action == "off":
+        return
+    names = [t.name for t in terms]
+    classifier = any(isinstance(LOSSES.get(n), type) and issubclass(LOSSES[n], ClassifierLoss) for n in names)
+    if cleaning.action == "relabel" and not classifier:
+        raise ConfigError(f"train.cleaning.action=relabel needs a classifier term in loss.terms (its argmax is the "
+                          f"new label), got {names}; add e.g. cross_entropy, or use drop or weight")
+    reliable = any(getattr(LOSSES.get(n), "weights_meaning", None) == "reliability" for n in names)
+    if cleaning.component == "reliability" and not (classifier or reliable):
+        raise ConfigError(f"train.cleaning.component=reliability needs a classifier or reliability-weighting term "
+                          f"in loss.terms, got {names}; use margin or knn")
+
+
 SECTION_TYPES = (NoiseConfig, SamplerConfig, TransformConfig, DataConfig, ModelConfig, LossTermConfig, LossConfig,
-                 TrainConfig, EvalConfig, SweepConfig, Config)
+                 CleaningConfig, TrainConfig, EvalConfig, SweepConfig, Config)
 __all__ = ["check_value"]  # re-exported for the loader

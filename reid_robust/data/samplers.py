@@ -23,16 +23,19 @@ class PKSampler:
     labels: [N] identity label of each dataset index (the possibly noisy training labels).
     num_batches: batches per epoch; default N // (P*K) (at least 1), so an epoch sees about N images.
     augment_seeds: yield ``(index, seed)`` pairs instead of indices (see the module docstring).
+    keep: [N] bool, the dataset indices that may be drawn (self-cleaning's ``drop``); default all. An identity
+    without a kept image is never drawn; one with fewer than K kept images is filled with replacement.
     """
 
     def __init__(self, labels: ArrayLike, num_identities: int, num_instances: int, seed: int = 0,
-                 num_batches: int | None = None, augment_seeds: bool = False):
+                 num_batches: int | None = None, augment_seeds: bool = False, keep: ArrayLike | None = None):
         labels = np.asarray(labels)
         if labels.ndim != 1 or labels.size == 0:
             raise ValueError(f"PKSampler: labels must be a non-empty 1-D sequence, got shape {labels.shape}")
         if num_identities < 1 or num_instances < 1:
             raise ValueError(f"PKSampler: P and K must be >= 1, got P={num_identities}, K={num_instances}")
-        identities, inverse = np.unique(labels, return_inverse=True)
+        kept = np.arange(labels.size) if keep is None else np.flatnonzero(_keep_mask(keep, labels.size))
+        identities, inverse = np.unique(labels[kept], return_inverse=True)
         if len(identities) < num_identities:
             raise ValueError(
                 f"PKSampler: a batch needs P={num_identities} distinct identities but the labels hold only "
@@ -42,11 +45,11 @@ class PKSampler:
         self.num_instances = int(num_instances)
         self.seed = int(seed)
         self.batch_size = self.num_identities * self.num_instances
-        default = max(1, labels.size // self.batch_size)
+        default = max(1, kept.size // self.batch_size)
         self.num_batches = int(num_batches) if num_batches is not None else default
         if self.num_batches < 1:
             raise ValueError(f"PKSampler: num_batches must be >= 1, got {num_batches}")
-        order = np.argsort(inverse, kind="stable")
+        order = kept[np.argsort(inverse, kind="stable")]
         bounds = np.cumsum(np.bincount(inverse))[:-1]
         self._members = np.split(order, bounds)  # dataset indices of each identity, ascending
         self.augment_seeds = bool(augment_seeds)
@@ -131,13 +134,23 @@ class PKSampler:
         self._skip = done
 
 
+def _keep_mask(keep: ArrayLike, n: int) -> np.ndarray:
+    mask = np.asarray(keep)
+    if mask.dtype != bool or mask.shape != (n,):
+        raise ValueError(f"PKSampler: keep must be a bool mask of shape [{n}], got {mask.dtype} {mask.shape}")
+    if not mask.any():
+        raise ValueError("PKSampler: keep leaves no image to sample")
+    return mask
+
+
 class DistributedPKSampler(PKSampler):
     """PK sampling across `world_size` ranks: every rank draws the same global P x K batch (same seed) and
     rank r keeps identities r, r + world, r + 2*world, ... of it, i.e. P/world identities x K images."""
 
     def __init__(self, labels: ArrayLike, num_identities: int, num_instances: int, seed: int = 0,
-                 num_batches: int | None = None, rank: int = 0, world_size: int = 1, augment_seeds: bool = False):
-        super().__init__(labels, num_identities, num_instances, seed, num_batches, augment_seeds)
+                 num_batches: int | None = None, rank: int = 0, world_size: int = 1, augment_seeds: bool = False,
+                 keep: ArrayLike | None = None):
+        super().__init__(labels, num_identities, num_instances, seed, num_batches, augment_seeds, keep)
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"DistributedPKSampler: need 0 <= rank < world_size, got rank={rank}, world={world_size}")
         if num_identities % world_size:

@@ -34,13 +34,14 @@ def steps_per_epoch(sampler: SamplerConfig, num_images: int) -> int:
 
 
 def build_sampler(labels: np.ndarray, sampler: SamplerConfig, seed: int, num_batches: int,
-                  info: DistInfo) -> PKSampler:
-    """P identities x K images per batch, ``num_batches`` per epoch; each rank draws its own under DDP."""
+                  info: DistInfo, keep: np.ndarray | None = None) -> PKSampler:
+    """P identities x K images per batch, ``num_batches`` per epoch; each rank draws its own under DDP.
+    ``keep``: the images that may be drawn (self-cleaning's ``drop``; default all)."""
     p, k = sampler.num_identities, sampler.num_instances
     if info.enabled:
         return DistributedPKSampler(labels, p, k, seed=seed, num_batches=num_batches, rank=info.rank,
-                                    world_size=info.world_size, augment_seeds=True)
-    return PKSampler(labels, p, k, seed=seed, num_batches=num_batches, augment_seeds=True)
+                                    world_size=info.world_size, augment_seeds=True, keep=keep)
+    return PKSampler(labels, p, k, seed=seed, num_batches=num_batches, augment_seeds=True, keep=keep)
 
 
 def epoch_loader(dataset: Dataset, sampler: PKSampler, seed: int, epoch: int, skip: int, info: DistInfo,

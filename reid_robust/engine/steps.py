@@ -80,12 +80,13 @@ def train_step(state: TrainState, run: RunContext, batch: dict[str, Any], it: in
     """One optimisation step on ``batch``; returns each loss term's value and the total (``loss``)."""
     t, info, device = run.cfg.train, run.info, run.device
     images = batch["image"].to(device, non_blocking=True)
-    targets = batch["label"].to(device, non_blocking=True)
+    targets, weights = batch_targets(state, batch, device)
     assert state.net is not None
     with autocast(device, t.amp):
         outputs = state.net(images)
     step = state.epoch * state.steps_per_epoch + it
-    loss, parts = weighted_loss(state.terms, outputs, targets, step, state.total_steps, info, t.gather_embeddings)
+    loss, parts = weighted_loss(state.terms, outputs, targets, step, state.total_steps, info, t.gather_embeddings,
+                                weights)
     if any_rank(not math.isfinite(float(loss.detach())), info, device):
         raise FloatingPointError(diverged(state.epoch, it, nonfinite_loss(parts, outputs, info), kept(run.last_path)))
     state.optimizer.zero_grad(set_to_none=True)
@@ -105,12 +106,29 @@ def train_step(state: TrainState, run: RunContext, batch: dict[str, Any], it: in
     return parts
 
 
+def batch_targets(state: TrainState, batch: dict[str, Any],
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The batch's labels and per-image loss weights: the dataset's labels, or with ``train.cleaning`` the
+    rounds' current labels and (``weight``, after a round) weights, looked up by dataset index."""
+    cleaning = state.cleaning
+    if cleaning is None:
+        return batch["label"].to(device, non_blocking=True), None
+    index = batch["index"].numpy()
+    targets = torch.from_numpy(cleaning.labels[index]).to(device, non_blocking=True)
+    if cleaning.round == 0 or not (cleaning.weights != 1).any():
+        return targets, None
+    return targets, torch.from_numpy(cleaning.weights[index]).to(device, non_blocking=True)
+
+
 def weighted_loss(terms: Sequence[LossTerm], outputs: dict[str, torch.Tensor], targets: torch.Tensor, step: int,
-                  total_steps: int, info: DistInfo, gather: bool) -> tuple[torch.Tensor, dict[str, float]]:
+                  total_steps: int, info: DistInfo, gather: bool,
+                  sample_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """``sum_i weight_i * loss_i(outputs[input_i], targets)`` in float32, and each term's value. Each term is
     told the training progress first (``set_progress``: ProSelfLC's trust, PRISM's warm-up); with ``gather``
-    the terms see the embeddings of every rank."""
+    the terms see the embeddings of every rank. ``sample_weight`` [n]: per-image weights for every term."""
     all_targets = gather_with_grad(targets, info) if gather else targets
+    if sample_weight is not None and gather:
+        sample_weight = gather_with_grad(sample_weight, info)
     loss = torch.zeros((), device=targets.device)
     parts = {}
     for term in terms:
@@ -118,7 +136,8 @@ def weighted_loss(terms: Sequence[LossTerm], outputs: dict[str, torch.Tensor], t
         if gather:
             x = gather_with_grad(x, info)
         term.module.set_progress(step, total_steps)
-        value = term.module(x, all_targets)
+        value = term.module(x, all_targets) if sample_weight is None else term.module(x, all_targets,
+                                                                                       sample_weight=sample_weight)
         parts[term.name] = float(value.detach())
         loss = loss + term.weight * value
     return loss, parts

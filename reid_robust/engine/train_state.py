@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from reid_robust.cleaning.decisions import CleaningState
 from reid_robust.config import Config
 from reid_robust.data.records import DatasetSplits
 from reid_robust.data.samplers import PKSampler
@@ -80,6 +81,7 @@ class TrainState:
     final: dict[str, Any] | None = None
     started: float = field(default_factory=time.time)  # train_time_s spans every session of a resumed run
     skipped: int = 0  # consecutive mixed-precision steps skipped for non-finite gradients
+    cleaning: CleaningState | None = None  # per-image keep mask, labels and weights (``train.cleaning``)
 
     def modules(self) -> list[nn.Module]:
         """The model and the loss modules (class weights): everything that trains."""
@@ -96,7 +98,8 @@ class TrainState:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "losses": [t.module.state_dict() for t in self.terms], "rng": ckpt_io.rng_state(),
                 "history": self.history, "best": self.best, "untrained": self.untrained,
-                "elapsed_s": time.time() - self.started}
+                "elapsed_s": time.time() - self.started,
+                "cleaning": None if self.cleaning is None else self.cleaning.to_plain()}
 
 
 def make_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from reid_robust.atomic import atomic_write_text
+from reid_robust.cleaning.decisions import CleaningState
 from reid_robust.config import PROTOCOL_METRICS, Config, save_config, with_absolute_paths
 from reid_robust.data import build_transforms
 from reid_robust.data.dataset import ImageDataset
@@ -31,6 +32,7 @@ from reid_robust.engine.builders import (
     build_optimizer,
     build_scheduler,
 )
+from reid_robust.engine.cleaning import cleaning_round, restore_cleaning
 from reid_robust.engine.distributed import (
     DistInfo,
     barrier,
@@ -40,7 +42,7 @@ from reid_robust.engine.distributed import (
     resolve_device,
 )
 from reid_robust.engine.divergence import kept
-from reid_robust.engine.evaluate import evaluate_model
+from reid_robust.engine.evaluate import check_cameras, evaluate_model
 from reid_robust.engine.interrupts import CtrlC, sigterm_exits
 from reid_robust.engine.loader import build_sampler, seed_everything, steps_per_epoch
 from reid_robust.engine.logs import (
@@ -86,6 +88,7 @@ def run_epochs(run: RunContext, resume: Resume | None) -> dict[str, Any]:
     state = setup_state(run, data)
     if resume is not None:
         restore(state, resume, run.cfg.train.amp)
+        restore_cleaning(state, run, resume.checkpoint.get("cleaning"), resume.path)
         if run.info.is_main:  # epochs after the checkpoint are trained again: their rows go
             truncate_csv(run.csv_path, state.epoch)
     evaluate_untrained(state, run, data, resuming=resume is not None)
@@ -130,6 +133,7 @@ def setup_data(run: RunContext) -> TrainData:
         splits = build_dataset_from_config(d)
     log.info("dataset %s at %s\n%s", d.dataset, d.root, summarize(splits))
     best_metric(run.cfg, splits)  # a metric the protocol does not report fails now, not after the first epoch
+    check_cameras(run.cfg.eval, splits)  # so does a Market split without cameras under eval.camera_filter=true
     clean = np.array([r.pid for r in splits.train], dtype=np.int64)
     noisy = apply_label_noise(d.noise, splits.train, clean, run.out if info.is_main else None)
     labels, num_classes = class_space(d.noise, noisy, splits.num_train_classes)
@@ -151,7 +155,8 @@ def setup_state(run: RunContext, data: TrainData) -> TrainState:
     return TrainState(model=model, terms=terms, optimizer=optimizer,
                       scheduler=build_scheduler(cfg.train, optimizer, spe), scaler=make_scaler(run.device, cfg.train.amp),
                       sampler=build_sampler(data.labels, cfg.data.sampler, cfg.seed, spe, run.info),
-                      steps_per_epoch=spe, total_steps=spe * cfg.train.epochs, started=run.started)
+                      steps_per_epoch=spe, total_steps=spe * cfg.train.epochs, started=run.started,
+                      cleaning=None if cfg.train.cleaning.action == "off" else CleaningState.initial(data.labels))
 
 
 def wrap_ddp(model: torch.nn.Module, run: RunContext) -> torch.nn.Module:
@@ -165,7 +170,7 @@ def wrap_ddp(model: torch.nn.Module, run: RunContext) -> torch.nn.Module:
 def evaluate(state: TrainState, run: RunContext, data: TrainData) -> dict[str, Any]:
     """Every rank embeds its share of the test images; rank 0 evaluates; every rank gets the metrics."""
     return evaluate_model(state.model, data.splits, run.cfg.eval, run.cfg.data, data.test_transform, run.device,
-                          info=run.info)
+                          progress=None if run.cfg.train.progress else False, info=run.info)
 
 
 def evaluate_untrained(state: TrainState, run: RunContext, data: TrainData, resuming: bool) -> None:
@@ -200,7 +205,9 @@ def check_replicas(state: TrainState, run: RunContext) -> None:
 
 
 def end_of_epoch(state: TrainState, run: RunContext, data: TrainData, meter: EpochMeter, board: TensorBoard) -> None:
-    """Log the epoch's row; evaluate when due (``best.pth`` on a new best); write ``last.pth`` when due."""
+    """A cleaning round when due (``train.cleaning``); log the epoch's row; evaluate when due (``best.pth`` on a
+    new best); write ``last.pth`` when due."""
+    cleaning_round(state, run, data)
     cfg, epoch = run.cfg, state.epoch
     row = {"epoch": epoch, "lr": state.optimizer.param_groups[0]["lr"], "images_per_s": meter.images_per_s(),
            **meter.means()}
