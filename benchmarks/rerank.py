@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--torchreid-size", type=int, nargs=2, default=(1000, 5000),
                         metavar=("Q", "G"),
                         help="query and gallery sizes of the comparison with torchreid (default 1000 5000)")
-    parser.add_argument("--torchreid-dim", type=int, default=512, 
+    parser.add_argument("--torchreid-dim", type=int, default=512,
                         help="feature dimension of the comparison with torchreid (default 512)")
     args = parser.parse_args()
     set_num_threads(args.threads)
