@@ -263,7 +263,8 @@ class TrainConfig(Section):
     best_metric: BestMetric = option("mAP", "metric that selects `best.pth` (`map_at_r` is used for retrieval data)")
     tensorboard: bool = option(False, "also write TensorBoard scalars (needs the tensorboard package: "
                                       "`pip install -e \".[tensorboard]\"`; checked when the config loads)")
-    progress: bool = option(True, "progress bar per epoch")
+    progress: bool = option(True, "progress of each epoch's steps: a bar on a terminal or in a notebook, otherwise a "
+                                  "log line about every 30 s (step, img/s, losses); false turns both off")
     num_threads: int = option(0, "torch CPU threads; 0 = torch's default", at_least(0, " (0: torch's default)"))
     cleaning: CleaningConfig = option(CleaningConfig, "self-cleaning rounds (off by default)")
 
@@ -282,6 +283,9 @@ class EvalConfig(Section):
     flip: bool = option(False, "average each embedding with its mirror image's")
     metric: Literal["cosine", "euclidean"] = option("cosine", "`cosine` or `euclidean`")
     rerank: bool = option(False, "k-reciprocal re-ranking (Market protocol)")
+    camera_filter: bool = option(True, "Market protocol: same-identity gallery images from the query's camera are "
+                                       "junk; false for data without cameras (a `folder` dataset without "
+                                       "`data.options.camera_pattern`): every same-identity gallery image counts")
 
 
 @dataclass(frozen=True)

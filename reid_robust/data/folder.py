@@ -9,8 +9,10 @@ Identity folders with integer names keep that id (so `-1` is junk and `0`/`0000`
 and neither is used for training); otherwise ids are 1-based ranks of the sorted names. A `-1`/`0` folder next to
 non-numeric identity names (in any split) is an error rather than an ordinary identity. `camera_pattern` is a
 regex searched in each file name whose named group `cam` (or first group) gives the camera; cameras are mapped
-to 0..C-1 in sorted order. Without it every camid is 0, except that in the market layout gallery images get
-camid 1, so all gallery images of the query's identity count as matches.
+to 0..C-1 in sorted order. Without it the layout has no cameras: every camid is ``UNKNOWN_CAMID`` (-1), the
+features of such a split carry no camids, and the market protocol runs with the explicit switch
+``camera_filter=False`` (``eval.camera_filter=false`` in training, ``reid-eval --no-camera-filter``), under which
+every gallery image of the query's identity is a true match.
 """
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ import re
 from pathlib import Path
 
 from .files import is_image_file, list_images, require_dir
-from .records import DISTRACTOR_PID, JUNK_PID, DatasetSplits, ImageRecord, relabel, require_nonempty
+from .records import DISTRACTOR_PID, JUNK_PID, UNKNOWN_CAMID, DatasetSplits, ImageRecord, relabel, require_nonempty
 
-Item = tuple[str, str, str]  # (image path, identity folder name, camera string)
+Item = tuple[str, str, str | None]  # (image path, identity folder name, camera string or None: no pattern)
 
 
 def _scan(split_dir: Path, pattern: re.Pattern | None) -> list[Item]:
@@ -32,7 +34,7 @@ def _scan(split_dir: Path, pattern: re.Pattern | None) -> list[Item]:
         if not entry.is_dir():
             continue
         for name in list_images(Path(entry.path)):
-            camera = "0"
+            camera = None
             if pattern is not None:
                 match = pattern.search(name)
                 if match is None:
@@ -106,12 +108,12 @@ def load_folder(root: str | os.PathLike, camera_pattern: str | None = None, trai
     if not numeric:
         _reject_mixed_special_folders(base, items)
     pid_of = {n: int(n) for n in all_ids} if numeric else {n: k + 1 for k, n in enumerate(sorted(all_ids))}
-    camera_names = {c for found in items.values() for _, _, c in found}
-    cam_of = {c: k for k, c in enumerate(sorted(camera_names, key=_sort_key(camera_names)))}
+    camera_names = {c for found in items.values() for _, _, c in found if c is not None}
+    cam_of: dict[str | None, int] = {c: k for k, c in enumerate(sorted(camera_names, key=_sort_key(camera_names)))}
+    cam_of[None] = UNKNOWN_CAMID
 
     def records(split: str) -> list[ImageRecord]:
-        shift = 1 if protocol == "market" and pattern is None and split == "gallery" else 0
-        return [ImageRecord(path, pid_of[ident], cam_of[cam] + shift) for path, ident, cam in items[split]]
+        return [ImageRecord(path, pid_of[ident], cam_of[cam]) for path, ident, cam in items[split]]
 
     train = [r for r in records("train") if r.pid not in (JUNK_PID, DISTRACTOR_PID) or not numeric]
     train, _ = relabel(require_nonempty(train, "train", name, str(base)))

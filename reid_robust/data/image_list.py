@@ -27,7 +27,7 @@ import numpy as np
 from .files import is_image_file
 from .folder import _numeric, _scan
 from .market1501 import parse_market_filename
-from .records import ImageRecord
+from .records import UNKNOWN_CAMID, ImageRecord
 
 Source = str | os.PathLike | Sequence[str | os.PathLike]
 LIST_SUFFIXES = (".txt", ".lst")
@@ -44,9 +44,10 @@ class ImageList:
     layout: str = "images"
 
     def records(self) -> list[ImageRecord]:
-        """One record per image (pid and camid 0 where unknown: the extractor reads only the paths)."""
+        """One record per image (pid 0 and camid ``UNKNOWN_CAMID`` where unknown: the extractor reads only the
+        paths)."""
         pids = self.pids if self.pids is not None else np.zeros(len(self.paths), dtype=np.int64)
-        camids = self.camids if self.camids is not None else np.zeros(len(self.paths), dtype=np.int64)
+        camids = self.camids if self.camids is not None else np.full(len(self.paths), UNKNOWN_CAMID, dtype=np.int64)
         return [ImageRecord(p, int(i), int(c)) for p, i, c in zip(self.paths, pids, camids)]
 
 
@@ -139,10 +140,10 @@ def _identity_folders(root: Path, camera_pattern: str | None) -> ImageList:
     pids = np.array([int(n) if numeric else order[n] for n in names], dtype=np.int64)
     camids = None
     if pattern is not None:
-        bad = next((path for path, _, cam in items if not re.fullmatch(r"\d+", cam)), None)
+        bad = next((path for path, _, cam in items if not re.fullmatch(r"\d+", cam or "")), None)
         if bad is not None:
             raise ValueError(f"camera pattern {camera_pattern!r} gives a camera that is not an integer for {bad!r}")
-        camids = np.array([int(cam) for _, _, cam in items], dtype=np.int64)
+        camids = np.array([int(str(cam)) for _, _, cam in items], dtype=np.int64)
     return ImageList([path for path, _, _ in items], pids, camids, None if numeric else names, "identity folders")
 
 

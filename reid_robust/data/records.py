@@ -12,6 +12,8 @@ from typing import TypeVar
 PROTOCOLS = ("market", "cub")
 JUNK_PID = -1
 DISTRACTOR_PID = 0
+UNKNOWN_CAMID = -1  # the layout gives no cameras (identity folders without camera_pattern): evaluate with
+# camera_filter=False; embed_records turns a split of such records into features with camids None
 
 T = TypeVar("T")
 

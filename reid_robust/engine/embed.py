@@ -22,7 +22,7 @@ from torch import nn
 
 from reid_robust.config import Config, TransformConfig
 from reid_robust.data.image_list import ImageList, Source, image_list
-from reid_robust.data.records import ImageRecord
+from reid_robust.data.records import UNKNOWN_CAMID, ImageRecord
 from reid_robust.engine.distributed import DistInfo, gather_rows, rank_rows
 from reid_robust.engine.inference import extract_outputs
 from reid_robust.evaluation.report import FeatureSet
@@ -55,8 +55,20 @@ def embed_records_on_ranks(model: nn.Module, records: Sequence[ImageRecord], tra
 
 
 def _with_records(feats: np.ndarray, records: Sequence[ImageRecord], source: str) -> FeatureSet:
-    return FeatureSet(feats, np.array([r.pid for r in records], dtype=np.int64),
-                      np.array([r.camid for r in records], dtype=np.int64), [r.path for r in records], None, source)
+    return FeatureSet(feats, np.array([r.pid for r in records], dtype=np.int64), _camids(records, source),
+                      [r.path for r in records], None, source)
+
+
+def _camids(records: Sequence[ImageRecord], source: str) -> np.ndarray | None:
+    """The records' cameras [N], or None when the layout gives none (every camid ``UNKNOWN_CAMID``)."""
+    camids = np.array([r.camid for r in records], dtype=np.int64)
+    unknown = camids == UNKNOWN_CAMID
+    if unknown.all():
+        return None
+    if unknown.any():
+        raise ValueError(f"{source}: {int(unknown.sum())} of {len(camids)} images have no camera (camid "
+                         f"{UNKNOWN_CAMID}) while the others have one; give every image a camera or none")
+    return camids
 
 
 def bn_feat_on_ranks(model: nn.Module, images: Sequence, transform: Callable, device: str | torch.device,
