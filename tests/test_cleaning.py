@@ -240,3 +240,13 @@ def _broadcast_worker(rank: int, store_path: str) -> None:
 
 def test_every_rank_takes_rank_0s_decision(tmp_path):
     torch.multiprocessing.spawn(_broadcast_worker, args=(str(tmp_path / "store"),), nprocs=2, join=True)
+
+
+def test_oracle_leaves_out_exactly_the_wrong_injected_labels_and_has_no_rounds():
+    from reid_robust.engine.cleaning import initial_cleaning, round_due
+
+    data = SimpleNamespace(labels=np.array([0, 1, 1, 2]), noisy=np.array([0, 1, 1, 2]), clean=np.array([0, 2, 1, 2]))
+    state = initial_cleaning(CleaningConfig(action="oracle"), data)
+    assert state.keep.tolist() == [True, False, True, True] and (state.labels == data.labels).all()
+    assert initial_cleaning(CleaningConfig(), data) is None
+    assert not any(round_due(CleaningConfig(action="oracle", start_epoch=1, every=1), e) for e in range(1, 5))

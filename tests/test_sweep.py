@@ -242,3 +242,64 @@ def test_without_a_terminal_each_finished_cell_is_a_log_line(tmp_path, monkeypat
                   train_fn=_fake_train(calls), progress=True)
     finished = [r.message for r in caplog.records if r.message.startswith("sweep: finished")]
     assert finished == ["sweep: finished triplet/clean/seed0", "sweep: finished triplet/symmetric_r0.2/seed0"]
+
+
+def test_cleaning_cells_keep_the_off_folders_and_get_their_own():
+    off = build_cells(["triplet"], [0, 0.4], ["symmetric"], [0])
+    cells = build_cells(["triplet"], [0, 0.4], ["symmetric"], [0], ["off", "drop", "oracle"])
+    assert [c.relpath for c in cells if c.cleaning == "off"] == [c.relpath for c in off] == \
+        ["triplet/clean/seed0", "triplet/symmetric_r0.4/seed0"]
+    assert {c.relpath for c in cells if c.cleaning != "off"} == {
+        "triplet/clean/clean-drop/seed0", "triplet/symmetric_r0.4/clean-drop/seed0",
+        "triplet/symmetric_r0.4/clean-oracle/seed0"}  # no oracle at rate 0: it equals off there
+    for bad in (["prune"], ["off", "off"], []):
+        with pytest.raises(ValueError, match="cleaning"):
+            build_cells(["triplet"], [0], ["symmetric"], [0], bad)
+
+
+def test_cleaning_cell_config_sets_only_the_action_and_old_folders_stay_valid(tmp_path):
+    from reid_robust.analysis.sweep import config_differences
+
+    base = _base(tmp_path, ["train.cleaning.start_epoch=3"])
+    drop = cell_config(base, Cell("triplet", "symmetric", 0.4, 0, "drop"), tmp_path)
+    assert drop.train.cleaning.action == "drop" and drop.train.cleaning.start_epoch == 3
+    assert drop.output_dir == str(tmp_path / "triplet/symmetric_r0.4/clean-drop/seed0")
+    off = cell_config(_base(tmp_path), Cell("triplet", "symmetric", 0.4, 0), tmp_path)
+    stored = off.to_dict()
+    del stored["train"]["cleaning"]  # a cell trained before cleaning existed
+    assert config_differences(stored, off) == []
+    with pytest.raises(ConfigError, match="relabel needs a classifier"):
+        cell_config(_base(tmp_path, ["loss.terms=[{name: triplet}]"]), Cell("triplet", CLEAN, 0.0, 0, "relabel"),
+                    tmp_path)
+
+
+def _fake_train_with_cleaning(calls: list):
+    """``_fake_train`` plus a cleaning.csv for cells that clean (two rounds; the table reads the last)."""
+    plain = _fake_train(calls)
+
+    def train(cfg: Config) -> dict:
+        metrics = plain(cfg)
+        if cfg.train.cleaning.action in ("drop", "relabel", "weight"):
+            (Path(cfg.output_dir) / "cleaning.csv").write_text(
+                "round,epoch,rate,precision,recall\n1,4,0.1,0.5,0.2\n2,6,0.25,0.8,0.6\n")
+        return metrics
+    return train
+
+
+def test_sweep_table_shows_each_loss_with_and_without_cleaning(tmp_path):
+    out, calls = tmp_path / "sweep", []
+    rows = run_sweep(_base(tmp_path), ["triplet"], [0, 0.4], ["symmetric"], [0], out,
+                     train_fn=_fake_train_with_cleaning(calls), progress=False, cleanings=["off", "drop", "oracle"])
+    assert len(rows) == len(calls) == 5
+    drop = next(r for r in rows if r["cleaning"] == "drop" and r["rate"] == 0.4)
+    assert (drop["clean_precision"], drop["clean_recall"], drop["clean_rate"]) == (0.8, 0.6, 0.25)
+    oracle = next(r for r in rows if r["cleaning"] == "oracle")
+    assert oracle["clean_precision"] is None and oracle["run_dir"] == "triplet/symmetric_r0.4/clean-oracle/seed0"
+    saved = read_results(out / "results.csv")
+    assert [r["cleaning"] for r in saved] == [r["cleaning"] for r in rows]
+    table = (out / "results.md").read_text()
+    assert "| mode | noise rate | loss | cleaning | seeds | mAP (%) | rank1 (%) | flagged (%) | precision (%) | " \
+           "recall (%) |" in table
+    assert "| symmetric | 0.4 | triplet | drop | 1 | 60.00 | 70.00 | 25.00 | 80.00 | 60.00 |" in table
+    assert "| symmetric | 0.4 | triplet | off | 1 | 60.00 | 70.00 |  |  |  |" in table
+    assert "| symmetric | 0 | triplet | drop | 1 | 80.00 | 90.00 | 25.00 | 80.00 | 60.00 |" in table

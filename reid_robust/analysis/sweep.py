@@ -19,6 +19,14 @@ but only when the config stored there (else in the cell's ``config.yaml``) is th
 keys in ``RUN_KEYS`` and paths made absolute: a sweep rerun with another base config into the same folder is
 refused before any training, naming the keys that differ. Rate 0 is trained once per (loss, seed) (mode
 ``clean``) and shared by every noise mode.
+
+Cleaning is a dimension too (``CLEANINGS``): ``off`` cells train with ``train.cleaning.action=off`` in today's
+folders (``<loss>/<mode>_r<rate>/seed<k>``), so existing sweeps stay valid; ``drop``, ``relabel`` and ``weight``
+cells take that action, the other ``train.cleaning`` keys from the base config, in
+``<loss>/<mode>_r<rate>/clean-<action>/seed<k>``; ``oracle`` cells train without the images whose injected
+label is wrong (the upper bound of perfect cleaning; it reads the truth, so it is a baseline, not a method, and
+is not trained at rate 0 where it equals ``off``). Each cell's cleaning precision and recall are read from the
+last row of its ``cleaning.csv``.
 """
 from __future__ import annotations
 
@@ -45,13 +53,15 @@ log = logging.getLogger("reid_robust")
 KEPT_TERMS = ("cross_entropy",)
 CLASSIFICATION_LOSSES = ("dm", "imae", "proselflc", "mae", "gce", "sce")  # replace the cross-entropy term, not the metric term
 CLEAN = "clean"
+CLEANINGS = ("off", "drop", "relabel", "weight", "oracle")
 REID_METRICS = ("mAP", "rank1")
 RETRIEVAL_METRICS = ("recall@1", "map_at_r")
 # keys that say how a run is driven, not what it trains: they may differ between a cell's stored config and now
 RUN_KEYS = ("output_dir", "train.resume", "train.overwrite", "train.progress", "train.num_threads",
             "data.num_workers")
-RESULT_COLUMNS = ("loss", "mode", "rate", "seed", "mAP", "rank1", "recall@1", "map_at_r", "train_time_s",
-                  "cpu_time_s", "realised_rate", "run_dir")
+CLEANING_RESULTS = ("clean_precision", "clean_recall", "clean_rate")  # the last round of a cell's cleaning.csv
+RESULT_COLUMNS = ("loss", "mode", "rate", "seed", "cleaning", "mAP", "rank1", "recall@1", "map_at_r", "train_time_s",
+                  "cpu_time_s", "realised_rate", *CLEANING_RESULTS, "run_dir")
 
 
 @dataclass(frozen=True)
@@ -62,19 +72,24 @@ class Cell:
     mode: str   # a noise mode, or "clean" for rate 0
     rate: float
     seed: int
+    cleaning: str = "off"  # one of CLEANINGS
 
     @property
     def relpath(self) -> str:
-        if self.mode == CLEAN:
-            return f"{self.loss}/{CLEAN}/seed{self.seed}"
-        return f"{self.loss}/{self.mode}_r{self.rate:g}/seed{self.seed}"
+        noise = CLEAN if self.mode == CLEAN else f"{self.mode}_r{self.rate:g}"
+        cleaning = "" if self.cleaning == "off" else f"clean-{self.cleaning}/"
+        return f"{self.loss}/{noise}/{cleaning}seed{self.seed}"
 
 
-def build_cells(losses: Sequence[str], rates: Sequence[float], modes: Sequence[str],
-                seeds: Sequence[int]) -> list[Cell]:
-    """All cells, clean ones first (the pattern mode needs a clean model); rate 0 appears once per (loss, seed)."""
-    if not losses or not rates or not modes or not seeds:
-        raise ValueError("a sweep needs at least one loss, rate, mode and seed")
+def build_cells(losses: Sequence[str], rates: Sequence[float], modes: Sequence[str], seeds: Sequence[int],
+                cleanings: Sequence[str] = ("off",)) -> list[Cell]:
+    """All cells, clean ones first (the pattern mode needs a clean model); rate 0 appears once per (loss, seed,
+    cleaning), without ``oracle`` (no wrong label to leave out)."""
+    if not losses or not rates or not modes or not seeds or not cleanings:
+        raise ValueError("a sweep needs at least one loss, rate, mode, seed and cleaning")
+    unknown = [c for c in cleanings if c not in CLEANINGS]
+    if unknown or len(set(cleanings)) != len(cleanings):
+        raise ValueError(f"cleanings must be distinct names among {', '.join(CLEANINGS)}, got {list(cleanings)}")
     for rate in rates:
         if not 0.0 <= float(rate) <= 1.0:
             raise ValueError(f"noise rate must be in [0, 1], got {rate}")
@@ -82,10 +97,11 @@ def build_cells(losses: Sequence[str], rates: Sequence[float], modes: Sequence[s
         raise ValueError(f"losses listed twice: {list(losses)}")
     cells = []
     if any(float(r) == 0.0 for r in rates):
-        cells += [Cell(loss, CLEAN, 0.0, int(s)) for s in seeds for loss in losses]
+        cells += [Cell(loss, CLEAN, 0.0, int(s), c) for c in cleanings if c != "oracle" for s in seeds
+                  for loss in losses]
     for mode in modes:
         for rate in sorted(float(r) for r in rates if float(r) > 0):
-            cells += [Cell(loss, mode, rate, int(s)) for s in seeds for loss in losses]
+            cells += [Cell(loss, mode, rate, int(s), c) for c in cleanings for s in seeds for loss in losses]
     return cells
 
 
@@ -134,7 +150,7 @@ def cell_config(base: Config, cell: Cell, out_root: str | os.PathLike, confusabl
                  "data.noise.rate": float(cell.rate), "data.noise.seed": int(cell.seed), "data.noise.list": None,
                  "data.noise.mode": "symmetric" if cell.mode == CLEAN else cell.mode,
                  "data.noise.confusable": confusable if cell.mode == "pattern" else None,
-                 "output_dir": str(output_dir), "train.progress": False,
+                 "train.cleaning.action": cell.cleaning, "output_dir": str(output_dir), "train.progress": False,
                  "train.resume": str(last) if last.is_file() else None}
     return with_overrides(base, overrides, f"sweep cell {cell.relpath}")
 
@@ -244,7 +260,8 @@ def _train_cell(cfg: Config, train_fn: Callable[[Config], dict] | None, num_thre
 
 def run_sweep(base: Config, losses: Sequence[str], rates: Sequence[float], modes: Sequence[str],
               seeds: Sequence[int], out_root: str | os.PathLike,
-              train_fn: Callable[[Config], dict] | None = None, progress: bool = True, jobs: int = 1) -> list[dict]:
+              train_fn: Callable[[Config], dict] | None = None, progress: bool = True, jobs: int = 1,
+              cleanings: Sequence[str] = ("off",)) -> list[dict]:
     """Train every unfinished cell, then write ``results.csv``, ``results.md`` and ``noise_curves.png``.
 
     Returns the result rows. ``train_fn`` defaults to ``reid_robust.engine.trainer.train``. ``jobs > 1``
@@ -256,12 +273,13 @@ def run_sweep(base: Config, losses: Sequence[str], rates: Sequence[float], modes
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
-    grid = build_cells(losses, rates, modes, seeds)
+    grid = build_cells(losses, rates, modes, seeds, cleanings)
     cells = list(grid)
-    for loss in losses:  # fail before any training on an unknown loss or a config without a metric term
-        cell_config(base, Cell(loss, CLEAN, 0.0, int(seeds[0])), out_root)
+    for loss in losses:  # fail before any training on an unknown loss, a config without a metric term or a
+        for cleaning in cleanings:  # cleaning it cannot do (relabel without a classifier term)
+            cell_config(base, Cell(loss, CLEAN, 0.0, int(seeds[0]), cleaning), out_root)
     confusable_path = out_root / "confusable.npy"
-    reference = Cell(losses[0], CLEAN, 0.0, int(seeds[0]))
+    reference = Cell(losses[0], CLEAN, 0.0, int(seeds[0]))  # cleaning off
     if "pattern" in modes and reference not in cells:
         cells.insert(0, reference)  # a dedicated clean run for the confusable identities only
     for cell in cells:  # finished and interrupted cells alike: before any training
@@ -345,7 +363,8 @@ def collect_results(out_root: str | os.PathLike, cells: Sequence[Cell]) -> list[
         if not path.is_file():
             continue
         m = json.loads(path.read_text(encoding="utf-8"))
-        row: dict[str, Any] = {"loss": cell.loss, "mode": cell.mode, "rate": cell.rate, "seed": cell.seed}
+        row: dict[str, Any] = {"loss": cell.loss, "mode": cell.mode, "rate": cell.rate, "seed": cell.seed,
+                               "cleaning": cell.cleaning}
         for key in REID_METRICS + RETRIEVAL_METRICS:
             row[key] = float(m[key]) if m.get(key) is not None else None
         row["train_time_s"] = m.get("train_time_s")
@@ -353,9 +372,25 @@ def collect_results(out_root: str | os.PathLike, cells: Sequence[Cell]) -> list[
         row["cpu_time_s"] = json.loads(timing.read_text(encoding="utf-8")).get("cpu_time_s") \
             if timing.is_file() else None
         row["realised_rate"] = (m.get("noise") or {}).get("realised_rate")
+        row.update(last_cleaning_round(path.parent / "cleaning.csv"))
         row["run_dir"] = cell.relpath
         rows.append(row)
     return rows
+
+
+def last_cleaning_round(path: Path) -> dict[str, float | None]:
+    """``clean_precision``, ``clean_recall`` and ``clean_rate`` (the share flagged) of the last round in a cell's
+    ``cleaning.csv``; None where there is no such file, no round or no manifest (empty fields)."""
+    found: dict[str, float | None] = dict.fromkeys(CLEANING_RESULTS)
+    if not path.is_file():
+        return found
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if rows:
+        last = rows[-1]
+        for key, column in zip(CLEANING_RESULTS, ("precision", "recall", "rate")):
+            found[key] = float(last[column]) if last.get(column) else None
+    return found
 
 
 def protocol_metrics(rows: Sequence[dict]) -> tuple[str, ...]:
@@ -381,35 +416,47 @@ def summarize(rows: Sequence[dict], metrics: Sequence[str], loss_order: Sequence
     Entries are sorted by mode, rate, then ``loss_order`` (losses not in it follow in order of appearance)."""
     groups: dict[tuple, list[dict]] = {}
     for r in expand_clean(rows):
-        groups.setdefault((r["mode"], r["loss"], r["rate"]), []).append(r)
+        groups.setdefault((r["mode"], r["loss"], r["rate"], r.get("cleaning") or "off"), []).append(r)
     out = []
-    for (mode, loss, rate), members in groups.items():
-        entry: dict[str, Any] = {"loss": loss, "mode": mode, "rate": rate, "n": len(members)}
-        for key in list(metrics) + ["train_time_s", "cpu_time_s"]:
+    for (mode, loss, rate, cleaning), members in groups.items():
+        entry: dict[str, Any] = {"loss": loss, "mode": mode, "rate": rate, "cleaning": cleaning, "n": len(members)}
+        for key in list(metrics) + ["train_time_s", "cpu_time_s", *CLEANING_RESULTS]:
             values = np.array([m[key] for m in members if m.get(key) is not None], dtype=np.float64)
             entry[f"{key}_mean"] = float(values.mean()) if values.size else float("nan")
             entry[f"{key}_std"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
         out.append(entry)
     loss_order = list(dict.fromkeys(list(loss_order) + [r["loss"] for r in rows]))
-    out.sort(key=lambda e: (e["mode"], e["rate"], loss_order.index(e["loss"])))
+    out.sort(key=lambda e: (e["mode"], e["rate"], loss_order.index(e["loss"]), CLEANINGS.index(e["cleaning"])))
     return out
 
 
 def markdown_table(summary: Sequence[dict], metrics: Sequence[str]) -> str:
     """A Markdown table: one row per (mode, rate, loss), metrics in percent as mean ± std over seeds (the mean
     alone for a single seed)."""
-    head = ["mode", "noise rate", "loss", "seeds"] + [f"{m} (%)" for m in metrics] + ["train time (s)", "CPU time (s)"]
+    cleaning = any(e.get("cleaning", "off") != "off" for e in summary)
+    head = ["mode", "noise rate", "loss"] + (["cleaning"] if cleaning else []) + ["seeds"]
+    head += [f"{m} (%)" for m in metrics] + (["flagged (%)", "precision (%)", "recall (%)"] if cleaning else [])
+    head += ["train time (s)", "CPU time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for e in summary:
-        cells = [e["mode"], f"{e['rate']:g}", e["loss"], str(e["n"])]
+        cells = [e["mode"], f"{e['rate']:g}", e["loss"]] + ([e["cleaning"]] if cleaning else []) + [str(e["n"])]
         # one seed has no spread: the mean alone (the CSV and the plot keep std 0)
-        cells += [f"{100 * e[f'{m}_mean']:.2f}" + (f" ± {100 * e[f'{m}_std']:.2f}" if e["n"] > 1 else "")
-                  for m in metrics]
+        cells += [_percent(e, m) for m in metrics]
+        if cleaning:  # the last cleaning round of each cell (empty: no round, no manifest, or cleaning off)
+            cells += [_percent(e, m) for m in ("clean_rate", "clean_precision", "clean_recall")]
         cells.append(f"{e['train_time_s_mean']:.0f}")
         cpu = e.get("cpu_time_s_mean", float("nan"))
         cells.append("" if np.isnan(cpu) else f"{cpu:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _percent(entry: dict, key: str) -> str:
+    """``mean ± std`` in percent (the mean alone for one seed); empty when no cell has the value."""
+    mean, std = entry[f"{key}_mean"], entry[f"{key}_std"]
+    if np.isnan(mean):
+        return ""
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if entry["n"] > 1 else "")
 
 
 def write_results(rows: Sequence[dict], out_root: str | os.PathLike, plot: bool = True,
@@ -431,7 +478,10 @@ def write_results(rows: Sequence[dict], out_root: str | os.PathLike, plot: bool 
     atomic_write_text(written["md"], markdown_table(summary, metrics))
     if plot:
         from reid_robust.analysis.plots import plot_noise_curves
-        written["png"] = plot_noise_curves(summary, metrics[0], out_root / "noise_curves.png")
+        # a loss with cleaning is its own curve: "osm_caa + drop" beside "osm_caa"
+        curves = [{**e, "loss": e["loss"] if e["cleaning"] == "off" else f"{e['loss']} + {e['cleaning']}"}
+                  for e in summary]
+        written["png"] = plot_noise_curves(curves, metrics[0], out_root / "noise_curves.png")
     return written
 
 
@@ -444,6 +494,8 @@ def read_results(path: str | os.PathLike) -> list[dict]:
             for k, v in raw.items():
                 if k in ("loss", "mode", "run_dir"):
                     row[k] = v
+                elif k == "cleaning":
+                    row[k] = v or "off"
                 elif k == "seed":
                     row[k] = int(v)
                 else:

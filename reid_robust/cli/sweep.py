@@ -6,6 +6,8 @@ a stopped sweep continues where it was; a cell folder trained with another confi
 override into the same --out) is refused, naming the keys. Examples:
   reid-sweep --config configs/sweep_synthetic.yaml --losses triplet,osm_caa,ranked_list \\
       --rates 0,0.2,0.4 --modes symmetric --seeds 0,1,2
+  reid-sweep --config configs/sweep_synthetic.yaml --losses osm_caa --rates 0,0.2,0.4 --modes symmetric \\
+      --seeds 0,1,2 --cleaning off,drop,relabel,oracle
   reid-sweep --config configs/market1501/bot_r50.yaml --losses triplet,osm_caa \\
       --rates 0,0.2,0.5 --modes symmetric,pattern --seeds 0 --out runs/sweep_market data.root=/data/market
 """
@@ -40,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated noise modes: symmetric, pair, pattern, open_set (default: %(default)s)")
     parser.add_argument("--seeds", type=_list(int), default="0,1,2",
                         help="comma-separated seeds; each sets the training seed and the noise seed (default: %(default)s)")
+    parser.add_argument("--cleaning", type=_list(str), default="off",
+                        help="comma-separated self-cleaning settings per cell: off, drop, relabel, weight (the other "
+                             "train.cleaning keys come from the config), oracle (trains without the injected wrong "
+                             "labels: an upper bound that reads the truth, not a method); off cells keep the folders "
+                             "of a sweep without cleaning (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output folder (default: <output_dir of the config>/sweep)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="cells trained at once, in worker processes sharing the cores (default: %(default)s); "
@@ -69,12 +76,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"{base.output_dir}/sweep")
     check_output_folder(out, "--out" if args.out else "the sweep folder (output_dir/sweep)")
     if args.collect_only:
-        rows = collect_results(out, build_cells(args.losses, args.rates, args.modes, args.seeds))
+        rows = collect_results(out, build_cells(args.losses, args.rates, args.modes, args.seeds, args.cleaning))
         out.mkdir(parents=True, exist_ok=True)
         write_results(rows, out, plot=bool(rows), loss_order=args.losses)
     else:
         rows = run_sweep(base, args.losses, args.rates, args.modes, args.seeds, out,
-                         progress=not args.no_progress, jobs=args.jobs)
+                         progress=not args.no_progress, jobs=args.jobs, cleanings=args.cleaning)
     if not rows:
         print(f"no finished cells in {out}")
         return 0

@@ -211,10 +211,11 @@ class CleaningConfig(Section):
     epochs, the training images are scored by the label audit's scorer and the most suspect are acted on."""
 
     PREFIX = "train.cleaning."
-    action: Literal["off", "drop", "relabel", "weight"] = option(
+    action: Literal["off", "drop", "relabel", "weight", "oracle"] = option(
         "off", "`off`; `drop` (the sampler leaves the flagged images out), `relabel` (to the identity the run's "
                "classifier assigns, above `relabel_confidence`) or `weight` (flagged images weigh their mixture "
-               "posterior of a clean label in every loss term)")
+               "posterior of a clean label in every loss term); `oracle` is a benchmark baseline, not a method: it "
+               "trains without the images the injected noise made wrong (the noise manifest's `is_noisy`)")
     start_epoch: int = option(4, "first epoch after which a round runs", at_least(1))
     every: int = option(2, "epochs between rounds", at_least(1))
     rate: float | None = option(None, "share of images flagged each round; null = estimated from a two-component "

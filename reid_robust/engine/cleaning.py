@@ -26,6 +26,7 @@ from reid_robust.engine.loader import build_sampler
 from reid_robust.engine.train_state import RunContext, TrainData, TrainState
 
 log = logging.getLogger("reid_robust")
+ROUND_ACTIONS = ("drop", "relabel", "weight")  # "oracle" decides once, before training, from the truth
 CLEANING_COLUMNS = ("round", "epoch", "estimated_rate", "rate", "separation", "images_flagged", "images_dropped",
                     "images_relabelled", "identities_resampled", "identities_removed", "mean_weight", "precision",
                     "recall", "labels_correct")
@@ -33,7 +34,7 @@ CLEANING_COLUMNS = ("round", "epoch", "estimated_rate", "rate", "separation", "i
 
 def round_due(cleaning: CleaningConfig, epoch: int) -> bool:
     """Whether a round follows epoch ``epoch`` (1-based, just completed)."""
-    return (cleaning.action != "off" and epoch >= cleaning.start_epoch
+    return (cleaning.action in ROUND_ACTIONS and epoch >= cleaning.start_epoch
             and (epoch - cleaning.start_epoch) % cleaning.every == 0)
 
 
@@ -103,6 +104,20 @@ def write_cleaning_csv(run: RunContext, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(run.out / "cleaning.csv", text.getvalue())
+
+
+def initial_cleaning(cleaning: CleaningConfig, data: TrainData) -> CleaningState | None:
+    """The state before any round: None when off; every image kept under its training label, except under
+    ``oracle`` (a benchmark's upper bound, not a method), which leaves out the images whose injected label is
+    wrong (``noisy != clean``: the noise manifest's ``is_noisy``), the only place the truth decides anything."""
+    if cleaning.action == "off":
+        return None
+    state = CleaningState.initial(data.labels)
+    if cleaning.action == "oracle":
+        state.keep = np.asarray(data.noisy == data.clean, dtype=bool)
+        log.info("train.cleaning.action=oracle: %d of %d training images with a wrong injected label left out "
+                 "(an upper bound for benchmarks: it reads the truth)", int((~state.keep).sum()), len(state.keep))
+    return state
 
 
 def restore_cleaning(state: TrainState, run: RunContext, saved: dict | None, where: str) -> None:

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from reid_robust.atomic import atomic_write_text
-from reid_robust.cleaning.decisions import CleaningState
 from reid_robust.config import PROTOCOL_METRICS, Config, save_config, with_absolute_paths
 from reid_robust.data import build_transforms
 from reid_robust.data.dataset import ImageDataset
@@ -32,7 +31,7 @@ from reid_robust.engine.builders import (
     build_optimizer,
     build_scheduler,
 )
-from reid_robust.engine.cleaning import cleaning_round, restore_cleaning
+from reid_robust.engine.cleaning import cleaning_round, initial_cleaning, restore_cleaning
 from reid_robust.engine.distributed import (
     DistInfo,
     barrier,
@@ -152,11 +151,12 @@ def setup_state(run: RunContext, data: TrainData) -> TrainState:
         term.module.to(run.device)
     spe = steps_per_epoch(cfg.data.sampler, len(data.labels))
     optimizer = build_optimizer(cfg.train, model, [t.module for t in terms])
+    cleaning = initial_cleaning(cfg.train.cleaning, data)
     return TrainState(model=model, terms=terms, optimizer=optimizer,
                       scheduler=build_scheduler(cfg.train, optimizer, spe), scaler=make_scaler(run.device, cfg.train.amp),
-                      sampler=build_sampler(data.labels, cfg.data.sampler, cfg.seed, spe, run.info),
-                      steps_per_epoch=spe, total_steps=spe * cfg.train.epochs, started=run.started,
-                      cleaning=None if cfg.train.cleaning.action == "off" else CleaningState.initial(data.labels))
+                      sampler=build_sampler(data.labels, cfg.data.sampler, cfg.seed, spe, run.info,
+                                            keep=None if cleaning is None else cleaning.keep),
+                      steps_per_epoch=spe, total_steps=spe * cfg.train.epochs, started=run.started, cleaning=cleaning)
 
 
 def wrap_ddp(model: torch.nn.Module, run: RunContext) -> torch.nn.Module:
