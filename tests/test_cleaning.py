@@ -152,6 +152,7 @@ def test_config_rules_are_one_line_errors():
         with pytest.raises(ConfigError, match=f"train.cleaning.{key}"):
             load_config(QUICKSTART, [f"train.cleaning.{key}={value}"])
     assert load_config(QUICKSTART, ["train.cleaning.action=relabel"]).train.cleaning.action == "relabel"
+    assert load_config(QUICKSTART, ["train.cleaning.action=off"]).train.cleaning.action == "off"  # YAML: false
 
 
 def test_round_schedule():

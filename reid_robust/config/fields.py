@@ -87,6 +87,9 @@ def _number(key: str, value: Any, kind: type) -> Any:
     return value
 
 
+_YAML_BOOL_WORDS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
+
+
 def check_value(key: str, hint: Any, value: Any) -> Any:
     """``value`` converted to ``hint`` (see the module docstring), or ConfigError naming ``key``."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -100,6 +103,8 @@ def check_value(key: str, hint: Any, value: Any) -> Any:
             kind = {str: "a path (a string)", float: "a number"}.get(inner[0], str(inner[0]))
             raise ConfigError(f"'{key}' must be {kind} or null, got {value!r}") from None
     if origin is Literal:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare off/on/no/yes as a boolean: the choice it spelt
+            value = next((a for a in args if str(a).lower() in _YAML_BOOL_WORDS[value]), value)
         if value not in args:
             raise ConfigError(f"'{key}' must be one of {', '.join(map(str, args))}; got {value!r}")
         return value
