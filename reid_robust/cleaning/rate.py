@@ -3,8 +3,9 @@
 A two-component Gaussian mixture is fitted to the component's values (higher = more suspect), as DivideMix
 (Li et al., ICLR 2020, Sec. 3.1) fits one to the per-sample losses; Arazo et al. (ICML 2019) fit a beta
 mixture to the same end. The weight of the component with the higher mean is the estimated rate, and each
-image's posterior of that component says how likely its label is wrong. The combined score (an average of
-normalised ranks) is uniform by construction and hides that shape, hence a raw component.
+image's posterior of that component says how likely its label is wrong. A raw component, not the combined
+score: each normalised rank is uniform whatever the data, so the average of ranks has a shape that says how
+far the components agree, not what share of the labels is wrong.
 
 A unimodal distribution is still split by a mixture; the split counts as two populations only when Ashman's
 D = sqrt(2) |mu_1 - mu_2| / sqrt(s_1^2 + s_2^2) (Ashman et al., J. Classification 1994: D > 2 for a clean
