@@ -174,7 +174,7 @@ def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str, block
         end = min(start + block, query.shape[0])
         out = buffer[: end - start] if buffer is not None else None
         scores = np.matmul(query[start:end], g_t, out=out)
-        if metric == "euclidean":
+        if g_sq is not None:  # euclidean
             scores *= 2.0
             scores -= g_sq
         yield start, end, scores

@@ -82,7 +82,7 @@ def batch_all_triplet(dist: Tensor, pos: Tensor, neg: Tensor, margin: float, sof
         valid = pos[start:start + block].unsqueeze(2) & neg[start:start + block].unsqueeze(1)
         losses = triplet_hinge(d.unsqueeze(2), d.unsqueeze(1), margin, soft)
         keep = valid if soft else valid & (losses > 0)
-        if pair_w is None:
+        if pair_w is None or weights is None:
             total = total + torch.where(keep, losses, torch.zeros_like(losses)).sum()
             count += int(keep.sum())
             continue
