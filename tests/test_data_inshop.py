@@ -85,3 +85,16 @@ def test_malformed_lists_are_refused(tmp_path, rows, declared, message):
     write_tree(tmp_path, rows=rows, declared=declared)
     with pytest.raises(ValueError, match=message):
         build_dataset("inshop", tmp_path)
+
+
+@pytest.mark.parametrize("entry, message", [("../outside.jpg", "climbs out with '..'"),
+                                            ("/etc/passwd", "is an absolute path")])
+def test_list_entries_outside_the_dataset_are_refused(tmp_path, entry, message):
+    """An entry of list_eval_partition.txt that leaves the dataset folder is refused naming file:line (issue 12)."""
+    root = write_tree(tmp_path / "inshop")
+    rows = ROWS[:-1] + [(entry, ROWS[-1][1], "gallery")]
+    lines = [str(len(rows)), "image_name item_id evaluation_status"] + [f"{p} {i} {s}" for p, i, s in rows]
+    (root / "Eval" / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    Image.new("RGB", (16, 24)).save(tmp_path / "inshop" / "outside.jpg")
+    with pytest.raises(ValueError, match=rf"list_eval_partition.txt:10: entry .* {message}"):
+        build_dataset("inshop", root)

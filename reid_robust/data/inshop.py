@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .files import check_files_exist, find_root, require_dir
+from .files import InsideRoot, check_files_exist, find_root, require_dir
 from .named_folders import source_hint
 from .records import DatasetSplits, ImageRecord, relabel, require_nonempty
 
@@ -39,6 +39,7 @@ def read_partition(list_path: Path, image_root: Path) -> dict[str, list[ImageRec
     """Records of `list_eval_partition.txt` by evaluation status; errors name the file and line."""
     splits: dict[str, list[ImageRecord]] = {status: [] for status in STATUSES}
     declared = None
+    inside = InsideRoot(image_root)  # entries never leave the dataset folder (issue 12)
     with open(list_path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
             fields = line.split()
@@ -51,7 +52,7 @@ def read_partition(list_path: Path, image_root: Path) -> dict[str, list[ImageRec
             if len(fields) != 3 or fields[2] not in STATUSES:
                 raise ValueError(f"{where}: expected '<image_name> <item_id> train|query|gallery', got {line.strip()!r}")
             status = fields[2]
-            splits[status].append(ImageRecord(str(image_root / fields[0]), _item_pid(fields[1], where), CAMERA[status]))
+            splits[status].append(ImageRecord(str(inside(fields[0], where)), _item_pid(fields[1], where), CAMERA[status]))
     listed = sum(len(records) for records in splits.values())
     if declared is not None and declared != listed:
         raise ValueError(f"{list_path}: its first line announces {declared} images but {listed} are listed")
