@@ -122,6 +122,25 @@ def test_audit_tool(evil, tmp_path, capsys):
     assert not marker.exists() and not (tmp_path / "audit").exists()  # refused before anything is written
 
 
+def test_embed_tool(evil, tiny_market_root, tmp_path, capsys):
+    path, marker = evil
+    code = _tool("embed").main(["--checkpoint", str(path), "--images", str(tiny_market_root / "query"),
+                                "--out", str(tmp_path / "e.npz"), "--device", "cpu"])
+    _one_line_refusal(capsys, path, code)
+    assert not marker.exists() and not (tmp_path / "e.npz").exists()
+
+
+def test_embedder_from_checkpoint(evil):
+    from reid_robust.engine.embed import Embedder
+
+    path, marker = evil
+    with pytest.raises(ValueError) as info:
+        Embedder.from_checkpoint(path, device="cpu")
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "was refused" in message and "posix.system" in message
+    assert not marker.exists()
+
+
 def _train_tool(root: Path, out: Path, *overrides: str) -> int:
     return _tool("train_reid").main(["--config", QUICKSTART, *tiny_overrides(root, out), "train.epochs=1",
                                      *overrides])
