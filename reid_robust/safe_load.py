@@ -59,7 +59,8 @@ def torch_load(path: str | os.PathLike, what: str, allow: Sequence[Any] = (),
         raise ValueError(f"{what} {path} cannot be read ({type(exc).__name__}: {message.strip()[:200]})") from None
     except Exception as exc:  # truncated, empty or not a torch file
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ValueError(f"{what} {path} cannot be read ({type(exc).__name__}: {first})") from None
+        raise ValueError(f"{what} {path} cannot be read: not a torch file saved by torch.save (truncated, empty "
+                         f"or another format; {type(exc).__name__}: {first})") from None
 
 
 def numpy_load(path: str | os.PathLike, what: str) -> Any:

@@ -163,10 +163,10 @@ def test_evaluating_features_without_pids_is_refused_in_one_line(tmp_path):
 
     feats = np.eye(4, dtype=np.float32) + 0.1
     unlabelled = FeatureSet(feats, source="gallery features file 'g.npz'")
-    with pytest.raises(ValueError, match=r"^gallery features file 'g.npz' have no pids") as info:
+    with pytest.raises(ValueError, match=r"^gallery features file 'g.npz' has no pids") as info:
         evaluate_reid_features(FeatureSet(feats, np.arange(4), np.zeros(4, dtype=np.int64)), unlabelled)
     assert "\n" not in str(info.value)
-    with pytest.raises(ValueError, match="have no pids"):
+    with pytest.raises(ValueError, match="has no pids"):
         evaluate_retrieval_features(FeatureSet(feats))
 
 

@@ -120,7 +120,7 @@ def test_feature_files_without_camids_give_the_reference_metrics(tool, tmp_path,
     capsys.readouterr()
     assert tool.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: query features file {str(tmp_path / 'q.npz')!r} have no camids: the Market-1501 "
+    assert err == [f"error: query features file {str(tmp_path / 'q.npz')!r} has no camids: the Market-1501 "
                    "protocol drops same-camera "
                    "matches; pass --no-camera-filter (camera_filter=False) to evaluate without that rule"]
 
@@ -312,7 +312,7 @@ def test_a_file_without_pids_loads_but_is_refused_for_evaluation(tool, tmp_path,
     np.savez(good, feats=np.random.default_rng(1).normal(size=(5, 4)), pids=np.arange(1, 6))
     assert tool.main(["--query", str(good), "--gallery", str(path), "--no-camera-filter"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: gallery features file {str(path)!r} have no pids"), err
+    assert len(err) == 1 and err[0].startswith(f"error: gallery features file {str(path)!r} has no pids"), err
 
 
 def test_a_pickle_given_as_features_is_never_unpickled(tmp_path):

@@ -102,7 +102,7 @@ def test_cub_protocol_on_one_feature_file(tool, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     ([], "give --query"),
     (["--query", "MISSING.npz", "--gallery", "MISSING.npz"], "query features file 'MISSING.npz' does not exist"),
-    (["--query", "{q}", "--gallery", "{bad}"], "bad.npz' have no pids (identities), so they cannot be evaluated"),
+    (["--query", "{q}", "--gallery", "{bad}"], "bad.npz' has no pids (identities), so it cannot be evaluated"),
     (["--query", "{q}", "--gallery", "{wide}"], "dimensions"),
     (["--query", "{q}", "--gallery", "{nan}"], "nan.npz': feats row 2 is not finite"),
     (["--query", "{q}", "--gallery", "{g}", "--flip"], "--flip needs --checkpoint"),
@@ -279,7 +279,7 @@ def test_identity_folders_without_cameras_need_no_camera_filter(tool, checkpoint
             "--gallery", str(tmp_path / "mine" / "gallery"), "--device", "auto"]
     assert tool.main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "have no camids" in err[0] and "--no-camera-filter" in err[0]
+    assert len(err) == 1 and "has no camids" in err[0] and "--no-camera-filter" in err[0]
     out = tmp_path / "m.json"
     assert tool.main(args + ["--no-camera-filter", "--json", str(out), "--save-features", str(tmp_path / "f")]) == 0
     printed = capsys.readouterr().out

@@ -250,7 +250,7 @@ def check_cameras(args: argparse.Namespace, protocol: str, query, gallery) -> No
         return
     for features in (query, gallery):
         if features is not None and features.camids is None:
-            raise UsageError(f"{features.source} have no camids: the Market-1501 protocol drops same-camera "
+            raise UsageError(f"{features.source} has no camids: the Market-1501 protocol drops same-camera "
                              "matches; pass --no-camera-filter (camera_filter=False) to evaluate without that rule")
 
 

@@ -42,7 +42,7 @@ class FeatureSet:
     def labelled(self) -> np.ndarray:
         """``pids`` [N]; a set without them is refused in one line (evaluation needs identities)."""
         if self.pids is None:
-            raise ValueError(f"{self.source} have no pids (identities), so they cannot be evaluated; embed a "
+            raise ValueError(f"{self.source} has no pids (identities), so it cannot be evaluated; embed a "
                              "layout that gives identities (Market-1501 names, identity folders, a labels CSV)")
         return self.pids
 
