@@ -37,6 +37,6 @@ setup(
         "onnx": ["onnx", "onnxruntime"],
         "tensorboard": ["tensorboard"],
         "timm": ["timm"],  # model.backbone=timm:<model> (docs/models.md)
-        "test": ["pytest", "pytorch-metric-learning", "onnx", "onnxruntime", "timm"],
+        "test": ["pytest", "pytorch-metric-learning", "onnx", "onnxruntime", "timm", "mypy"],
     },
 )
