@@ -83,6 +83,11 @@ def batches(loader: DataLoader) -> Generator[dict[str, Any], None, None]:
                 raise unwrap_worker_error(exc) from None
             yield batch
     finally:
+        # join the workers now: an error's traceback keeps the iterator alive until interpreter exit, where
+        # multiprocessing's atexit join met torch's SIGCHLD handler and printed a traceback after the one line
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
         del iterator
 
 
