@@ -8,12 +8,12 @@ The meaning of every field is the ``help`` text below; docs/config.md is generat
 """
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from reid_robust.config.fields import ConfigError, Rule, Section, above, at_least, check_value, option, within
+from reid_robust.registry import did_you_mean
 
 # the metrics each evaluation protocol reports (reid_robust.evaluation); any of them can select best.pth
 PROTOCOL_METRICS: dict[str, tuple[str, ...]] = {
@@ -28,8 +28,7 @@ PROBABILITY = within(0.0, 1.0)
 def closest(name: str, valid: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` or the list of valid names, to end a message about an unknown ``name``."""
     valid = sorted(valid)
-    close = difflib.get_close_matches(str(name), valid, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else f"; valid names: {', '.join(valid)}"
+    return did_you_mean(name, valid) or f"; valid names: {', '.join(valid)}"
 
 
 @dataclass(frozen=True)
