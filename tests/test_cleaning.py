@@ -20,6 +20,7 @@ from reid_robust.cleaning.decisions import (
 )
 from reid_robust.cleaning.rate import estimate_rate
 from reid_robust.cleaning.report import Manifest, round_metrics
+from reid_robust.cleaning.scoring import WRONG_SIDE
 from reid_robust.config import ConfigError, load_config
 from reid_robust.config.sections import CleaningConfig, SamplerConfig
 
@@ -36,6 +37,17 @@ def test_rate_estimate_recovers_the_planted_share(share):
     assert abs(estimate.rate - share) < 0.02
     assert estimate.separation > 2
     assert estimate.means[1] > estimate.means[0]
+
+
+def test_rate_estimate_needs_the_suspect_component_beyond_the_boundary():
+    """Two separated populations of clean margins (a core and a tail, both closer to their own centre) are
+    not wrong labels: with the margin's boundary 0 the estimate is 0; shifted past 0 the split counts."""
+    rng = np.random.default_rng(3)
+    core_and_tail = np.concatenate([rng.normal(-0.6, 0.05, 900), rng.normal(-0.2, 0.05, 300)])
+    assert estimate_rate(core_and_tail).rate > 0.2            # without a boundary the tail is "noise"
+    assert estimate_rate(core_and_tail, boundary=0.0).rate == 0.0
+    assert abs(estimate_rate(core_and_tail + 0.4, boundary=0.0).rate - 0.25) < 0.03
+    assert WRONG_SIDE["margin"] == 0.0 and WRONG_SIDE["knn"] == 0.5
 
 
 def test_rate_estimate_is_zero_for_one_population_and_capped_by_max_rate():
@@ -115,6 +127,11 @@ def test_decide_drop_relabel_weight_on_a_hand_built_case():
     assert weight.estimated_rate == pytest.approx(6 / 48, abs=0.03)
     assert (weight.weights[~weight.flagged] == 1).all() and (weight.weights[noisy] < 0.5).all()
     assert weight.keep.all() and (weight.labels == labels).all()
+    more = decide(outputs, state, [term], replace(base, rate=None, component="margin", rate_scale=2.0), sampler)
+    assert more.rate == pytest.approx(2 * more.estimated_rate) and more.flagged[noisy].all()
+    assert more.counts["images_flagged"] == round(more.rate * 48)
+    capped = decide(outputs, state, [term], replace(base, rate=None, rate_scale=10.0, max_rate=0.3), sampler)
+    assert capped.rate == 0.3
 
 
 def test_round_metrics_against_the_manifest():

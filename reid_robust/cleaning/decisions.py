@@ -3,7 +3,7 @@
 
 Every round scores all training images under their current labels (a dropped image can come back, a
 relabelled one is judged under its new label), flags the ``round(rate * N)`` highest combined scores (ties:
-lower index first), then:
+lower index first; ``rate`` is the estimate times ``rate_scale``, at most ``max_rate``), then:
 
 - ``drop``: flagged images leave the sampler; an identity that lost images and is left with fewer than
   ``min_images`` is removed (all its images leave), one left with fewer than K (``num_instances``) is sampled
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from reid_robust.cleaning.rate import estimate_rate
-from reid_robust.cleaning.scoring import suspicion_scores
+from reid_robust.cleaning.scoring import WRONG_SIDE, suspicion_scores
 from reid_robust.config.sections import CleaningConfig, SamplerConfig
 
 
@@ -136,8 +136,9 @@ def decide(outputs: dict[str, torch.Tensor], state: CleaningState, terms: Sequen
     if cleaning.component not in scores:
         raise ValueError(f"train.cleaning.component={cleaning.component}: the loss terms give no such score; "
                          f"available: {', '.join(k for k in scores if k != 'score')}")
-    estimate = estimate_rate(scores[cleaning.component], cleaning.min_separation, cleaning.max_rate, seed)
-    rate = estimate.rate if cleaning.rate is None else cleaning.rate
+    estimate = estimate_rate(scores[cleaning.component], cleaning.min_separation, cleaning.max_rate, seed,
+                             boundary=WRONG_SIDE[cleaning.component])
+    rate = min(estimate.rate * cleaning.rate_scale, cleaning.max_rate) if cleaning.rate is None else cleaning.rate
     flagged = flag_top(scores["score"], rate)
     keep, new_labels, weights = state.keep.copy(), labels.copy(), state.weights.copy()
     counts = {"identities_removed": 0, "identities_resampled": 0, "images_relabelled": 0}

@@ -9,7 +9,11 @@ far the components agree, not what share of the labels is wrong.
 
 A unimodal distribution is still split by a mixture; the split counts as two populations only when Ashman's
 D = sqrt(2) |mu_1 - mu_2| / sqrt(s_1^2 + s_2^2) (Ashman et al., J. Classification 1994: D > 2 for a clean
-separation) reaches ``min_separation``; otherwise the estimate is 0 and nothing is flagged.
+separation) reaches ``min_separation``; otherwise the estimate is 0 and nothing is flagged. A well separated
+split can still cut one population of clean labels into its core and its tail (late in training, a clean
+set's hard images form a tail): with a ``boundary`` (the component's value where the evidence starts to
+prefer another label, :data:`reid_robust.cleaning.scoring.WRONG_SIDE`), the split also counts only when the
+suspect component's mean lies beyond it.
 """
 from __future__ import annotations
 
@@ -36,11 +40,12 @@ def ashman_d(means: np.ndarray, variances: np.ndarray) -> float:
 
 
 def estimate_rate(values: np.ndarray, min_separation: float = 2.0, max_rate: float = 1.0,
-                  seed: int = 0) -> RateEstimate:
+                  seed: int = 0, boundary: float | None = None) -> RateEstimate:
     """Fit a 2-component GMM to ``values`` [N] (finite; higher = more suspect) and return its suspect share.
 
     Deterministic for a given ``seed`` (k-means initialisation with a fixed random state). Values that are
-    all equal, or components closer than ``min_separation``, give rate 0 and posterior 0.
+    all equal, components closer than ``min_separation``, or (with ``boundary``) a suspect component whose
+    mean is not above ``boundary`` give rate 0 and posterior 0.
     """
     from sklearn.mixture import GaussianMixture
 
@@ -59,7 +64,7 @@ def estimate_rate(values: np.ndarray, min_separation: float = 2.0, max_rate: flo
     high = int(np.argmax(means))
     d = ashman_d(means, variances)
     means_raw = (float(means[1 - high] * spread + x.mean()), float(means[high] * spread + x.mean()))
-    if d < min_separation:
+    if d < min_separation or (boundary is not None and means_raw[1] <= boundary):
         return RateEstimate(0.0, np.zeros_like(x), d, means_raw)
     posterior = gmm.predict_proba(z[:, None])[:, high]
     rate = min(float(gmm.weights_[high]), float(max_rate))

@@ -30,6 +30,10 @@ import torch
 from reid_robust.progress import progress as show_progress
 
 COMPONENTS = ("reliability", "knn", "margin")
+# Where each raw component starts to say "another label fits better": ``margin`` > 0, the image is closer to
+# another identity's centre than to its own; ``knn`` > 0.5, most of its neighbours carry another label.
+# ``reliability`` (1 - the loss's weight) has no such point (its scale depends on the loss): None.
+WRONG_SIDE: dict[str, float | None] = {"margin": 0.0, "knn": 0.5, "reliability": None}
 
 
 def _check(feats: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

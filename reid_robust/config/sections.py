@@ -222,6 +222,9 @@ class CleaningConfig(Section):
     component: Literal["reliability", "knn", "margin"] = option(
         "margin", "raw score whose distribution estimates the rate: `margin` (embedding, any loss), `knn` "
                   "(neighbour labels) or `reliability` (the loss's trust in the label; needs a classifier term)")
+    rate_scale: float = option(1.0, "the estimated rate is multiplied by this before flagging (at most `max_rate`; "
+                                    "an explicit `rate` is used as given): above 1 flags more, trading precision "
+                                    "for recall", above(0))
     max_rate: float = option(0.6, "upper bound of the estimated rate", within(0, 1, open_low=True, open_high=True))
     min_separation: float = option(2.0, "the mixture counts as two populations only when Ashman's D between its "
                                         "components is at least this (otherwise the estimate is 0)", at_least(0))
