@@ -11,9 +11,10 @@ HNSW = approximate) for visualisation, re-ranking candidates and the approximate
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 import faiss
 import numpy as np
@@ -25,6 +26,32 @@ DEFAULT_BLOCK_ELEMENTS = 1 << 24  # scores per block: 64 MB of float32
 # the float32 maximum (~3.4e38); below the minimum, a row cannot be normalised in float32 (cosine)
 MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 16
 MIN_SQUARED_NORM = float(np.finfo(np.float32).tiny) ** 2
+MIN_CHUNK_ELEMENTS = 1 << 18  # row-wise numpy work is split over threads in chunks of at least this many values
+T = TypeVar("T")
+
+
+def worker_threads() -> int:
+    """Threads the evaluators split row-wise numpy work over: torch's intra-op thread count
+    (:func:`set_num_threads` sets it; torch's default is the number of physical cores)."""
+    return max(1, torch.get_num_threads())
+
+
+def map_row_chunks(fn: Callable[[int, int], T], num_rows: int, row_size: int = 1) -> list[T]:
+    """``[fn(start, end)]`` over consecutive row ranges covering ``range(num_rows)``, one per worker thread
+    (:func:`worker_threads`), each of at least ``MIN_CHUNK_ELEMENTS`` values (``row_size`` values a row).
+
+    numpy releases the GIL in its sorts, searches and large elementwise loops, so chunks of rows run in
+    parallel; the results are those of ``fn(0, num_rows)`` split by rows, whatever the thread count.
+    """
+    min_rows = max(1, -(-MIN_CHUNK_ELEMENTS // max(1, row_size)))
+    chunks = max(1, min(worker_threads(), num_rows // min_rows))
+    if chunks == 1:
+        return [fn(0, num_rows)]
+    edges = [num_rows * i // chunks for i in range(chunks + 1)]
+    with ThreadPoolExecutor(chunks - 1) as pool:  # per call: nothing outlives it (fork-safe), ~0.1 ms a thread
+        rest = [pool.submit(fn, edges[i], edges[i + 1]) for i in range(1, chunks)]
+        first = fn(edges[0], edges[1])
+        return [first] + [future.result() for future in rest]
 
 
 def as_feature_matrix(x, name: str, metric: str | None = None) -> np.ndarray:
@@ -77,8 +104,10 @@ def _refuse_non_finite(x: np.ndarray, name: str) -> None:
 
 def squared_norms(x: np.ndarray) -> np.ndarray:
     """Squared L2 norms of the rows of float32 ``x`` [N, D], accumulated in float64 ([N]; neither overflows
-    nor underflows for float32 rows)."""
-    return np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    nor underflows for float32 rows; row chunks on :func:`worker_threads` threads)."""
+    parts = map_row_chunks(lambda start, end: np.einsum("ij,ij->i", x[start:end], x[start:end], dtype=np.float64),
+                           x.shape[0], x.shape[1])
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def check_norms(x: np.ndarray, name: str, metric: str | None = None, squared: np.ndarray | None = None) -> None:
@@ -135,9 +164,13 @@ def l2_normalize(x: np.ndarray, eps: float = float(np.finfo(np.float32).tiny), s
                  in_place: bool = False) -> np.ndarray:
     """Rows [N, D] float32 divided by their L2 norm, taken in float64 (a new float32 array, or ``x`` itself
     with ``in_place``; rows of norm below ``eps`` are divided by ``eps``: the evaluators refuse such rows
-    first, see :func:`check_norms`). ``squared``: the rows' squared norms if already known."""
-    norms = np.sqrt(squared_norms(x) if squared is None else squared)
-    return np.divide(x, np.maximum(norms, eps).astype(np.float32)[:, None], out=x if in_place else None)
+    first, see :func:`check_norms`). ``squared``: the rows' squared norms if already known. Row chunks are
+    divided on :func:`worker_threads` threads."""
+    norms = np.maximum(np.sqrt(squared_norms(x) if squared is None else squared), eps).astype(np.float32)[:, None]
+    out = x if in_place else np.empty(x.shape, np.result_type(x, norms))
+    map_row_chunks(lambda start, end: np.divide(x[start:end], norms[start:end], out=out[start:end]),
+                   x.shape[0], x.shape[1])
+    return out
 
 
 def prepare(x: np.ndarray, metric: str, squared: np.ndarray | None = None, in_place: bool = False) -> np.ndarray:
