@@ -29,6 +29,45 @@ def reference_retrieval(x, y, ks):
     return {f"recall@{k}": np.mean(v) for k, v in recalls.items()} | {"map_at_r": np.mean(maps)}
 
 
+def reference_per_item(x, y):
+    """First rank and MAP@R of every item (0 and 0.0 for lone items), by the same loop as above."""
+    x = np.asarray(x, np.float64)
+    dist = ((x[:, None] - x[None]) ** 2).sum(-1)
+    first, maps = np.zeros(len(x), dtype=np.int64), np.zeros(len(x))
+    for i in range(len(x)):
+        others = np.delete(np.arange(len(x)), i)
+        rel = y[others[np.argsort(dist[i, others], kind="stable")]] == y[i]
+        num_rel = rel.sum()
+        if num_rel:
+            first[i] = np.flatnonzero(rel)[0] + 1
+            maps[i] = (np.cumsum(rel[:num_rel]) / np.arange(1, num_rel + 1) * rel[:num_rel]).sum() / num_rel
+    return first, maps
+
+
+@pytest.mark.parametrize("block_size", [1, 37, None])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_per_query_first_rank_and_map_at_r_exact_with_the_depth_cut(block_size, threads, monkeypatch):
+    """400 items in classes of 4 to 10 with many tied distances: rows are cut at depth max(R, 8), so most
+    matches are never counted; first ranks far beyond the cut and MAP@R stay exact (rows over 3 threads)."""
+    from reid_robust.evaluation import search
+
+    monkeypatch.setattr(search, "worker_threads", lambda: threads)
+    monkeypatch.setattr(search, "MIN_CHUNK_ELEMENTS", 1)
+    calls = []
+    cut = ranking.depth_candidates
+    monkeypatch.setattr(ranking, "depth_candidates", lambda *a: calls.append(cut(*a)) or calls[-1])
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(60), rng.integers(4, 11, size=60))[:400]
+    feats = rng.integers(-2, 3, size=(len(labels), 4)).astype(np.float32)  # ties everywhere
+    result = evaluate_retrieval(feats, labels, metric="euclidean", compute_nmi=False, per_query=True,
+                                block_size=block_size)
+    assert any(c[1] is not None for c in calls)  # cuts were made
+    first, maps = reference_per_item(feats, labels)
+    assert (first > 15).any()
+    np.testing.assert_array_equal(result["per_query"]["first_rank"], first)
+    np.testing.assert_allclose(result["per_query"]["map_at_r"], maps, rtol=0, atol=1e-12)
+
+
 def test_recall_at_k_matches_sklearn_nearest_neighbors():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, size=200)

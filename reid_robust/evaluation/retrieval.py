@@ -83,7 +83,9 @@ def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", c
     for start, end, scores in blocks:
         members = groups.block(start, end)
         is_self = members == self_index[start:end, None]
-        ranks, n = match_ranks(scores, members, is_self)
+        # only ranks up to R (MAP@R) and max(ks) (Recall@K), and the first rank, are needed
+        depth = np.maximum(groups.count[start:end] - 1, max(ks))
+        ranks, n = match_ranks(scores, members, is_self, depth=depth)
         num_matches[start:end] = n
         if ranks.shape[1] == 0:
             continue
