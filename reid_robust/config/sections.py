@@ -215,8 +215,8 @@ class CleaningConfig(Section):
                "classifier assigns, above `relabel_confidence`) or `weight` (flagged images weigh their mixture "
                "posterior of a clean label in every loss term); `oracle` is a benchmark baseline, not a method: it "
                "trains without the images the injected noise made wrong (the noise manifest's `is_noisy`)")
-    start_epoch: int = option(4, "first epoch after which a round runs", at_least(1))
-    every: int = option(2, "epochs between rounds", at_least(1))
+    start_epoch: int = option(2, "first epoch after which a round runs", at_least(1))
+    every: int = option(1, "epochs between rounds", at_least(1))
     rate: float | None = option(None, "share of images flagged each round; null = estimated from a two-component "
                                       "Gaussian mixture over the `component` score", within(0, 1, open_high=True))
     component: Literal["reliability", "knn", "margin"] = option(
