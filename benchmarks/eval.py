@@ -165,7 +165,8 @@ def market_benchmark(args) -> dict:
     exact = results["evaluate_reid"]
     t_dense, (dense_map, dense_r1) = timed(lambda: dense_argsort_loop(*data))
     print(f"Market-1501 scale: {len(qf)} x {len(gf)}, {args.dim}-d, {args.threads} threads, best of "
-          f"{args.repeats}: mAP {exact['mAP']:.4f}, rank1 {exact['rank1']:.4f}, mINP {exact['mINP']:.4f}")
+          f"{args.repeats}: mAP {exact['mAP']:.4f}, rank1 {exact['rank1']:.4f}, mINP {exact['mINP']:.4f}; "
+          f"load average {os.getloadavg()[0]:.1f}")
     floor = report_floor(best)
     for name, target in (("evaluate_reid", 1.2), ("evaluate_reid, random feats", 1.5)):
         print(f"  {name:28s} {best[name]:8.2f} s   = {best[name] / floor:.2f} x floor (target <= {target})")
@@ -228,7 +229,8 @@ def retrieval_timings(feats, labels, repeats: int, blocked: bool, with_pml: bool
 
 def report_retrieval(title: str, best: dict, results: dict, target: float) -> None:
     ours = results["evaluate_retrieval"]
-    print(f"{title}: P@1 {ours['precision_at_1']:.4f}, MAP@R {ours['map_at_r']:.4f}", flush=True)
+    print(f"{title}: P@1 {ours['precision_at_1']:.4f}, MAP@R {ours['map_at_r']:.4f}; "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
     floor = report_floor(best)
     if "numpy x @ x.T (symmetric)" in best:
         t = best["numpy x @ x.T (symmetric)"]
