@@ -152,3 +152,22 @@ def test_blocks_are_the_rows_of_the_whole_matrix_and_feed_the_evaluator():
         got = evaluate_reid(qf, gf, q_pids, g_pids, q_cams, g_cams, metric="euclidean", rerank=True,
                             block_size=block_size)
         assert got["mAP"] == pytest.approx(expected["mAP"], abs=1e-12) and got["cmc"] == expected["cmc"]
+
+
+@pytest.mark.parametrize("block_size", [17, 7, None])
+def test_work_split_over_threads_equals_one_thread_bit_for_bit(monkeypatch, block_size):
+    """The row-wise work split into chunks over worker threads (3 threads, chunks of a few rows, so chunk
+    edges fall inside odd-sized blocks) gives the one-thread result exactly, and the loop's result."""
+    from reid_robust.evaluation import search
+
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(8, 6))
+    qf = (centres[rng.integers(0, 8, 23)] + 0.7 * rng.normal(size=(23, 6))).astype(np.float32)
+    gf = (centres[rng.integers(0, 8, 131)] + 0.7 * rng.normal(size=(131, 6))).astype(np.float32)
+    monkeypatch.setattr(search, "worker_threads", lambda: 1)
+    one = k_reciprocal_rerank(qf, gf, k1=7, k2=3, lambda_value=0.3, block_size=block_size)
+    monkeypatch.setattr(search, "worker_threads", lambda: 3)
+    monkeypatch.setattr(search, "MIN_CHUNK_ELEMENTS", 1)
+    split = k_reciprocal_rerank(qf, gf, k1=7, k2=3, lambda_value=0.3, block_size=block_size)
+    np.testing.assert_array_equal(split, one)
+    np.testing.assert_allclose(split, reference_rerank(qf, gf, 7, 3, 0.3), atol=2e-6)

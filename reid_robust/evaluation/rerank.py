@@ -29,7 +29,8 @@ import torch
 
 from reid_robust.progress import progress as show_progress
 
-from .search import as_feature_matrix, check_block_size, check_positive_int, check_same_dim, default_block_size
+from .search import (as_feature_matrix, check_block_size, check_positive_int, check_same_dim, default_block_size,
+                     map_row_chunks)
 
 CandidateSearch = Callable[[np.ndarray, np.ndarray, int], tuple]
 JACCARD_ENTRIES = 1 << 22  # (query, shared item, gallery) triples per Jaccard step: ~100 MB of temporaries
@@ -126,7 +127,10 @@ def _candidates(x: np.ndarray, sq: np.ndarray, c: int, block: int, progress: boo
                            enabled=progress):
         e = min(s + block, num)
         d = np.matmul(x[s:e], x[s:].T)  # [b, M - s]: rows s..e against columns s..M
-        d *= -2.0
+        if np.isfinite(raw[s:].max(axis=1)).all():
+            _absorb_block(raw, idx, row_max, d, sq, s, e)
+            continue
+        d *= -2.0  # some lists not yet full (the first blocks): dense top-k for them
         d += sq[s:]
         d += sq[s:e, None]
         np.maximum(row_max[s:e], d.max(axis=1), out=row_max[s:e])
@@ -136,6 +140,41 @@ def _candidates(x: np.ndarray, sq: np.ndarray, c: int, block: int, progress: boo
             np.maximum(row_max[e:], below.max(axis=0), out=row_max[e:])
             _absorb(raw, idx, below, e, s, transposed=True)
     return raw, idx, np.maximum(row_max, 1e-12)
+
+
+def _absorb_block(raw, idx, row_max, d: np.ndarray, sq: np.ndarray, s: int, e: int) -> None:
+    """One block of :func:`_candidates` once every list from row s on is full: the products ``d`` [e - s,
+    M - s] become squared distances in place, rows s..e and (transposed) rows e..M update their maxima and
+    take the entries below their current c-th candidate. The elementwise passes and the selection of those
+    entries run in row chunks on worker threads (:func:`map_row_chunks`); the entries are merged in the
+    order one pass over the whole block finds them, so the lists equal those of one thread bit for bit."""
+    thr_rows, thr_below = raw[s:e].max(axis=1), raw[e:].max(axis=1)
+    width, split = d.shape[1], e - s
+
+    def chunk(a: int, b: int):
+        part = d[a:b]
+        part *= -2.0
+        part += sq[s:]
+        part += sq[s + a:s + b, None]
+        near = _passing(part < thr_rows[a:b, None])
+        below = part[:, split:]
+        far = _passing(below < thr_below[None, :])
+        return (part.max(axis=1), below.max(axis=0) if split < width else None,
+                near + a * width, part.reshape(-1)[near], far + a * (width - split),
+                below[np.divmod(far, max(1, width - split))])
+
+    parts = map_row_chunks(chunk, split, width)
+    np.maximum(row_max[s:e], np.concatenate([p[0] for p in parts]), out=row_max[s:e])
+    rows, cols = np.divmod(np.concatenate([p[2] for p in parts]), width)
+    if len(rows):
+        _merge(raw, idx, rows + s, np.concatenate([p[3] for p in parts]), cols + s)
+    if split == width:
+        return
+    np.maximum(row_max[e:], np.maximum.reduce([p[1] for p in parts]), out=row_max[e:])
+    cols, rows = np.divmod(np.concatenate([p[4] for p in parts]), width - split)  # block row = column
+    if len(rows):
+        order = np.argsort(rows, kind="stable")
+        _merge(raw, idx, rows[order] + e, np.concatenate([p[5] for p in parts])[order], cols[order] + s)
 
 
 def _neighbours(raw, idx, row_max, k: int, x: np.ndarray, sq: np.ndarray) -> np.ndarray:
