@@ -62,25 +62,40 @@ def _passing(mask: np.ndarray) -> np.ndarray:
 def _merge(raw: np.ndarray, idx: np.ndarray, rows: np.ndarray, new_vals: np.ndarray, new_idx: np.ndarray):
     """Merge new candidates (``rows`` ascending, values, items) into the lists of ``rows`` (in place): each
     list keeps its ``c`` smallest, and every value left out is >= every value kept, the invariant that makes
-    the final selection exact (see :func:`_neighbours`). Rows are handled in groups of similar counts."""
-    touched, starts, counts = np.unique(rows, return_index=True, return_counts=True)
+    the final selection exact (see :func:`_neighbours`). Rows are split over worker threads
+    (:func:`map_row_chunks`); each row's merge does not depend on the split (:func:`_merge_rows`)."""
+    starts = np.flatnonzero(np.diff(rows, prepend=-1))
+    ends = np.append(starts[1:], len(rows))
+
+    def chunk(a: int, b: int) -> None:
+        lo, hi = starts[a], ends[b - 1]
+        _merge_rows(raw, idx, rows[starts[a:b]], ends[a:b] - starts[a:b], new_vals[lo:hi], new_idx[lo:hi])
+
+    if len(starts):
+        map_row_chunks(chunk, len(starts), raw.shape[1] + len(rows) // len(starts))
+
+
+def _merge_rows(raw, idx, touched, counts, new_vals, new_idx) -> None:
+    """:func:`_merge` for rows ``touched`` with ``counts`` new entries each (entries grouped by row), in
+    groups of rows with 8, 16, 32, ... new entries at most, each padded to that width, so a row's selection
+    sees the same values in the same slots whichever rows share its group."""
     width = 8
     while len(touched):
-        group = counts <= width if counts.max() > width else np.ones(len(touched), dtype=bool)
+        group = counts <= width
         in_group = np.repeat(group, counts)
         if group.any():
-            _merge_group(raw, idx, touched[group], counts[group], new_vals[in_group], new_idx[in_group])
+            _merge_group(raw, idx, touched[group], counts[group], new_vals[in_group], new_idx[in_group], width)
         new_vals, new_idx = new_vals[~in_group], new_idx[~in_group]
         touched, counts = touched[~group], counts[~group]
-        width *= 8
+        width *= 2
 
 
-def _merge_group(raw, idx, touched, counts, new_vals, new_idx) -> None:
-    """:func:`_merge` for rows ``touched`` with ``counts`` new entries each (entries grouped by row)."""
+def _merge_group(raw, idx, touched, counts, new_vals, new_idx, width: int) -> None:
+    """:func:`_merge_rows` for rows ``touched`` with ``counts`` <= ``width`` new entries each."""
     c = raw.shape[1]
     pos = np.arange(len(new_vals)) - np.repeat(np.cumsum(counts) - counts, counts)
     slot = np.repeat(np.arange(len(touched)), counts)
-    vals = np.full((len(touched), c + counts.max()), np.inf, dtype=np.float32)
+    vals = np.full((len(touched), c + width), np.inf, dtype=np.float32)
     items = np.full(vals.shape, -1, dtype=np.int64)
     vals[:, :c], items[:, :c] = raw[touched], idx[touched]
     vals[slot, c + pos], items[slot, c + pos] = new_vals, new_idx
