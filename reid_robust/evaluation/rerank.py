@@ -253,9 +253,13 @@ def _member_distances(members, idx, raw, x, sq) -> np.ndarray:
     found = cand_keys[pos] == keys
     values = cand_raw[pos]
     missing = np.flatnonzero(~found)
-    for s in range(0, len(missing), 1 << 14):
-        m = missing[s:s + (1 << 14)]
-        values[m] = sq[rows[m]] + sq[cols[m]] - 2.0 * np.einsum("ij,ij->i", x[rows[m]], x[cols[m]])
+
+    def compute(a: int, b: int) -> None:  # the pairs not in the lists, a chunk per worker thread
+        for s in range(a, b, 1 << 12):
+            m = missing[s:min(s + (1 << 12), b)]
+            values[m] = sq[rows[m]] + sq[cols[m]] - 2.0 * np.einsum("ij,ij->i", x[rows[m]], x[cols[m]])
+
+    map_row_chunks(compute, len(missing), 2 * x.shape[1])
     out = np.zeros(num * width, dtype=np.float32)
     out[slots] = np.maximum(values, 0)
     return out.reshape(num, width)
@@ -311,6 +315,21 @@ def _jaccard_block(v: sp.csr_matrix, gallery: sp.csc_matrix, start: int, end: in
     return out
 
 
+def _final_rows(d: np.ndarray, v: sp.csr_matrix, gallery: sp.csc_matrix, sq: np.ndarray, row_max: np.ndarray,
+                start: int, lambda_value: float) -> None:
+    """Step 7 for queries start.. (in place): the products ``d`` [n, G] of their features with the gallery's
+    become ``(1 - λ) d_J + λ d̃``."""
+    end, num_query = start + len(d), len(sq) - gallery.shape[0]
+    jaccard = _jaccard_block(v, gallery, start, end)
+    jaccard *= 1.0 - lambda_value
+    d *= -2.0
+    d += sq[num_query:]
+    d += sq[start:end, None]
+    np.maximum(d, 0, out=d)
+    d *= (lambda_value / row_max[start:end])[:, None]
+    d += jaccard
+
+
 def _check_params(k1, k2, lambda_value, block_size) -> None:
     check_positive_int(k1, "k1")
     check_positive_int(k2, "k2")
@@ -364,16 +383,10 @@ def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, la
     for start in show_progress(range(0, num_query, query_block), desc=f"re-ranking {num_query} queries",
                                unit="block", enabled=progress):
         end = min(start + query_block, num_query)
-        out = _jaccard_block(v, gallery_v, start, end)
-        out *= 1.0 - lambda_value
         d = np.matmul(x[start:end], gallery_t)
-        d *= -2.0
-        d += sq[num_query:]
-        d += sq[start:end, None]
-        np.maximum(d, 0, out=d)
-        d *= (lambda_value / row_max[start:end])[:, None]
-        out += d
-        yield start, end, out
+        map_row_chunks(lambda a, b: _final_rows(d[a:b], v, gallery_v, sq, row_max, start + a, lambda_value),
+                       end - start, gallery_t.shape[1])
+        yield start, end, d
 
 
 def k_reciprocal_rerank(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
