@@ -293,26 +293,28 @@ def _jaccard_rows(v: sp.csr_matrix, gallery: sp.csc_matrix, start: int, end: int
     at = np.arange(total) + np.repeat(first - (ends - counts), counts)
     pair = np.repeat(query * num_g, counts) + gallery.indices[at]
     mins = np.minimum(np.repeat(vals, counts), gallery.data[at])
-    overlap = np.bincount(pair, weights=mins, minlength=(end - start) * num_g).reshape(end - start, num_g)
-    return (1.0 - overlap / (2.0 - overlap)).astype(np.float32)
+    overlap = np.bincount(pair, weights=mins, minlength=(end - start) * num_g)
+    jaccard = np.subtract(2.0, overlap)  # 1 - m / (2 - m), in place
+    np.divide(overlap, jaccard, out=jaccard)
+    np.subtract(1.0, jaccard, out=jaccard)
+    return jaccard.astype(np.float32).reshape(end - start, num_g)
 
 
-def _jaccard_block(v: sp.csr_matrix, gallery: sp.csc_matrix, start: int, end: int) -> np.ndarray:
-    """:func:`_jaccard_rows` over [start, end), in steps of at most ``JACCARD_ENTRIES`` triples."""
+def _jaccard_steps(v: sp.csr_matrix, gallery: sp.csc_matrix, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Consecutive query ranges covering [start, end) for :func:`_jaccard_rows`, each of at most
+    ``JACCARD_ENTRIES`` triples (or one query)."""
     col_nnz = np.diff(gallery.indptr)
     row_nnz = np.diff(v.indptr[start:end + 1])
     per_entry = col_nnz[v.indices[v.indptr[start]:v.indptr[end]]]
     per_query = np.bincount(np.repeat(np.arange(end - start), row_nnz), weights=per_entry, minlength=end - start)
     max_rows = max(1, JACCARD_ENTRIES // gallery.shape[0])  # the float64 overlap block stays small too
-    out = np.empty((end - start, gallery.shape[0]), dtype=np.float32)
     before = np.concatenate([[0], np.cumsum(per_query)])  # triples of the queries before each one
     s = start
     while s < end:
         fits = int(np.searchsorted(before, before[s - start] + JACCARD_ENTRIES, side="right")) - 1 - (s - start)
         e = min(s + max(1, min(fits, max_rows)), end)
-        out[s - start:e - start] = _jaccard_rows(v, gallery, s, e)
+        yield s, e
         s = e
-    return out
 
 
 def _final_rows(d: np.ndarray, v: sp.csr_matrix, gallery: sp.csc_matrix, sq: np.ndarray, row_max: np.ndarray,
@@ -320,14 +322,15 @@ def _final_rows(d: np.ndarray, v: sp.csr_matrix, gallery: sp.csc_matrix, sq: np.
     """Step 7 for queries start.. (in place): the products ``d`` [n, G] of their features with the gallery's
     become ``(1 - λ) d_J + λ d̃``."""
     end, num_query = start + len(d), len(sq) - gallery.shape[0]
-    jaccard = _jaccard_block(v, gallery, start, end)
-    jaccard *= 1.0 - lambda_value
     d *= -2.0
     d += sq[num_query:]
     d += sq[start:end, None]
     np.maximum(d, 0, out=d)
     d *= (lambda_value / row_max[start:end])[:, None]
-    d += jaccard
+    for s, e in _jaccard_steps(v, gallery, start, end):
+        jaccard = _jaccard_rows(v, gallery, s, e)
+        jaccard *= 1.0 - lambda_value
+        d[s - start:e - start] += jaccard
 
 
 def _check_params(k1, k2, lambda_value, block_size) -> None:
