@@ -113,9 +113,9 @@ def _absorb(raw: np.ndarray, idx: np.ndarray, d: np.ndarray, row0: int, col0: in
     n = d.shape[1] if transposed else d.shape[0]
     thr = raw[row0:row0 + n].max(axis=1)
     if not np.isfinite(thr).all():
-        rows_first = np.ascontiguousarray(d.T) if transposed else d
+        rows_first = torch.from_numpy(d).T if transposed else torch.from_numpy(d)  # a view: no copy
         k = min(raw.shape[1], rows_first.shape[1])
-        top = torch.topk(torch.from_numpy(rows_first), k, dim=1, largest=False)
+        top = torch.topk(rows_first, k, dim=1, largest=False)
         rows = np.repeat(np.arange(row0, row0 + n), k)
         _merge(raw, idx, rows, top.values.numpy().ravel(), top.indices.numpy().ravel() + col0)
         return
@@ -221,10 +221,18 @@ def _expanded_sets(top: np.ndarray, k1: int) -> np.ndarray:
     num = len(top)
     recip = _reciprocal(top, k1)
     half = _reciprocal(top, int(np.around(k1 / 2.0)))
+    members = map_row_chunks(lambda start, end: _expanded_rows(recip, half, start, end), num, num)
+    members = np.sort(np.concatenate(members), axis=1)  # the -1 slots first: drop the columns holding only them
+    return members[:, members.shape[1] - max(1, int((members >= 0).sum(axis=1).max())):]
+
+
+def _expanded_rows(recip: np.ndarray, half: np.ndarray, start: int, end: int) -> np.ndarray:
+    """:func:`_expanded_sets` of items start..end from R(·, k1) and R(·, round(k1/2)) of all items."""
+    num = len(recip)
     chunk = max(1, (1 << 25) // num)  # membership table of R(p, k1): chunk x M booleans
     out = []
-    for s in range(0, num, chunk):
-        base = recip[s:s + chunk]  # [n, k1+1]
+    for s in range(start, end, chunk):
+        base = recip[s:min(s + chunk, end)]  # [n, k1+1]
         rows = np.arange(len(base))
         in_base = np.zeros((len(base), num), dtype=bool)
         in_base[np.broadcast_to(rows[:, None], base.shape)[base >= 0], base[base >= 0]] = True
@@ -235,8 +243,7 @@ def _expanded_sets(top: np.ndarray, k1: int) -> np.ndarray:
         members = np.sort(np.concatenate([base, added.reshape(len(base), -1)], axis=1), axis=1)
         members[:, 1:][members[:, 1:] == members[:, :-1]] = -1
         out.append(members)
-    members = np.sort(np.concatenate(out), axis=1)  # the -1 slots first: drop the columns holding only them
-    return members[:, members.shape[1] - max(1, int((members >= 0).sum(axis=1).max())):]
+    return np.concatenate(out)
 
 
 def _member_distances(members, idx, raw, x, sq) -> np.ndarray:
