@@ -340,6 +340,16 @@ def _final_rows(d: np.ndarray, v: sp.csr_matrix, gallery: sp.csc_matrix, sq: np.
         d[s - start:e - start] += jaccard
 
 
+def _stack_rows(qf: np.ndarray, gf: np.ndarray, x: np.ndarray, sq: np.ndarray, start: int, end: int) -> None:
+    """Rows start..end of ``x`` = [qf; gf] and of their squared norms ``sq``."""
+    q_end = min(end, len(qf))
+    if start < q_end:
+        x[start:q_end] = qf[start:q_end]
+    if end > len(qf):
+        x[max(start, len(qf)):end] = gf[max(start, len(qf)) - len(qf):end - len(qf)]
+    sq[start:end] = np.einsum("ij,ij->i", x[start:end], x[start:end])
+
+
 def _check_params(k1, k2, lambda_value, block_size) -> None:
     check_positive_int(k1, "k1")
     check_positive_int(k2, "k2")
@@ -370,10 +380,10 @@ def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, la
     qf = as_feature_matrix(query_feats, "query_feats")
     gf = as_feature_matrix(gallery_feats, "gallery_feats")
     check_same_dim(qf, gf)
-    x = np.concatenate([qf, gf])
-    num, num_query = x.shape[0], qf.shape[0]
+    num, num_query = len(qf) + len(gf), len(qf)
+    x, sq = np.empty((num, qf.shape[1]), dtype=np.float32), np.empty(num, dtype=np.float32)
+    map_row_chunks(lambda start, end: _stack_rows(qf, gf, x, sq, start, end), num, x.shape[1])
     k = min(k1 + 1, num)
-    sq = np.einsum("ij,ij->i", x, x)
     c = min(num, 2 * k + 8)
     if candidate_search is None:
         raw, idx, row_max = _candidates(x, sq, c, block_size or default_block_size(num), progress)
