@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -92,6 +93,7 @@ def main() -> None:
                         help="feature dimension of the comparison with torchreid (default 512)")
     args = parser.parse_args()
     set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
     qf, gf, q_pids, g_pids, q_cams, g_cams = market_like(*args.size, args.dim, seed=0)
     x = l2_normalize(np.concatenate([qf, gf]))
     floors, evals, peaks = [], [], []
@@ -105,7 +107,8 @@ def main() -> None:
         peaks.append((rss_kib("VmHWM") - before) / 1024)
     plain = evaluate_reid(qf, gf, q_pids, g_pids, q_cams, g_cams)
     floor, best = min(floors), min(evals)
-    print(f"{args.size[0]} x {args.size[1]}, {args.dim}-d, {args.threads} threads, best of {args.repeats}")
+    print(f"{args.size[0]} x {args.size[1]}, {args.dim}-d, {args.threads} threads, best of {args.repeats}; "
+          f"load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at the end")
     print(f"floor: general product of the {len(x)} features with themselves {floor:.2f} s "
           f"(all runs: {', '.join(f'{t:.2f}' for t in floors)})")
     print(f"evaluate_reid(rerank=True): {best:.2f} s (all runs: {', '.join(f'{t:.2f}' for t in evals)}) = "
