@@ -30,10 +30,10 @@ import torch
 from reid_robust.progress import progress as show_progress
 
 from .search import (as_feature_matrix, check_block_size, check_positive_int, check_same_dim, default_block_size,
-                     map_row_chunks)
+                     map_row_chunks, worker_threads)
 
 CandidateSearch = Callable[[np.ndarray, np.ndarray, int], tuple]
-JACCARD_ENTRIES = 1 << 22  # (query, shared item, gallery) triples per Jaccard step: ~100 MB of temporaries
+JACCARD_ENTRIES = 1 << 22  # (query, shared item, gallery) triples in Jaccard steps at once: ~100 MB of temporaries
 
 
 def _top_neighbours(dist_rows: torch.Tensor, k: int) -> torch.Tensor:
@@ -229,7 +229,7 @@ def _expanded_sets(top: np.ndarray, k1: int) -> np.ndarray:
 def _expanded_rows(recip: np.ndarray, half: np.ndarray, start: int, end: int) -> np.ndarray:
     """:func:`_expanded_sets` of items start..end from R(·, k1) and R(·, round(k1/2)) of all items."""
     num = len(recip)
-    chunk = max(1, (1 << 25) // num)  # membership table of R(p, k1): chunk x M booleans
+    chunk = max(1, (1 << 25) // (num * worker_threads()))  # membership tables of R(p, k1): 32 MB in all
     out = []
     for s in range(start, end, chunk):
         base = recip[s:min(s + chunk, end)]  # [n, k1+1]
@@ -307,18 +307,19 @@ def _jaccard_rows(v: sp.csr_matrix, gallery: sp.csc_matrix, start: int, end: int
     return jaccard.astype(np.float32).reshape(end - start, num_g)
 
 
-def _jaccard_steps(v: sp.csr_matrix, gallery: sp.csc_matrix, start: int, end: int) -> Iterator[tuple[int, int]]:
-    """Consecutive query ranges covering [start, end) for :func:`_jaccard_rows`, each of at most
-    ``JACCARD_ENTRIES`` triples (or one query)."""
+def _jaccard_steps(v: sp.csr_matrix, gallery: sp.csc_matrix, start: int, end: int,
+                   entries: int) -> Iterator[tuple[int, int]]:
+    """Consecutive query ranges covering [start, end) for :func:`_jaccard_rows`, each of at most ``entries``
+    triples (or one query)."""
     col_nnz = np.diff(gallery.indptr)
     row_nnz = np.diff(v.indptr[start:end + 1])
     per_entry = col_nnz[v.indices[v.indptr[start]:v.indptr[end]]]
     per_query = np.bincount(np.repeat(np.arange(end - start), row_nnz), weights=per_entry, minlength=end - start)
-    max_rows = max(1, JACCARD_ENTRIES // gallery.shape[0])  # the float64 overlap block stays small too
+    max_rows = max(1, entries // gallery.shape[0])  # the float64 overlap block stays small too
     before = np.concatenate([[0], np.cumsum(per_query)])  # triples of the queries before each one
     s = start
     while s < end:
-        fits = int(np.searchsorted(before, before[s - start] + JACCARD_ENTRIES, side="right")) - 1 - (s - start)
+        fits = int(np.searchsorted(before, before[s - start] + entries, side="right")) - 1 - (s - start)
         e = min(s + max(1, min(fits, max_rows)), end)
         yield s, e
         s = e
@@ -327,14 +328,14 @@ def _jaccard_steps(v: sp.csr_matrix, gallery: sp.csc_matrix, start: int, end: in
 def _final_rows(d: np.ndarray, v: sp.csr_matrix, gallery: sp.csc_matrix, sq: np.ndarray, row_max: np.ndarray,
                 start: int, lambda_value: float) -> None:
     """Step 7 for queries start.. (in place): the products ``d`` [n, G] of their features with the gallery's
-    become ``(1 - λ) d_J + λ d̃``."""
+    become ``(1 - λ) d_J + λ d̃``. The Jaccard steps share ``JACCARD_ENTRIES`` among the worker threads."""
     end, num_query = start + len(d), len(sq) - gallery.shape[0]
     d *= -2.0
     d += sq[num_query:]
     d += sq[start:end, None]
     np.maximum(d, 0, out=d)
     d *= (lambda_value / row_max[start:end])[:, None]
-    for s, e in _jaccard_steps(v, gallery, start, end):
+    for s, e in _jaccard_steps(v, gallery, start, end, max(1, JACCARD_ENTRIES // worker_threads())):
         jaccard = _jaccard_rows(v, gallery, s, e)
         jaccard *= 1.0 - lambda_value
         d[s - start:e - start] += jaccard
