@@ -15,13 +15,15 @@ The input is plain (not squared) Euclidean distance, squared once here (torchrei
 
 Cost: the M x M squared distances are computed once, half of them (block rows of the upper triangle; each
 block also serves, transposed, the rows below it), keeping per row its maximum and its ``c`` smallest
-entries; then Q x G once more for the λ d̃ term. Everything else is vectorised over the neighbour lists.
+entries; then Q x G once more for the λ d̃ term. Everything else is vectorised over the neighbour lists
+and split by rows over the worker threads (:func:`map_row_chunks`), bit-equal for any thread count.
 Memory: one block of distances (2^24 entries by default), the candidate lists [M, c], a sparse V (a few
 hundred entries per row) and one block of queries' results at a time (:func:`iter_rerank_blocks`).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,8 +31,15 @@ import torch
 
 from reid_robust.progress import progress as show_progress
 
-from .search import (as_feature_matrix, check_block_size, check_positive_int, check_same_dim, default_block_size,
-                     map_row_chunks, worker_threads)
+from .search import (
+    as_feature_matrix,
+    check_block_size,
+    check_positive_int,
+    check_same_dim,
+    default_block_size,
+    map_row_chunks,
+    worker_threads,
+)
 
 CandidateSearch = Callable[[np.ndarray, np.ndarray, int], tuple]
 JACCARD_ENTRIES = 1 << 22  # (query, shared item, gallery) triples in Jaccard steps at once: ~100 MB of temporaries
@@ -221,8 +230,8 @@ def _expanded_sets(top: np.ndarray, k1: int) -> np.ndarray:
     num = len(top)
     recip = _reciprocal(top, k1)
     half = _reciprocal(top, int(np.around(k1 / 2.0)))
-    members = map_row_chunks(lambda start, end: _expanded_rows(recip, half, start, end), num, num)
-    members = np.sort(np.concatenate(members), axis=1)  # the -1 slots first: drop the columns holding only them
+    chunks = map_row_chunks(lambda start, end: _expanded_rows(recip, half, start, end), num, num)
+    members = np.sort(np.concatenate(chunks), axis=1)  # the -1 slots first: drop the columns holding only them
     return members[:, members.shape[1] - max(1, int((members >= 0).sum(axis=1).max())):]
 
 
@@ -351,6 +360,11 @@ def _stack_rows(qf: np.ndarray, gf: np.ndarray, x: np.ndarray, sq: np.ndarray, s
     sq[start:end] = np.einsum("ij,ij->i", x[start:end], x[start:end])
 
 
+def _final_chunk(d, v, gallery, sq, row_max, start: int, lambda_value: float, a: int, b: int) -> None:
+    """:func:`_final_rows` for rows a..b of the block ``d`` of queries start.. (a worker thread's share)."""
+    _final_rows(d[a:b], v, gallery, sq, row_max, start + a, lambda_value)
+
+
 def _check_params(k1, k2, lambda_value, block_size) -> None:
     check_positive_int(k1, "k1")
     check_positive_int(k2, "k2")
@@ -405,8 +419,8 @@ def iter_rerank_blocks(query_feats, gallery_feats, k1: int = 20, k2: int = 6, la
                                unit="block", enabled=progress):
         end = min(start + query_block, num_query)
         d = np.matmul(x[start:end], gallery_t)
-        map_row_chunks(lambda a, b: _final_rows(d[a:b], v, gallery_v, sq, row_max, start + a, lambda_value),
-                       end - start, gallery_t.shape[1])
+        map_row_chunks(partial(_final_chunk, d, v, gallery_v, sq, row_max, start, lambda_value), end - start,
+                       gallery_t.shape[1])
         yield start, end, d
 
 
