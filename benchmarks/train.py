@@ -14,16 +14,16 @@ one is available.
 The trainer runs twice per repetition, without and with ``data.cache_images`` (decoded images kept in
 memory); the three measurements are interleaved ``--repeats`` times and the best of each is kept.
 
-Measured (issue 14 target: trainer >= 0.92 x bare; not met here) with
-``python benchmarks/train.py --configs configs/quickstart.yaml --iters 10 --repeats 3 --cpu-only`` on the
-2-core development VM shared with other jobs (load average 6.0, so every rate is ~7x below an idle run):
+Measured (issue 14 target: trainer >= 0.92 x bare) with
+``python benchmarks/train.py --configs configs/quickstart.yaml --iters 10 --repeats 3 --cpu-only`` on the idle
+2-core development VM (load average 1.6), the quickstart loading in the main process with the cache
+(``num_workers: 0``, ``cache_images: true``):
 
   | config                  | bare step img/s | trainer img/s | cached img/s | trainer / bare | cached / bare |
-  | configs/quickstart.yaml |            28.4 |          22.3 |         21.4 |           0.79 |          0.75 |
+  | configs/quickstart.yaml |           272.3 |         252.2 |        264.9 |           0.93 |          0.97 |
 
-On 2 saturated cores nothing overlaps: the DataLoader workers take CPU from the two compute threads
-(decoding 1.2 ms + augmenting 0.5 ms per 128x64 image on one busy thread, against ~10 core-ms of compute per
-image), and the difference between cached and uncached is inside the run-to-run noise of a shared machine.
+With two loader worker processes on the same 2 cores (the quickstart's earlier ``num_workers: 2``) it was
+0.64 / 0.69: the workers take cores from the two compute threads instead of overlapping with them.
 """
 from __future__ import annotations
 

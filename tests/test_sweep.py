@@ -268,6 +268,10 @@ def test_cleaning_cell_config_sets_only_the_action_and_old_folders_stay_valid(tm
     stored = off.to_dict()
     del stored["train"]["cleaning"]  # a cell trained before cleaning existed
     assert config_differences(stored, off) == []
+    stored["data"].update(num_workers=2, cache_images=not off.data.cache_images)  # loading only: same cell
+    assert config_differences(stored, off) == []
+    stored["train"]["lr"] = off.train.lr * 2
+    assert config_differences(stored, off) == ["train.lr"]
     with pytest.raises(ConfigError, match="relabel needs a classifier"):
         cell_config(_base(tmp_path, ["loss.terms=[{name: triplet}]"]), Cell("triplet", CLEAN, 0.0, 0, "relabel"),
                     tmp_path)
