@@ -56,8 +56,8 @@ CLEAN = "clean"
 CLEANINGS = ("off", "drop", "relabel", "weight", "oracle")
 REID_METRICS = ("mAP", "rank1")
 RETRIEVAL_METRICS = ("recall@1", "map_at_r")
-# keys that say how a run is driven, not what it trains: they may differ between a cell's stored config and now
-# keys that do not change what a cell trains (loading is seeded per image: workers and the cache give the same run)
+# keys that say how a run is driven, not what it trains (loading is seeded per image: workers and the cache give
+# the same run): they may differ between a cell's stored config and now
 RUN_KEYS = ("output_dir", "train.resume", "train.overwrite", "train.progress", "train.num_threads",
             "data.num_workers", "data.cache_images")
 CLEANING_RESULTS = ("clean_precision", "clean_recall", "clean_rate")  # the last round of a cell's cleaning.csv

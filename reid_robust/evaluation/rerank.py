@@ -139,6 +139,15 @@ def _absorb(raw: np.ndarray, idx: np.ndarray, d: np.ndarray, row0: int, col0: in
     _merge(raw, idx, a + row0, vals, b + col0)
 
 
+def _to_squared_distances(d: np.ndarray, row_sq: np.ndarray, col_sq: np.ndarray) -> np.ndarray:
+    """In place: products ``d`` [n, m] of rows and columns become squared distances
+    ``row_sq[:, None] + col_sq - 2 d`` (always in this order of float32 operations)."""
+    d *= -2.0
+    d += col_sq
+    d += row_sq[:, None]
+    return d
+
+
 def _candidates(x: np.ndarray, sq: np.ndarray, c: int, block: int, progress: bool | None = False):
     """Per item p: its ``c`` smallest squared distances ``raw[p]`` to ``idx[p]`` (unordered) and its largest
     squared distance ``row_max[p]``, from the upper triangle of the M x M matrix in row blocks (each block
@@ -154,9 +163,7 @@ def _candidates(x: np.ndarray, sq: np.ndarray, c: int, block: int, progress: boo
         if np.isfinite(raw[s:].max(axis=1)).all():
             _absorb_block(raw, idx, row_max, d, sq, s, e)
             continue
-        d *= -2.0  # some lists not yet full (the first blocks): dense top-k for them
-        d += sq[s:]
-        d += sq[s:e, None]
+        _to_squared_distances(d, sq[s:e], sq[s:])  # some lists not yet full (the first blocks): dense top-k
         np.maximum(row_max[s:e], d.max(axis=1), out=row_max[s:e])
         _absorb(raw, idx, d, s, s, transposed=False)
         if e < num:
@@ -177,9 +184,7 @@ def _absorb_block(raw, idx, row_max, d: np.ndarray, sq: np.ndarray, s: int, e: i
 
     def chunk(a: int, b: int):
         part = d[a:b]
-        part *= -2.0
-        part += sq[s:]
-        part += sq[s + a:s + b, None]
+        _to_squared_distances(part, sq[s + a:s + b], sq[s:])
         near = _passing(part < thr_rows[a:b, None])
         below = part[:, split:]
         far = _passing(below < thr_below[None, :])
@@ -339,10 +344,7 @@ def _final_rows(d: np.ndarray, v: sp.csr_matrix, gallery: sp.csc_matrix, sq: np.
     """Step 7 for queries start.. (in place): the products ``d`` [n, G] of their features with the gallery's
     become ``(1 - λ) d_J + λ d̃``. The Jaccard steps share ``JACCARD_ENTRIES`` among the worker threads."""
     end, num_query = start + len(d), len(sq) - gallery.shape[0]
-    d *= -2.0
-    d += sq[num_query:]
-    d += sq[start:end, None]
-    np.maximum(d, 0, out=d)
+    np.maximum(_to_squared_distances(d, sq[start:end], sq[num_query:]), 0, out=d)
     d *= (lambda_value / row_max[start:end])[:, None]
     for s, e in _jaccard_steps(v, gallery, start, end, max(1, JACCARD_ENTRIES // worker_threads())):
         jaccard = _jaccard_rows(v, gallery, s, e)
