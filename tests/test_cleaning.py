@@ -268,3 +268,74 @@ def test_oracle_leaves_out_exactly_the_wrong_injected_labels_and_has_no_rounds()
     assert state.keep.tolist() == [True, False, True, True] and (state.labels == data.labels).all()
     assert initial_cleaning(CleaningConfig(), data) is None
     assert not any(round_due(CleaningConfig(action="oracle", start_epoch=1, every=1), e) for e in range(1, 5))
+
+
+def test_restart_config_rules_and_schedule():
+    from reid_robust.engine.cleaning import phase_start, restart_due, round_due
+
+    with pytest.raises(ConfigError, match="action=off runs none"):
+        load_config(QUICKSTART, ["train.cleaning.restart_epoch=3"])
+    with pytest.raises(ConfigError, match="action=oracle runs none"):
+        load_config(QUICKSTART, ["train.cleaning.action=oracle", "train.cleaning.restart_epoch=3"])
+    with pytest.raises(ConfigError, match="comes before the first round"):
+        load_config(QUICKSTART, ["train.cleaning.action=drop", "train.cleaning.start_epoch=4",
+                                 "train.cleaning.restart_epoch=3"])
+    with pytest.raises(ConfigError, match="train.cleaning.restart_epoch"):
+        load_config(QUICKSTART, ["train.cleaning.restart_epoch=-1"])
+    cfg = load_config(QUICKSTART, ["train.cleaning.action=drop", "train.cleaning.restart_epoch=4", "train.epochs=7"])
+    assert cfg.train.total_epochs == 11 and load_config(QUICKSTART, ["train.epochs=7"]).train.total_epochs == 7
+    c = CleaningConfig(action="drop", start_epoch=2, every=1, restart_epoch=4)
+    assert [e for e in range(1, 12) if round_due(c, e)] == [2, 3, 4]   # the decision is kept after the restart
+    assert [e for e in range(1, 12) if restart_due(c, e)] == [4]
+    assert [phase_start(c, e) for e in (0, 3, 4, 5, 11)] == [0, 0, 4, 4, 4]
+    assert not any(restart_due(replace(c, restart_epoch=0), e) for e in range(1, 12))
+    assert phase_start(replace(c, restart_epoch=0), 9) == 0
+
+
+def test_restart_starts_training_again_on_the_cleaned_set(tiny_market_root, tmp_path, monkeypatch):
+    """After the round of ``restart_epoch`` the model, optimiser and schedule are those of a fresh start (same
+    seed), the kept decision no longer changes, and ProSelfLC-style progress counts from the restart."""
+    from reid_robust.engine import steps, trainer
+
+    progress: list[tuple[int, int, int]] = []
+    real = steps.weighted_loss
+
+    def spy(terms, outputs, targets, step, total, *args, **kwargs):
+        progress.append((len(progress), step, total))
+        return real(terms, outputs, targets, step, total, *args, **kwargs)
+
+    monkeypatch.setattr(steps, "weighted_loss", spy)
+    extra = ["train.cleaning.action=drop", "train.cleaning.rate=0.25", "train.cleaning.restart_epoch=1"]
+    trainer.train(_cfg(tiny_market_root, tmp_path / "zero", "train.epochs=0", *extra))   # 1 epoch, then restart
+    from reid_robust.engine.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(tmp_path / "zero" / "checkpoints" / "last.pth")
+    assert saved["epoch"] == 1 and saved["scheduler"]["last_epoch"] == 0 and not saved["optimizer"]["state"]
+    model_cfg = load_config(QUICKSTART, tiny_overrides(tiny_market_root, tmp_path)).model
+    trainer.seed_everything(0)
+    fresh = trainer.build_model_from_config(model_cfg)
+    for key, value in fresh.state_dict().items():  # the restarted model is the seed's initialisation
+        torch.testing.assert_close(saved["model"][key], value, rtol=0, atol=0, msg=key)
+    progress.clear()
+    trainer.train(_cfg(tiny_market_root, tmp_path / "run", "train.epochs=2", *extra))
+    assert [s for _, s, _ in progress] == [0, 1, 0, 1, 2, 3] and {t for *_, t in progress} == {4}
+    rows = _read_rows(tmp_path / "run" / "cleaning.csv")
+    assert [r["epoch"] for r in rows] == ["1"]   # no round after the restart
+    assert [r["epoch"] for r in _read_rows(tmp_path / "run" / "log.csv")] == ["1", "2", "3"]
+    _, state = _cleaning_of(tmp_path / "run")
+    assert (~state.keep).sum() == int(rows[0]["images_dropped"]) > 0
+
+
+def test_resume_across_a_restart_is_bit_identical(tiny_market_root, tmp_path):
+    from reid_robust.engine.trainer import train
+
+    extra = ["train.cleaning.action=drop", "train.cleaning.rate=0.25", "train.cleaning.restart_epoch=1"]
+    train(_cfg(tiny_market_root, tmp_path / "full", "train.epochs=2", *extra))
+    last = tmp_path / "part" / "checkpoints" / "last.pth"
+    train(_cfg(tiny_market_root, tmp_path / "part", "train.epochs=0", *extra))           # stops at the restart
+    train(_cfg(tiny_market_root, tmp_path / "part", "train.epochs=1", *extra, f"train.resume={last}"))  # mid-way
+    train(_cfg(tiny_market_root, tmp_path / "part", "train.epochs=2", *extra, f"train.resume={last}"))
+    (wa, a), (wb, b) = _cleaning_of(tmp_path / "full"), _cleaning_of(tmp_path / "part")
+    assert (a.keep == b.keep).all() and a.round == b.round == 1
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0, msg=key)

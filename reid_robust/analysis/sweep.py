@@ -25,8 +25,10 @@ folders (``<loss>/<mode>_r<rate>/seed<k>``), so existing sweeps stay valid; ``dr
 cells take that action, the other ``train.cleaning`` keys from the base config, in
 ``<loss>/<mode>_r<rate>/clean-<action>/seed<k>``; ``oracle`` cells train without the images whose injected
 label is wrong (the upper bound of perfect cleaning; it reads the truth, so it is a baseline, not a method, and
-is not trained at rate 0 where it equals ``off``). Each cell's cleaning precision and recall are read from the
-last row of its ``cleaning.csv``.
+is not trained at rate 0 where it equals ``off``). ``off`` and ``oracle`` cells run no round, so the other
+``train.cleaning`` keys (rate_scale, restart_epoch, ...) do not apply to them: a sweep that tunes those keys
+shares these cells with one that does not. Each cell's cleaning precision and recall are read from the last
+row of its ``cleaning.csv``.
 """
 from __future__ import annotations
 
@@ -153,6 +155,8 @@ def cell_config(base: Config, cell: Cell, out_root: str | os.PathLike, confusabl
                  "data.noise.confusable": confusable if cell.mode == "pattern" else None,
                  "train.cleaning.action": cell.cleaning, "output_dir": str(output_dir), "train.progress": False,
                  "train.resume": str(last) if last.is_file() else None}
+    if cell.cleaning in ("off", "oracle"):  # a restart follows a round: these cells run none (and stay shared)
+        overrides["train.cleaning.restart_epoch"] = 0
     return with_overrides(base, overrides, f"sweep cell {cell.relpath}")
 
 
@@ -177,14 +181,17 @@ def _same(stored: Any, now: Any) -> bool:
 
 def config_differences(stored: Mapping, cfg: Config) -> list[str]:
     """Dotted keys (not in ``RUN_KEYS``) whose value differs between a stored run config (a plain mapping,
-    read like a checkpoint's: keys it lacks take their defaults) and ``cfg``."""
+    read like a checkpoint's: keys it lacks take their defaults) and ``cfg``; the round keys of
+    ``train.cleaning`` do not count for a run without rounds (action ``off`` or ``oracle``)."""
     from reid_robust.config import config_from_mapping
     from reid_robust.config.loader import flatten
 
     old = flatten(config_from_mapping(stored, "stored cell config", lambda _: None).to_dict())
     new = flatten(cfg.to_dict())
+    unused = "train.cleaning." if cfg.train.cleaning.action in ("off", "oracle") else None  # keys of the rounds
     return [key for key in sorted(set(old) | set(new))
-            if key not in RUN_KEYS and not _same(old.get(key, "<absent>"), new.get(key, "<absent>"))]
+            if key not in RUN_KEYS and not (unused and key.startswith(unused) and key != "train.cleaning.action")
+            and not _same(old.get(key, "<absent>"), new.get(key, "<absent>"))]
 
 
 def stored_config(cell_dir: str | os.PathLike) -> tuple[dict | None, Path | None]:

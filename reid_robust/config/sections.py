@@ -236,6 +236,11 @@ class CleaningConfig(Section):
                                        within(0, 1, open_low=True))
     k: int = option(10, "neighbours of the `knn` score", at_least(1))
     passes: int = option(4, "PK passes over the data for batch-dependent reliability terms (PRISM)", at_least(1))
+    restart_epoch: int = option(0, "after this epoch (and its round), the model, loss terms, optimiser and schedule "
+                                   "start again from the seed's initialisation and train `train.epochs` epochs on "
+                                   "the cleaned set, whose decision is then kept (no more rounds): the run has "
+                                   "`restart_epoch + train.epochs` epochs; 0 = no restart",
+                                at_least(0, " (0: no restart)"))
 
 
 @dataclass(frozen=True)
@@ -274,6 +279,11 @@ class TrainConfig(Section):
     def check(self) -> None:
         if list(self.milestones) != sorted(set(self.milestones)):
             raise ConfigError(f"train.milestones: must be increasing epoch numbers >= 1, got {list(self.milestones)!r}")
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs of the whole run: ``epochs``, after ``cleaning.restart_epoch`` epochs of cleaning when set."""
+        return self.epochs + self.cleaning.restart_epoch
 
 
 @dataclass(frozen=True)
@@ -350,10 +360,18 @@ def check_positives(sampler: SamplerConfig, terms: Iterable[LossTermConfig]) -> 
 
 def check_cleaning(cleaning: CleaningConfig, terms: Iterable[LossTermConfig]) -> None:
     """``relabel`` needs a classifier term (its argmax is the new label); the ``reliability`` component needs a
-    classifier or a reliability-weighting term (``reid_robust.cleaning.scoring.reliability_weights``)."""
+    classifier or a reliability-weighting term (``reid_robust.cleaning.scoring.reliability_weights``); a restart
+    needs a round before it."""
     from reid_robust.losses import LOSSES
     from reid_robust.losses.base import ClassifierLoss
 
+    if cleaning.restart_epoch and cleaning.action not in ("drop", "relabel", "weight"):
+        raise ConfigError(f"train.cleaning.restart_epoch={cleaning.restart_epoch} restarts on the decision of a "
+                          f"cleaning round, and train.cleaning.action={cleaning.action} runs none; use drop, relabel "
+                          "or weight, or restart_epoch=0")
+    if cleaning.restart_epoch and cleaning.restart_epoch < cleaning.start_epoch:
+        raise ConfigError(f"train.cleaning.restart_epoch={cleaning.restart_epoch} comes before the first round "
+                          f"(train.cleaning.start_epoch={cleaning.start_epoch}); restart at or after it")
     if cleaning.action == "off":
         return
     names = [t.name for t in terms]

@@ -6,6 +6,7 @@ state, and a run resumed with more epochs decides exactly as an uninterrupted on
 estimates the rate and decides (``reid_robust.cleaning.decisions``); the per-image keep mask, labels and
 weights are broadcast so every rank applies rank 0's decision, and the PK sampler is rebuilt from them. The
 noise manifest is read afterwards, on rank 0, for ``cleaning.csv`` only. The state lives in the checkpoint.
+With ``restart_epoch`` the trainer starts the model again after that epoch's round and the decision is kept.
 """
 from __future__ import annotations
 
@@ -33,9 +34,21 @@ CLEANING_COLUMNS = ("round", "epoch", "estimated_rate", "rate", "separation", "i
 
 
 def round_due(cleaning: CleaningConfig, epoch: int) -> bool:
-    """Whether a round follows epoch ``epoch`` (1-based, just completed)."""
+    """Whether a round follows epoch ``epoch`` (1-based, just completed); none after a restart."""
     return (cleaning.action in ROUND_ACTIONS and epoch >= cleaning.start_epoch
-            and (epoch - cleaning.start_epoch) % cleaning.every == 0)
+            and (epoch - cleaning.start_epoch) % cleaning.every == 0
+            and not (cleaning.restart_epoch and epoch > cleaning.restart_epoch))
+
+
+def restart_due(cleaning: CleaningConfig, epoch: int) -> bool:
+    """Whether training starts again after epoch ``epoch`` (``restart_epoch``, after that epoch's round)."""
+    return bool(cleaning.restart_epoch) and epoch == cleaning.restart_epoch
+
+
+def phase_start(cleaning: CleaningConfig, epoch: int) -> int:
+    """The epoch the current model began training after: ``restart_epoch`` once it has passed, else 0. Schedules
+    that depend on training progress (ProSelfLC's ``set_progress``) count from it."""
+    return cleaning.restart_epoch if cleaning.restart_epoch and epoch >= cleaning.restart_epoch else 0
 
 
 def cleaning_round(state: TrainState, run: RunContext, data: TrainData) -> None:

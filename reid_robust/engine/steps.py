@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from reid_robust.engine.builders import LossTerm
+from reid_robust.engine.cleaning import phase_start
 from reid_robust.engine.distributed import DistInfo, any_rank, gather_with_grad, gathered_loss_factor
 from reid_robust.engine.divergence import check_gradients, diverged, kept, nonfinite_loss
 from reid_robust.engine.interrupts import CtrlC
@@ -55,7 +56,7 @@ def train_one_epoch(state: TrainState, run: RunContext, data: TrainData, ctrl_c:
     state.train_mode()
     meter, skip = EpochMeter(info.world_size), state.iteration
     stream = batches(loader)
-    bar = progress_bar(stream, f"epoch {state.epoch + 1}/{cfg.train.epochs}", cfg.train.progress and info.is_main,
+    bar = progress_bar(stream, f"epoch {state.epoch + 1}/{cfg.train.total_epochs}", cfg.train.progress and info.is_main,
                        skip, state.steps_per_epoch)
     weight_stats: dict[str, float] = {}
     for it, batch in enumerate(bar, start=skip):
@@ -84,7 +85,7 @@ def train_step(state: TrainState, run: RunContext, batch: dict[str, Any], it: in
     assert state.net is not None
     with autocast(device, t.amp):
         outputs = state.net(images)
-    step = state.epoch * state.steps_per_epoch + it
+    step = (state.epoch - phase_start(t.cleaning, state.epoch)) * state.steps_per_epoch + it  # since (re)start
     loss, parts = weighted_loss(state.terms, outputs, targets, step, state.total_steps, info, t.gather_embeddings,
                                 weights)
     if any_rank(not math.isfinite(float(loss.detach())), info, device):

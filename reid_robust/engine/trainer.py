@@ -31,7 +31,7 @@ from reid_robust.engine.builders import (
     build_optimizer,
     build_scheduler,
 )
-from reid_robust.engine.cleaning import cleaning_round, initial_cleaning, restore_cleaning
+from reid_robust.engine.cleaning import cleaning_round, initial_cleaning, restart_due, restore_cleaning
 from reid_robust.engine.distributed import (
     DistInfo,
     barrier,
@@ -95,7 +95,7 @@ def run_epochs(run: RunContext, resume: Resume | None) -> dict[str, Any]:
     ctrl_c = CtrlC(lambda: f"interrupted again: stopped without saving; {kept(run.last_path)}")
     board = TensorBoard(run.out, run.cfg.train.tensorboard and run.info.is_main)
     with ctrl_c.installed(), closing(board):
-        while state.epoch < run.cfg.train.epochs:
+        while state.epoch < run.cfg.train.total_epochs:
             meter = train_one_epoch(state, run, data, ctrl_c)
             if meter.interrupted:
                 save_and_stop(state, run)
@@ -145,18 +145,38 @@ def setup_data(run: RunContext) -> TrainData:
 def setup_state(run: RunContext, data: TrainData) -> TrainState:
     """Model, loss terms, optimiser, per-step schedule, gradient scaler and PK sampler."""
     cfg = run.cfg
+    spe = steps_per_epoch(cfg.data.sampler, len(data.labels))
+    model, terms, optimizer, scheduler, scaler = build_trainables(run, data, spe)
+    cleaning = initial_cleaning(cfg.train.cleaning, data)
+    return TrainState(model=model, terms=terms, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                      sampler=build_sampler(data.labels, cfg.data.sampler, cfg.seed, spe, run.info,
+                                            keep=None if cleaning is None else cleaning.keep),
+                      steps_per_epoch=spe, total_steps=spe * cfg.train.epochs, started=run.started, cleaning=cleaning)
+
+
+def build_trainables(run: RunContext, data: TrainData, spe: int) -> tuple[torch.nn.Module, list, torch.optim.Optimizer,
+                                                                          torch.optim.lr_scheduler.LambdaLR,
+                                                                          torch.amp.GradScaler]:
+    """What trains, at initialisation: the model, the loss terms, their optimiser, its schedule and the scaler."""
+    cfg = run.cfg
     model = build_model_from_config(cfg.model).to(run.device)
     terms = build_loss_terms(cfg.loss.terms, data.num_classes, model.out_dim)
     for term in terms:
         term.module.to(run.device)
-    spe = steps_per_epoch(cfg.data.sampler, len(data.labels))
     optimizer = build_optimizer(cfg.train, model, [t.module for t in terms])
-    cleaning = initial_cleaning(cfg.train.cleaning, data)
-    return TrainState(model=model, terms=terms, optimizer=optimizer,
-                      scheduler=build_scheduler(cfg.train, optimizer, spe), scaler=make_scaler(run.device, cfg.train.amp),
-                      sampler=build_sampler(data.labels, cfg.data.sampler, cfg.seed, spe, run.info,
-                                            keep=None if cleaning is None else cleaning.keep),
-                      steps_per_epoch=spe, total_steps=spe * cfg.train.epochs, started=run.started, cleaning=cleaning)
+    return model, terms, optimizer, build_scheduler(cfg.train, optimizer, spe), make_scaler(run.device, cfg.train.amp)
+
+
+def restart_training(state: TrainState, run: RunContext, data: TrainData) -> None:
+    """``train.cleaning.restart_epoch``: the model, loss terms, optimiser, schedule and scaler start again from
+    the seed's initialisation (every rank alike); the cleaning decision, the epoch count and the logs go on."""
+    seed_everything(run.cfg.seed)
+    model, terms, optimizer, scheduler, scaler = build_trainables(run, data, state.steps_per_epoch)
+    state.model, state.terms, state.optimizer, state.scheduler, state.scaler = model, terms, optimizer, scheduler, scaler
+    state.net, state.best, state.final, state.skipped = wrap_ddp(model, run), None, None, 0
+    log.info("train.cleaning.restart_epoch=%d: training starts again from initialisation on the cleaned set "
+             "(%d of %d images kept), %d more epochs", state.epoch, int(state.cleaning.keep.sum()) if state.cleaning
+             else len(data.labels), len(data.labels), run.cfg.train.epochs)
 
 
 def wrap_ddp(model: torch.nn.Module, run: RunContext) -> torch.nn.Module:
@@ -205,20 +225,22 @@ def check_replicas(state: TrainState, run: RunContext) -> None:
 
 
 def end_of_epoch(state: TrainState, run: RunContext, data: TrainData, meter: EpochMeter, board: TensorBoard) -> None:
-    """A cleaning round when due (``train.cleaning``); log the epoch's row; evaluate when due (``best.pth`` on a
-    new best); write ``last.pth`` when due."""
+    """A cleaning round when due (``train.cleaning``); evaluate when due (``best.pth`` on a new best); the
+    cleaning restart when due; log the epoch's row; write ``last.pth`` when due."""
     cleaning_round(state, run, data)
-    cfg, epoch = run.cfg, state.epoch
+    cfg, epoch, last = run.cfg, state.epoch, run.cfg.train.total_epochs
     row = {"epoch": epoch, "lr": state.optimizer.param_groups[0]["lr"], "images_per_s": meter.images_per_s(),
            **meter.means()}
-    if (cfg.eval.every and epoch % cfg.eval.every == 0) or epoch == cfg.train.epochs:
+    if (cfg.eval.every and epoch % cfg.eval.every == 0) or epoch == last:
         row.update(evaluate_and_keep_best(state, run, data))  # every rank (a share of the images each)
     state.history.append(row)
+    if restart_due(cfg.train.cleaning, epoch):  # after the round and the evaluation of the model it replaces
+        restart_training(state, run, data)
     if run.info.is_main:
         append_csv(run.csv_path, row)
         board.log(row, epoch)
-        log.info("epoch %d/%d  %s", epoch, cfg.train.epochs, epoch_line(row))
-        if epoch == cfg.train.epochs or epoch % cfg.train.checkpoint_every == 0:
+        log.info("epoch %d/%d  %s", epoch, last, epoch_line(row))
+        if epoch == last or epoch % cfg.train.checkpoint_every == 0:
             save_checkpoint(state, run, run.last_path)
 
 
@@ -257,7 +279,7 @@ def finish(state: TrainState, run: RunContext, data: TrainData) -> dict[str, Any
         assert state.final is not None
         noise = run.cfg.data.noise
         realised = float(np.mean(data.noisy != data.clean)) if len(data.clean) else 0.0
-        summary = {**state.final, "untrained": state.untrained, "best": state.best, "epochs": run.cfg.train.epochs,
+        summary = {**state.final, "untrained": state.untrained, "best": state.best, "epochs": run.cfg.train.total_epochs,
                    "train_time_s": round(time.time() - state.started, 1),
                    "noise": {"rate": noise.rate, "mode": noise.mode, "realised_rate": realised}}
         atomic_write_text(run.out / "metrics.json", json.dumps(summary, indent=2, default=json_default))
