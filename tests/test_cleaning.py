@@ -274,26 +274,30 @@ def test_restart_config_rules_and_schedule():
     from reid_robust.engine.cleaning import phase_start, restart_due, round_due
 
     with pytest.raises(ConfigError, match="action=off runs none"):
-        load_config(QUICKSTART, ["train.cleaning.restart_epoch=3"])
+        load_config(QUICKSTART, ["train.cleaning.restart_epochs=[3]"])
     with pytest.raises(ConfigError, match="action=oracle runs none"):
-        load_config(QUICKSTART, ["train.cleaning.action=oracle", "train.cleaning.restart_epoch=3"])
-    with pytest.raises(ConfigError, match="comes before the first round"):
+        load_config(QUICKSTART, ["train.cleaning.action=oracle", "train.cleaning.restart_epochs=[3]"])
+    with pytest.raises(ConfigError, match="starts before the first round"):
         load_config(QUICKSTART, ["train.cleaning.action=drop", "train.cleaning.start_epoch=4",
-                                 "train.cleaning.restart_epoch=3"])
-    with pytest.raises(ConfigError, match="train.cleaning.restart_epoch"):
-        load_config(QUICKSTART, ["train.cleaning.restart_epoch=-1"])
-    cfg = load_config(QUICKSTART, ["train.cleaning.action=drop", "train.cleaning.restart_epoch=4", "train.epochs=7"])
-    assert cfg.train.total_epochs == 11 and load_config(QUICKSTART, ["train.epochs=7"]).train.total_epochs == 7
-    c = CleaningConfig(action="drop", start_epoch=2, every=1, restart_epoch=4)
-    assert [e for e in range(1, 12) if round_due(c, e)] == [2, 3, 4]   # the decision is kept after the restart
-    assert [e for e in range(1, 12) if restart_due(c, e)] == [4]
-    assert [phase_start(c, e) for e in (0, 3, 4, 5, 11)] == [0, 0, 4, 4, 4]
-    assert not any(restart_due(replace(c, restart_epoch=0), e) for e in range(1, 12))
-    assert phase_start(replace(c, restart_epoch=0), 9) == 0
+                                 "train.cleaning.restart_epochs=[3, 9]"])
+    for bad in ("[0]", "[5, 3]", "[4, 4]"):
+        with pytest.raises(ConfigError, match="train.cleaning.restart_epochs"):
+            load_config(QUICKSTART, ["train.cleaning.action=drop", f"train.cleaning.restart_epochs={bad}"])
+    cfg = load_config(QUICKSTART, ["train.cleaning.action=drop", "train.cleaning.restart_epochs=[4, 9]",
+                                   "train.epochs=7"])
+    assert cfg.train.total_epochs == 16 and load_config(QUICKSTART, ["train.epochs=7"]).train.total_epochs == 7
+    c = CleaningConfig(action="drop", start_epoch=2, every=2, restart_epochs=(5, 9))
+    # the grid up to the first restart (and the restart epoch itself), then one round at each later restart
+    assert [e for e in range(1, 20) if round_due(c, e)] == [2, 4, 5, 9]
+    assert [e for e in range(1, 20) if restart_due(c, e)] == [5, 9]
+    assert [phase_start(c, e) for e in (0, 4, 5, 8, 9, 19)] == [0, 0, 5, 5, 9, 9]
+    none = replace(c, restart_epochs=())
+    assert not any(restart_due(none, e) for e in range(1, 20)) and phase_start(none, 9) == 0
+    assert [e for e in range(1, 10) if round_due(none, e)] == [2, 4, 6, 8]
 
 
 def test_restart_starts_training_again_on_the_cleaned_set(tiny_market_root, tmp_path, monkeypatch):
-    """After the round of ``restart_epoch`` the model, optimiser and schedule are those of a fresh start (same
+    """After the round of a restart epoch the model, optimiser and schedule are those of a fresh start (same
     seed), the kept decision no longer changes, and ProSelfLC-style progress counts from the restart."""
     from reid_robust.engine import steps, trainer
 
@@ -305,7 +309,7 @@ def test_restart_starts_training_again_on_the_cleaned_set(tiny_market_root, tmp_
         return real(terms, outputs, targets, step, total, *args, **kwargs)
 
     monkeypatch.setattr(steps, "weighted_loss", spy)
-    extra = ["train.cleaning.action=drop", "train.cleaning.rate=0.25", "train.cleaning.restart_epoch=1"]
+    extra = ["train.cleaning.action=drop", "train.cleaning.rate=0.25", "train.cleaning.restart_epochs=[1]"]
     trainer.train(_cfg(tiny_market_root, tmp_path / "zero", "train.epochs=0", *extra))   # 1 epoch, then restart
     from reid_robust.engine.checkpoint import load_checkpoint
 
@@ -329,13 +333,14 @@ def test_restart_starts_training_again_on_the_cleaned_set(tiny_market_root, tmp_
 def test_resume_across_a_restart_is_bit_identical(tiny_market_root, tmp_path):
     from reid_robust.engine.trainer import train
 
-    extra = ["train.cleaning.action=drop", "train.cleaning.rate=0.25", "train.cleaning.restart_epoch=1"]
+    extra = ["train.cleaning.action=drop", "train.cleaning.rate=0.25", "train.cleaning.restart_epochs=[1, 2]"]
     train(_cfg(tiny_market_root, tmp_path / "full", "train.epochs=2", *extra))
     last = tmp_path / "part" / "checkpoints" / "last.pth"
-    train(_cfg(tiny_market_root, tmp_path / "part", "train.epochs=0", *extra))           # stops at the restart
+    train(_cfg(tiny_market_root, tmp_path / "part", "train.epochs=0", *extra))   # stops after the 2nd restart
     train(_cfg(tiny_market_root, tmp_path / "part", "train.epochs=1", *extra, f"train.resume={last}"))  # mid-way
     train(_cfg(tiny_market_root, tmp_path / "part", "train.epochs=2", *extra, f"train.resume={last}"))
     (wa, a), (wb, b) = _cleaning_of(tmp_path / "full"), _cleaning_of(tmp_path / "part")
-    assert (a.keep == b.keep).all() and a.round == b.round == 1
+    assert (a.keep == b.keep).all() and a.round == b.round == 2
+    assert _read_rows(tmp_path / "full" / "cleaning.csv") == _read_rows(tmp_path / "part" / "cleaning.csv")
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0, msg=key)

@@ -276,13 +276,14 @@ def test_cleaning_cell_config_sets_only_the_action_and_old_folders_stay_valid(tm
         cell_config(_base(tmp_path, ["loss.terms=[{name: triplet}]"]), Cell("triplet", CLEAN, 0.0, 0, "relabel"),
                     tmp_path)
     # a restart belongs to the round actions; off and oracle cells run without it and stay shared
-    restart = _base(tmp_path, ["train.cleaning.action=drop", "train.cleaning.restart_epoch=4"])
-    assert cell_config(restart, Cell("triplet", "symmetric", 0.4, 0, "drop"), tmp_path).train.cleaning.restart_epoch == 4
+    restart = _base(tmp_path, ["train.cleaning.action=drop", "train.cleaning.restart_epochs=[4]"])
+    drop_cell = cell_config(restart, Cell("triplet", "symmetric", 0.4, 0, "drop"), tmp_path)
+    assert drop_cell.train.cleaning.restart_epochs == (4,)
     for action in ("off", "oracle"):
         cell = cell_config(restart, Cell("triplet", "symmetric", 0.4, 0, action), tmp_path)
-        assert cell.train.cleaning.restart_epoch == 0 and cell.train.cleaning.action == action
+        assert cell.train.cleaning.restart_epochs == () and cell.train.cleaning.action == action
     stored["train"]["lr"] = off.train.lr
-    tuned = _base(tmp_path, ["train.cleaning.action=drop", "train.cleaning.restart_epoch=4",
+    tuned = _base(tmp_path, ["train.cleaning.action=drop", "train.cleaning.restart_epochs=[4, 9]",
                              "train.cleaning.rate_scale=1.1", "train.cleaning.start_epoch=3"])
     assert config_differences(stored, cell_config(tuned, Cell("triplet", "symmetric", 0.4, 0), tmp_path)) == []
     stored["train"]["cleaning"] = {"action": "drop", "rate_scale": 1.1}

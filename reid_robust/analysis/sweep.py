@@ -26,7 +26,7 @@ cells take that action, the other ``train.cleaning`` keys from the base config, 
 ``<loss>/<mode>_r<rate>/clean-<action>/seed<k>``; ``oracle`` cells train without the images whose injected
 label is wrong (the upper bound of perfect cleaning; it reads the truth, so it is a baseline, not a method, and
 is not trained at rate 0 where it equals ``off``). ``off`` and ``oracle`` cells run no round, so the other
-``train.cleaning`` keys (rate_scale, restart_epoch, ...) do not apply to them: a sweep that tunes those keys
+``train.cleaning`` keys (rate_scale, restart_epochs, ...) do not apply to them: a sweep that tunes those keys
 shares these cells with one that does not. Each cell's cleaning precision and recall are read from the last
 row of its ``cleaning.csv``.
 """
@@ -156,7 +156,7 @@ def cell_config(base: Config, cell: Cell, out_root: str | os.PathLike, confusabl
                  "train.cleaning.action": cell.cleaning, "output_dir": str(output_dir), "train.progress": False,
                  "train.resume": str(last) if last.is_file() else None}
     if cell.cleaning in ("off", "oracle"):  # a restart follows a round: these cells run none (and stay shared)
-        overrides["train.cleaning.restart_epoch"] = 0
+        overrides["train.cleaning.restart_epochs"] = []
     return with_overrides(base, overrides, f"sweep cell {cell.relpath}")
 
 

@@ -236,11 +236,13 @@ class CleaningConfig(Section):
                                        within(0, 1, open_low=True))
     k: int = option(10, "neighbours of the `knn` score", at_least(1))
     passes: int = option(4, "PK passes over the data for batch-dependent reliability terms (PRISM)", at_least(1))
-    restart_epoch: int = option(0, "after this epoch (and its round), the model, loss terms, optimiser and schedule "
-                                   "start again from the seed's initialisation and train `train.epochs` epochs on "
-                                   "the cleaned set, whose decision is then kept (no more rounds): the run has "
-                                   "`restart_epoch + train.epochs` epochs; 0 = no restart",
-                                at_least(0, " (0: no restart)"))
+    restart_epochs: tuple[int, ...] = option(
+        (), "epochs after which the model, loss terms, optimiser and schedule start again from the seed's "
+            "initialisation and train on the cleaned set, whose decision then stays fixed until the next listed "
+            "epoch (one round decides again there, with the model trained on the cleaner set) or to the end; "
+            "rounds on the `start_epoch`/`every` grid run before the first restart only; after the last restart "
+            "`train.epochs` epochs follow (the run has `last + train.epochs` epochs); [] = no restart",
+        at_least(1))
 
 
 @dataclass(frozen=True)
@@ -282,8 +284,8 @@ class TrainConfig(Section):
 
     @property
     def total_epochs(self) -> int:
-        """Epochs of the whole run: ``epochs``, after ``cleaning.restart_epoch`` epochs of cleaning when set."""
-        return self.epochs + self.cleaning.restart_epoch
+        """Epochs of the whole run: ``epochs``, after the last of ``cleaning.restart_epochs`` when there is one."""
+        return self.epochs + (self.cleaning.restart_epochs[-1] if self.cleaning.restart_epochs else 0)
 
 
 @dataclass(frozen=True)
@@ -365,12 +367,15 @@ def check_cleaning(cleaning: CleaningConfig, terms: Iterable[LossTermConfig]) ->
     from reid_robust.losses import LOSSES
     from reid_robust.losses.base import ClassifierLoss
 
-    if cleaning.restart_epoch and cleaning.action not in ("drop", "relabel", "weight"):
-        raise ConfigError(f"train.cleaning.restart_epoch={cleaning.restart_epoch} restarts on the decision of a "
-                          f"cleaning round, and train.cleaning.action={cleaning.action} runs none; use drop, relabel "
-                          "or weight, or restart_epoch=0")
-    if cleaning.restart_epoch and cleaning.restart_epoch < cleaning.start_epoch:
-        raise ConfigError(f"train.cleaning.restart_epoch={cleaning.restart_epoch} comes before the first round "
+    restarts = list(cleaning.restart_epochs)
+    if restarts and cleaning.action not in ("drop", "relabel", "weight"):
+        raise ConfigError(f"train.cleaning.restart_epochs={restarts} restart on the decision of a cleaning round, "
+                          f"and train.cleaning.action={cleaning.action} runs none; use drop, relabel or weight, "
+                          "or restart_epochs=[]")
+    if restarts != sorted(set(restarts)):
+        raise ConfigError(f"train.cleaning.restart_epochs: must be increasing epoch numbers, got {restarts}")
+    if restarts and restarts[0] < cleaning.start_epoch:
+        raise ConfigError(f"train.cleaning.restart_epochs={restarts} starts before the first round "
                           f"(train.cleaning.start_epoch={cleaning.start_epoch}); restart at or after it")
     if cleaning.action == "off":
         return

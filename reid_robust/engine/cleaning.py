@@ -6,7 +6,8 @@ state, and a run resumed with more epochs decides exactly as an uninterrupted on
 estimates the rate and decides (``reid_robust.cleaning.decisions``); the per-image keep mask, labels and
 weights are broadcast so every rank applies rank 0's decision, and the PK sampler is rebuilt from them. The
 noise manifest is read afterwards, on rank 0, for ``cleaning.csv`` only. The state lives in the checkpoint.
-With ``restart_epoch`` the trainer starts the model again after that epoch's round and the decision is kept.
+With ``restart_epochs`` the trainer starts the model again after each listed epoch's round; between restarts
+the decision stays fixed (one round decides again at the next restart epoch), after the last one for good.
 """
 from __future__ import annotations
 
@@ -34,21 +35,25 @@ CLEANING_COLUMNS = ("round", "epoch", "estimated_rate", "rate", "separation", "i
 
 
 def round_due(cleaning: CleaningConfig, epoch: int) -> bool:
-    """Whether a round follows epoch ``epoch`` (1-based, just completed); none after a restart."""
-    return (cleaning.action in ROUND_ACTIONS and epoch >= cleaning.start_epoch
-            and (epoch - cleaning.start_epoch) % cleaning.every == 0
-            and not (cleaning.restart_epoch and epoch > cleaning.restart_epoch))
+    """Whether a round follows epoch ``epoch`` (1-based, just completed): on the ``start_epoch``/``every``
+    grid up to the first restart, then once at each later restart epoch; none after the last restart."""
+    if cleaning.action not in ROUND_ACTIONS or epoch < cleaning.start_epoch:
+        return False
+    restarts = cleaning.restart_epochs
+    if restarts and epoch > restarts[0]:
+        return epoch in restarts
+    return (epoch - cleaning.start_epoch) % cleaning.every == 0 or epoch in restarts
 
 
 def restart_due(cleaning: CleaningConfig, epoch: int) -> bool:
-    """Whether training starts again after epoch ``epoch`` (``restart_epoch``, after that epoch's round)."""
-    return bool(cleaning.restart_epoch) and epoch == cleaning.restart_epoch
+    """Whether training starts again after epoch ``epoch`` (one of ``restart_epochs``, after its round)."""
+    return epoch in cleaning.restart_epochs
 
 
 def phase_start(cleaning: CleaningConfig, epoch: int) -> int:
-    """The epoch the current model began training after: ``restart_epoch`` once it has passed, else 0. Schedules
-    that depend on training progress (ProSelfLC's ``set_progress``) count from it."""
-    return cleaning.restart_epoch if cleaning.restart_epoch and epoch >= cleaning.restart_epoch else 0
+    """The epoch the current model began training after: the last restart epoch at or before ``epoch``, else 0.
+    Schedules that depend on training progress (ProSelfLC's ``set_progress``) count from it."""
+    return max((r for r in cleaning.restart_epochs if r <= epoch), default=0)
 
 
 def cleaning_round(state: TrainState, run: RunContext, data: TrainData) -> None:

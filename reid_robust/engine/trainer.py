@@ -168,15 +168,15 @@ def build_trainables(run: RunContext, data: TrainData, spe: int) -> tuple[torch.
 
 
 def restart_training(state: TrainState, run: RunContext, data: TrainData) -> None:
-    """``train.cleaning.restart_epoch``: the model, loss terms, optimiser, schedule and scaler start again from
+    """``train.cleaning.restart_epochs``: the model, loss terms, optimiser, schedule and scaler start again from
     the seed's initialisation (every rank alike); the cleaning decision, the epoch count and the logs go on."""
     seed_everything(run.cfg.seed)
     model, terms, optimizer, scheduler, scaler = build_trainables(run, data, state.steps_per_epoch)
     state.model, state.terms, state.optimizer, state.scheduler, state.scaler = model, terms, optimizer, scheduler, scaler
     state.net, state.best, state.final, state.skipped = wrap_ddp(model, run), None, None, 0
-    log.info("train.cleaning.restart_epoch=%d: training starts again from initialisation on the cleaned set "
-             "(%d of %d images kept), %d more epochs", state.epoch, int(state.cleaning.keep.sum()) if state.cleaning
-             else len(data.labels), len(data.labels), run.cfg.train.epochs)
+    kept_images = int(state.cleaning.keep.sum()) if state.cleaning is not None else len(data.labels)
+    log.info("train.cleaning.restart_epochs: after epoch %d training starts again from initialisation on the "
+             "cleaned set (%d of %d images kept)", state.epoch, kept_images, len(data.labels))
 
 
 def wrap_ddp(model: torch.nn.Module, run: RunContext) -> torch.nn.Module:
