@@ -271,7 +271,7 @@ def test_oracle_leaves_out_exactly_the_wrong_injected_labels_and_has_no_rounds()
 
 
 def test_restart_config_rules_and_schedule():
-    from reid_robust.engine.cleaning import phase_start, restart_due, round_due
+    from reid_robust.engine.cleaning import phase_start, restart_due, round_due, round_settings
 
     with pytest.raises(ConfigError, match="action=off runs none"):
         load_config(QUICKSTART, ["train.cleaning.restart_epochs=[3]"])
@@ -291,6 +291,9 @@ def test_restart_config_rules_and_schedule():
     assert [e for e in range(1, 20) if round_due(c, e)] == [2, 4, 5, 9]
     assert [e for e in range(1, 20) if restart_due(c, e)] == [5, 9]
     assert [phase_start(c, e) for e in (0, 4, 5, 8, 9, 19)] == [0, 0, 5, 5, 9, 9]
+    later = replace(c, rate_scale=1.1, restart_rate_scale=1.0)
+    assert [round_settings(later, e).rate_scale for e in (2, 4, 5, 9)] == [1.1, 1.1, 1.1, 1.0]
+    assert round_settings(c, 9) is c
     none = replace(c, restart_epochs=())
     assert not any(restart_due(none, e) for e in range(1, 20)) and phase_start(none, 9) == 0
     assert [e for e in range(1, 10) if round_due(none, e)] == [2, 4, 6, 8]

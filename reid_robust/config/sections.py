@@ -225,6 +225,9 @@ class CleaningConfig(Section):
     rate_scale: float = option(1.0, "the estimated rate is multiplied by this before flagging (at most `max_rate`; "
                                     "an explicit `rate` is used as given): above 1 flags more, trading precision "
                                     "for recall", above(0))
+    restart_rate_scale: float | None = option(
+        None, "`rate_scale` of the rounds after the first restart (their model trained on the cleaned set, not on "
+              "the wrong labels); null = `rate_scale`", above(0, " (or null: rate_scale)"))
     max_rate: float = option(0.6, "upper bound of the estimated rate", within(0, 1, open_low=True, open_high=True))
     min_separation: float = option(2.0, "the mixture counts as two populations only when Ashman's D between its "
                                         "components is at least this (otherwise the estimate is 0)", at_least(0))

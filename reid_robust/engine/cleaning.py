@@ -12,6 +12,7 @@ the decision stays fixed (one round decides again at the next restart epoch), af
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 
@@ -45,6 +46,13 @@ def round_due(cleaning: CleaningConfig, epoch: int) -> bool:
     return (epoch - cleaning.start_epoch) % cleaning.every == 0 or epoch in restarts
 
 
+def round_settings(cleaning: CleaningConfig, epoch: int) -> CleaningConfig:
+    """The settings of the round after ``epoch``: after the first restart, ``restart_rate_scale`` when set."""
+    if cleaning.restart_rate_scale is None or phase_start(cleaning, epoch - 1) == 0:  # the model that ran epoch
+        return cleaning
+    return dataclasses.replace(cleaning, rate_scale=cleaning.restart_rate_scale)
+
+
 def restart_due(cleaning: CleaningConfig, epoch: int) -> bool:
     """Whether training starts again after epoch ``epoch`` (one of ``restart_epochs``, after its round)."""
     return epoch in cleaning.restart_epochs
@@ -66,7 +74,8 @@ def cleaning_round(state: TrainState, run: RunContext, data: TrainData) -> None:
         outputs = extract_outputs(state.model, data.splits.train, data.test_transform,
                                   batch_size=cfg.data.test_batch_size, device=run.device, outputs=None,
                                   num_workers=cfg.data.num_workers, progress=False, amp=cfg.train.amp)
-        decision = decide(outputs, state.cleaning, state.terms, cfg.train.cleaning, cfg.data.sampler, cfg.seed)
+        decision = decide(outputs, state.cleaning, state.terms, round_settings(cfg.train.cleaning, state.epoch),
+                          cfg.data.sampler, cfg.seed)
         state.cleaning.keep, state.cleaning.labels = decision.keep, decision.labels
         state.cleaning.weights = decision.weights
     broadcast_state(state.cleaning, run.info, run.device)
