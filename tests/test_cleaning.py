@@ -347,3 +347,21 @@ def test_resume_across_a_restart_is_bit_identical(tiny_market_root, tmp_path):
     assert _read_rows(tmp_path / "full" / "cleaning.csv") == _read_rows(tmp_path / "part" / "cleaning.csv")
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_restart_that_drops_nothing_ends_as_the_run_without_cleaning(tiny_market_root, tmp_path):
+    """The restarted phase replays a fresh run on the cleaned set (same initialisation, batches, augmentations
+    and schedule): with nothing flagged it ends with the weights of the same config without cleaning."""
+    from reid_robust.engine.trainer import train
+
+    train(_cfg(tiny_market_root, tmp_path / "off", "train.epochs=2", "train.cleaning.action=off"))
+    train(_cfg(tiny_market_root, tmp_path / "restart", "train.epochs=2", "train.cleaning.action=drop",
+               "train.cleaning.rate=0.0", "train.cleaning.restart_epochs=[1]"))
+    assert _read_rows(tmp_path / "restart" / "cleaning.csv")[0]["images_flagged"] == "0"
+    from reid_robust.engine.checkpoint import load_checkpoint
+
+    off = load_checkpoint(tmp_path / "off" / "checkpoints" / "last.pth")["model"]
+    restarted = load_checkpoint(tmp_path / "restart" / "checkpoints" / "last.pth")
+    assert restarted["epoch"] == 3
+    for key, value in off.items():
+        torch.testing.assert_close(restarted["model"][key], value, rtol=0, atol=0, msg=key)

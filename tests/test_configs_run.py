@@ -37,6 +37,9 @@ def test_config_trains_a_few_iterations(path, tiny_market_root, tiny_cub_root, t
                                                                  "data.transforms.size"))]
         keep_model += ["data.dataset=synthetic_cub", f"data.root={tiny_cub_root}", f"data.options={TINY_CUB}",
                        "data.transforms.size=[32, 32]"]
+    if base.train.cleaning.restart_epochs:  # epochs too: two restarts after the first round
+        first = base.train.cleaning.start_epoch
+        keep_model.append(f"train.cleaning.restart_epochs=[{first}, {first + 1}]")
     cfg = load_config(path, keep_model + ["train.epochs=1"])
     assert cfg.model.backbone == base.model.backbone
     assert cfg.loss.terms == base.loss.terms

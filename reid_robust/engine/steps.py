@@ -51,7 +51,10 @@ def train_one_epoch(state: TrainState, run: RunContext, data: TrainData, ctrl_c:
     """Train epoch ``state.epoch`` from step ``state.iteration``; stops early (``interrupted``) after the step
     during which Ctrl-C arrived on any rank, with the loader's workers stopped."""
     cfg, info = run.cfg, run.info
-    loader = epoch_loader(data.train_set, state.sampler, cfg.seed, state.epoch, state.iteration, info,
+    # after a cleaning restart the epochs count from it: the restarted phase draws the batches and augmentations
+    # of a fresh run on the cleaned set (and equals it when nothing was dropped)
+    phase_epoch = state.epoch - phase_start(cfg.train.cleaning, state.epoch)
+    loader = epoch_loader(data.train_set, state.sampler, cfg.seed, phase_epoch, state.iteration, info,
                           cfg.data.num_workers, pin_memory=run.device.type == "cuda")
     state.train_mode()
     meter, skip = EpochMeter(info.world_size), state.iteration
@@ -85,7 +88,7 @@ def train_step(state: TrainState, run: RunContext, batch: dict[str, Any], it: in
     assert state.net is not None
     with autocast(device, t.amp):
         outputs = state.net(images)
-    step = (state.epoch - phase_start(t.cleaning, state.epoch)) * state.steps_per_epoch + it  # since (re)start
+    step = (state.epoch - phase_start(t.cleaning, state.epoch)) * state.steps_per_epoch + it  # since the (re)start
     loss, parts = weighted_loss(state.terms, outputs, targets, step, state.total_steps, info, t.gather_embeddings,
                                 weights)
     if any_rank(not math.isfinite(float(loss.detach())), info, device):
