@@ -63,3 +63,33 @@ def test_label_vectors_must_be_integral_and_of_the_right_length():
         as_label_vector([1, 2], "pids", 3)
     with pytest.raises(ValueError, match="1-D"):
         as_label_vector(np.zeros((2, 2)), "pids", 2)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_both_product_backends_give_the_same_metrics(metric, monkeypatch):
+    """REID_ROBUST_PRODUCT picks torch (MKL) or numpy (OpenBLAS) for the score products: the scores agree to
+    float32 rounding and the metrics of both protocols are the same; read-only inputs take numpy's path."""
+    from reid_robust.evaluation import evaluate_reid, evaluate_retrieval
+    from reid_robust.evaluation.search import block_product, product_backend
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(13, 16)).astype(np.float32)
+    pids = np.repeat(np.arange(1, 13), 8)
+    feats = centres[pids] + 0.8 * rng.normal(size=(len(pids), 16)).astype(np.float32)
+    cams = np.arange(len(pids)) % 3
+    results = {}
+    for backend in ("torch", "numpy"):
+        monkeypatch.setenv("REID_ROBUST_PRODUCT", backend)
+        assert product_backend() == backend
+        reid = evaluate_reid(feats[::2], feats[1::2], pids[::2], pids[1::2], cams[::2], cams[1::2] + 1,
+                             metric=metric)
+        results[backend] = (reid, evaluate_retrieval(feats, pids, metric=metric, compute_nmi=False))
+    for a, b in zip(results["torch"], results["numpy"]):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-9, nan_ok=True), key
+    monkeypatch.setenv("REID_ROBUST_PRODUCT", "torch")
+    frozen = feats.copy()
+    frozen.flags.writeable = False
+    out = np.empty((4, len(feats)), np.float32)
+    np.testing.assert_allclose(block_product(frozen)(frozen[:4], out), feats[:4] @ feats.T, rtol=1e-5, atol=1e-4)

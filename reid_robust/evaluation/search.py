@@ -11,6 +11,9 @@ HNSW = approximate) for visualisation, re-ranking candidates and the approximate
 """
 from __future__ import annotations
 
+import functools
+import os
+import platform
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -189,6 +192,47 @@ def default_block_size(num_gallery: int, block_elements: int = DEFAULT_BLOCK_ELE
     return max(1, block_elements // max(1, num_gallery))
 
 
+def product_backend() -> str:
+    """``torch`` (MKL) or ``numpy`` (OpenBLAS) for the evaluators' score products: ``REID_ROBUST_PRODUCT`` when
+    set, else ``torch`` on Intel CPUs and ``numpy`` elsewhere (MKL's slower paths on other vendors).
+
+    Measured on the 2-core Intel VM: torch's product into a reused buffer is faster per block, and OpenBLAS's
+    worker threads keep spinning for about 0.1 s after each product, taking a core from the counting that
+    follows (benchmarks/eval.py: docs/evaluation.md)."""
+    chosen = os.environ.get("REID_ROBUST_PRODUCT", "")
+    if chosen in ("torch", "numpy"):
+        return chosen
+    return "torch" if _cpu_vendor() == "GenuineIntel" else "numpy"
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def block_product(gallery: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``product(query_block, out)``: ``query_block @ gallery.T`` written into ``out`` (float32, [B, G]) with
+    the :func:`product_backend`; the gallery is read transposed, never copied."""
+    if product_backend() == "torch" and gallery.flags.writeable and gallery.flags.c_contiguous:
+        g_t = torch.from_numpy(gallery).T
+
+        def torch_product(q: np.ndarray, out: np.ndarray) -> np.ndarray:
+            if not (q.flags.writeable and q.flags.c_contiguous):
+                return np.matmul(q, gallery.T, out=out)
+            torch.mm(torch.from_numpy(q), g_t, out=torch.from_numpy(out))
+            return out
+        return torch_product
+    g_np = gallery.T
+    return lambda q, out: np.matmul(q, g_np, out=out)
+
+
 def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str, block_size: int | None = None,
                       reuse: bool = False) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, end, scores[end - start, G])`` for consecutive query blocks (float32, higher = closer).
@@ -199,14 +243,14 @@ def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str, block
     then valid only until the next one is requested.
     """
     check_metric(metric)
-    g_t = gallery.T  # a view: BLAS reads it transposed, no copy
     g_sq = np.einsum("ij,ij->i", gallery, gallery) if metric == "euclidean" else None
     block = block_size or default_block_size(gallery.shape[0])
     buffer = np.empty((min(block, query.shape[0]), gallery.shape[0]), dtype=np.float32) if reuse else None
+    product = block_product(gallery)
     for start in range(0, query.shape[0], block):
         end = min(start + block, query.shape[0])
-        out = buffer[: end - start] if buffer is not None else None
-        scores = np.matmul(query[start:end], g_t, out=out)
+        out = buffer[: end - start] if buffer is not None else np.empty((end - start, gallery.shape[0]), np.float32)
+        scores = product(query[start:end], out)
         if g_sq is not None:  # euclidean
             scores *= 2.0
             scores -= g_sq
