@@ -238,8 +238,8 @@ def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str, block
     """Yield ``(start, end, scores[end - start, G])`` for consecutive query blocks (float32, higher = closer).
 
     ``query`` and ``gallery`` must already be prepared with :func:`prepare` (normalised for cosine). The
-    products go through numpy's BLAS (OpenBLAS in the numpy wheels: about twice as fast as torch's MKL on
-    AMD CPUs). ``reuse=True`` writes every block into one buffer (no fresh pages per block): a block is
+    products go through :func:`block_product` (torch's MKL on Intel CPUs, numpy's OpenBLAS elsewhere:
+    :func:`product_backend`). ``reuse=True`` writes every block into one buffer (no fresh pages per block): a block is
     then valid only until the next one is requested.
     """
     check_metric(metric)
