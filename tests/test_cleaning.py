@@ -283,8 +283,13 @@ def test_restart_config_rules_and_schedule():
     for bad in ("[0]", "[5, 3]", "[4, 4]"):
         with pytest.raises(ConfigError, match="train.cleaning.restart_epochs"):
             load_config(QUICKSTART, ["train.cleaning.action=drop", f"train.cleaning.restart_epochs={bad}"])
+    with pytest.raises(ConfigError, match="train.epochs=0: with train.cleaning.restart_epochs"):
+        load_config(QUICKSTART, ["train.cleaning.action=drop", "train.cleaning.restart_epochs=[3]", "train.epochs=0"])
+    with pytest.raises(ConfigError, match="restart_rate_scale=1.0 applies to the round at a second restart"):
+        load_config(QUICKSTART, ["train.cleaning.action=drop", "train.cleaning.restart_epochs=[3]",
+                                 "train.cleaning.restart_rate_scale=1.0"])
     cfg = load_config(QUICKSTART, ["train.cleaning.action=drop", "train.cleaning.restart_epochs=[4, 9]",
-                                   "train.epochs=7"])
+                                   "train.epochs=7", "train.cleaning.restart_rate_scale=1.0"])
     assert cfg.train.total_epochs == 16 and load_config(QUICKSTART, ["train.epochs=7"]).train.total_epochs == 7
     c = CleaningConfig(action="drop", start_epoch=2, every=2, restart_epochs=(5, 9))
     # the grid up to the first restart (and the restart epoch itself), then one round at each later restart
@@ -312,19 +317,24 @@ def test_restart_starts_training_again_on_the_cleaned_set(tiny_market_root, tmp_
         return real(terms, outputs, targets, step, total, *args, **kwargs)
 
     monkeypatch.setattr(steps, "weighted_loss", spy)
-    extra = ["train.cleaning.action=drop", "train.cleaning.rate=0.25", "train.cleaning.restart_epochs=[1]"]
-    trainer.train(_cfg(tiny_market_root, tmp_path / "zero", "train.epochs=0", *extra))   # 1 epoch, then restart
-    from reid_robust.engine.checkpoint import load_checkpoint
+    restarted: list[tuple] = []
+    real_restart = trainer.restart_training
 
-    saved = load_checkpoint(tmp_path / "zero" / "checkpoints" / "last.pth")
-    assert saved["epoch"] == 1 and saved["scheduler"]["last_epoch"] == 0 and not saved["optimizer"]["state"]
+    def capture(state, run, data):
+        real_restart(state, run, data)
+        restarted.append(({k: v.clone() for k, v in state.model.state_dict().items()}, state.optimizer.state_dict(),
+                          state.scheduler.state_dict(), state.best, state.final))
+
+    monkeypatch.setattr(trainer, "restart_training", capture)
+    extra = ["train.cleaning.action=drop", "train.cleaning.rate=0.25", "train.cleaning.restart_epochs=[1]"]
     model_cfg = load_config(QUICKSTART, tiny_overrides(tiny_market_root, tmp_path)).model
     trainer.seed_everything(0)
     fresh = trainer.build_model_from_config(model_cfg)
-    for key, value in fresh.state_dict().items():  # the restarted model is the seed's initialisation
-        torch.testing.assert_close(saved["model"][key], value, rtol=0, atol=0, msg=key)
-    progress.clear()
     trainer.train(_cfg(tiny_market_root, tmp_path / "run", "train.epochs=2", *extra))
+    (weights, optimizer, scheduler, best, final), = restarted
+    assert scheduler["last_epoch"] == 0 and not optimizer["state"] and best is None and final is None
+    for key, value in fresh.state_dict().items():  # the restarted model is the seed's initialisation
+        torch.testing.assert_close(weights[key], value, rtol=0, atol=0, msg=key)
     assert [s for _, s, _ in progress] == [0, 1, 0, 1, 2, 3] and {t for *_, t in progress} == {4}
     rows = _read_rows(tmp_path / "run" / "cleaning.csv")
     assert [r["epoch"] for r in rows] == ["1"]   # no round after the restart
@@ -333,15 +343,32 @@ def test_restart_starts_training_again_on_the_cleaned_set(tiny_market_root, tmp_
     assert (~state.keep).sum() == int(rows[0]["images_dropped"]) > 0
 
 
-def test_resume_across_a_restart_is_bit_identical(tiny_market_root, tmp_path):
-    from reid_robust.engine.trainer import train
+class _Killed(Exception):
+    """Stands for a crash right after a checkpoint was written."""
 
-    extra = ["train.cleaning.action=drop", "train.cleaning.rate=0.25", "train.cleaning.restart_epochs=[1, 2]"]
-    train(_cfg(tiny_market_root, tmp_path / "full", "train.epochs=2", *extra))
+
+def test_resume_across_a_restart_is_bit_identical(tiny_market_root, tmp_path, monkeypatch):
+    """A run killed right after the checkpoint of a restart epoch, and again inside the last phase, resumes to
+    the weights and cleaning.csv of the uninterrupted run."""
+    from reid_robust.engine import trainer
+
+    extra = ["train.cleaning.action=drop", "train.cleaning.rate=0.25", "train.cleaning.restart_epochs=[1, 2]",
+             "train.epochs=2"]
+    trainer.train(_cfg(tiny_market_root, tmp_path / "full", *extra))
+    real_save = trainer.save_checkpoint
     last = tmp_path / "part" / "checkpoints" / "last.pth"
-    train(_cfg(tiny_market_root, tmp_path / "part", "train.epochs=0", *extra))   # stops after the 2nd restart
-    train(_cfg(tiny_market_root, tmp_path / "part", "train.epochs=1", *extra, f"train.resume={last}"))  # mid-way
-    train(_cfg(tiny_market_root, tmp_path / "part", "train.epochs=2", *extra, f"train.resume={last}"))
+    for kill_at in (2, 3):   # after the second restart, then in the middle of the last phase
+        def save_then_die(state, run, path, kill_at=kill_at):
+            real_save(state, run, path)
+            if path == run.last_path and state.epoch == kill_at:
+                raise _Killed
+
+        monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+        resume = [f"train.resume={last}"] if last.exists() else []
+        with pytest.raises(_Killed):
+            trainer.train(_cfg(tiny_market_root, tmp_path / "part", *extra, *resume))
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    trainer.train(_cfg(tiny_market_root, tmp_path / "part", *extra, f"train.resume={last}"))
     (wa, a), (wb, b) = _cleaning_of(tmp_path / "full"), _cleaning_of(tmp_path / "part")
     assert (a.keep == b.keep).all() and a.round == b.round == 2
     assert _read_rows(tmp_path / "full" / "cleaning.csv") == _read_rows(tmp_path / "part" / "cleaning.csv")

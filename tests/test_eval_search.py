@@ -1,5 +1,7 @@
 """Tests of reid_robust.evaluation.search: block scores, FAISS top-k lists, label validation."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -91,5 +93,13 @@ def test_both_product_backends_give_the_same_metrics(metric, monkeypatch):
     monkeypatch.setenv("REID_ROBUST_PRODUCT", "torch")
     frozen = feats.copy()
     frozen.flags.writeable = False
-    out = np.empty((4, len(feats)), np.float32)
-    np.testing.assert_allclose(block_product(frozen)(frozen[:4], out), feats[:4] @ feats.T, rtol=1e-5, atol=1e-4)
+    swapped = feats.astype(feats.dtype.newbyteorder()).copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch.from_numpy on a read-only array would warn
+        for gallery, query, out_dtype in ((frozen, frozen[:4], np.float32), (feats, swapped[:4], np.float32),
+                                          (feats.astype(np.float64), feats[:4].astype(np.float64), np.float64),
+                                          (feats, np.asfortranarray(feats[:4]), np.float32)):
+            out = np.empty((4, len(feats)), out_dtype)
+            np.testing.assert_allclose(block_product(gallery)(query, out), feats[:4] @ feats.T, rtol=1e-5, atol=1e-4)
+        float64 = list(iter_score_blocks(feats.astype(np.float64), feats.astype(np.float64), "cosine", 40))
+        assert all(block.dtype == np.float64 for *_, block in float64)

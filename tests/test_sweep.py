@@ -20,6 +20,7 @@ from reid_robust.analysis.sweep import (
     summarize,
 )
 from reid_robust.config import Config, ConfigError, load_config
+from reid_robust.config.sections import CleaningConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TERMS = ("loss.terms=[{name: triplet, weight: 1.0, input: feat, margin: 0.3}, "
@@ -279,9 +280,11 @@ def test_cleaning_cell_config_sets_only_the_action_and_old_folders_stay_valid(tm
     restart = _base(tmp_path, ["train.cleaning.action=drop", "train.cleaning.restart_epochs=[4]"])
     drop_cell = cell_config(restart, Cell("triplet", "symmetric", 0.4, 0, "drop"), tmp_path)
     assert drop_cell.train.cleaning.restart_epochs == (4,)
-    for action in ("off", "oracle"):
-        cell = cell_config(restart, Cell("triplet", "symmetric", 0.4, 0, action), tmp_path)
-        assert cell.train.cleaning.restart_epochs == () and cell.train.cleaning.action == action
+    tuned_restart = _base(tmp_path, ["train.cleaning.action=drop", "train.cleaning.restart_epochs=[4, 9]",
+                                     "train.cleaning.rate_scale=1.1", "train.cleaning.restart_rate_scale=1.0"])
+    for action in ("off", "oracle"):  # every round key at its default: a stopped cell resumes under any base
+        cell = cell_config(tuned_restart, Cell("triplet", "symmetric", 0.4, 0, action), tmp_path)
+        assert cell.train.cleaning == CleaningConfig(action=action)
     stored["train"]["lr"] = off.train.lr
     tuned = _base(tmp_path, ["train.cleaning.action=drop", "train.cleaning.restart_epochs=[4, 9]",
                              "train.cleaning.rate_scale=1.1", "train.cleaning.start_epoch=3"])

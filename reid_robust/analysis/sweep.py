@@ -1,7 +1,8 @@
 """A loss x noise-mode x noise-rate x seed sweep: one training run per cell, resumable, one results table.
 
 Fairness rule: every cell trains the base config unchanged (backbone, epochs, schedule, sampler, the
-``cross_entropy`` term(s)) except for three things: the seed, the label noise (rate, mode, noise seed = the
+``cross_entropy`` term(s); a cleaning cell's ``train.cleaning`` too, whose restarts add epochs: a budget the
+table states) except for three things: the seed, the label noise (rate, mode, noise seed = the
 cell's seed, so all losses of one seed see the same wrong labels) and the *metric term*, which is replaced by
 the cell's loss. The metric term keeps the weight and input of the config's active metric term (the first
 non-cross-entropy term with a non-zero weight). Its parameters come from the config's ``sweep.presets``
@@ -48,6 +49,7 @@ import numpy as np
 
 from reid_robust.atomic import atomic_write_text
 from reid_robust.config import Config
+from reid_robust.config.sections import CleaningConfig
 from reid_robust.progress import interactive
 
 log = logging.getLogger("reid_robust")
@@ -155,8 +157,9 @@ def cell_config(base: Config, cell: Cell, out_root: str | os.PathLike, confusabl
                  "data.noise.confusable": confusable if cell.mode == "pattern" else None,
                  "train.cleaning.action": cell.cleaning, "output_dir": str(output_dir), "train.progress": False,
                  "train.resume": str(last) if last.is_file() else None}
-    if cell.cleaning in ("off", "oracle"):  # a restart follows a round: these cells run none (and stay shared)
-        overrides["train.cleaning.restart_epochs"] = []
+    if cell.cleaning in ("off", "oracle"):  # no round: the round keys take their defaults (the cells stay shared,
+        defaults = CleaningConfig().to_dict()  # and a stopped one resumes under any base)
+        overrides.update({f"train.cleaning.{key}": value for key, value in defaults.items() if key != "action"})
     return with_overrides(base, overrides, f"sweep cell {cell.relpath}")
 
 

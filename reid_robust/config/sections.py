@@ -284,6 +284,10 @@ class TrainConfig(Section):
     def check(self) -> None:
         if list(self.milestones) != sorted(set(self.milestones)):
             raise ConfigError(f"train.milestones: must be increasing epoch numbers >= 1, got {list(self.milestones)!r}")
+        if self.cleaning.restart_epochs and self.epochs < 1:
+            raise ConfigError(f"train.epochs={self.epochs}: with train.cleaning.restart_epochs the epochs after the "
+                              "last restart must be at least 1 (otherwise the run would end on a re-initialised "
+                              "model)")
 
     @property
     def total_epochs(self) -> int:
@@ -377,6 +381,10 @@ def check_cleaning(cleaning: CleaningConfig, terms: Iterable[LossTermConfig]) ->
                           "or restart_epochs=[]")
     if restarts != sorted(set(restarts)):
         raise ConfigError(f"train.cleaning.restart_epochs: must be increasing epoch numbers, got {restarts}")
+    if cleaning.restart_rate_scale is not None and len(restarts) < 2:
+        raise ConfigError(f"train.cleaning.restart_rate_scale={cleaning.restart_rate_scale} applies to the round at a "
+                          f"second restart, and train.cleaning.restart_epochs={restarts} has none; list two "
+                          "restart epochs, or restart_rate_scale=null")
     if restarts and restarts[0] < cleaning.start_epoch:
         raise ConfigError(f"train.cleaning.restart_epochs={restarts} starts before the first round "
                           f"(train.cleaning.start_epoch={cleaning.start_epoch}); restart at or after it")

@@ -217,14 +217,20 @@ def _cpu_vendor() -> str:
     return platform.processor()
 
 
+def _torch_ready(x: np.ndarray) -> bool:
+    """Whether torch can read ``x`` in place: writable, C-contiguous float32 in native byte order."""
+    return x.dtype == np.float32 and x.dtype.isnative and x.flags.writeable and x.flags.c_contiguous
+
+
 def block_product(gallery: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """``product(query_block, out)``: ``query_block @ gallery.T`` written into ``out`` (float32, [B, G]) with
-    the :func:`product_backend`; the gallery is read transposed, never copied."""
-    if product_backend() == "torch" and gallery.flags.writeable and gallery.flags.c_contiguous:
+    """``product(query_block, out)``: ``query_block @ gallery.T`` written into ``out`` ([B, G]) with the
+    :func:`product_backend`; the gallery is read transposed, never copied. Inputs torch cannot read in place
+    (other dtypes, byte orders or layouts, read-only arrays) take numpy's path."""
+    if product_backend() == "torch" and _torch_ready(gallery):
         g_t = torch.from_numpy(gallery).T
 
         def torch_product(q: np.ndarray, out: np.ndarray) -> np.ndarray:
-            if not (q.flags.writeable and q.flags.c_contiguous):
+            if not (_torch_ready(q) and out.dtype == np.float32):
                 return np.matmul(q, gallery.T, out=out)
             torch.mm(torch.from_numpy(q), g_t, out=torch.from_numpy(out))
             return out
@@ -247,9 +253,10 @@ def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str, block
     block = block_size or default_block_size(gallery.shape[0])
     buffer = np.empty((min(block, query.shape[0]), gallery.shape[0]), dtype=np.float32) if reuse else None
     product = block_product(gallery)
+    dtype = np.result_type(query.dtype, gallery.dtype, np.float32)  # as numpy's product of the two would be
     for start in range(0, query.shape[0], block):
         end = min(start + block, query.shape[0])
-        out = buffer[: end - start] if buffer is not None else np.empty((end - start, gallery.shape[0]), np.float32)
+        out = buffer[: end - start] if buffer is not None else np.empty((end - start, gallery.shape[0]), dtype)
         scores = product(query[start:end], out)
         if g_sq is not None:  # euclidean
             scores *= 2.0
