@@ -195,6 +195,25 @@ def test_torchrun_two_cpu_processes(tiny_market_root, tmp_path):
     assert drift and drift[-1].endswith("differ by at most 0"), drift
 
 
+@pytest.mark.slow
+def test_torchrun_cleaning_restart_keeps_the_replicas_equal(tiny_market_root, tmp_path):
+    """Under DDP with a cleaning round and a restart, every rank takes rank 0's decision, rebuilds the same
+    model and re-wraps it: the replicas agree after every epoch, before and after the restart."""
+    out = tmp_path / "ddp_restart"
+    args = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "tools/train_reid.py",
+            "--config", str(QUICKSTART), *tiny_overrides(tiny_market_root, out), "train.epochs=1",
+            "data.noise.rate=0.3", "train.cleaning.action=drop", "train.cleaning.rate=0.25",
+            "train.cleaning.start_epoch=1", "train.cleaning.restart_epochs=[1]"]
+    res = _run_tool(*args, env={"OMP_NUM_THREADS": "1"}, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    log = (out / "train.log").read_text()
+    drift = [line for line in log.splitlines() if "replicas differ" in line]
+    assert len(drift) == 2 and all(line.endswith("differ by at most 0") for line in drift), drift
+    assert "training starts again from initialisation" in log
+    saved = load_checkpoint(out / "checkpoints" / "last.pth")
+    assert saved["epoch"] == 2 and (~saved["cleaning"]["keep"]).sum() > 0
+
+
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tiny_market_root, tmp_path, monkeypatch):
     import signal
 
