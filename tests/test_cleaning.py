@@ -392,3 +392,45 @@ def test_a_restart_that_drops_nothing_ends_as_the_run_without_cleaning(tiny_mark
     assert restarted["epoch"] == 3
     for key, value in off.items():
         torch.testing.assert_close(restarted["model"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_ctrl_c_inside_a_restarted_phase_resumes_bit_identically(tiny_market_root, tmp_path, monkeypatch):
+    """Ctrl-C during the first step after a restart saves a mid-epoch checkpoint of the restarted model; the
+    resumed run ends with the weights of the uninterrupted one."""
+    import os
+    import signal
+
+    from reid_robust.engine import trainer
+    from reid_robust.engine.checkpoint import load_checkpoint
+
+    extra = ["train.cleaning.action=drop", "train.cleaning.rate=0.25", "train.cleaning.restart_epochs=[1]",
+             "train.epochs=2"]
+    trainer.train(_cfg(tiny_market_root, tmp_path / "full", *extra))
+    real_build = trainer.build_model_from_config
+    built = {"n": 0}
+
+    def build_with_interrupt(model_cfg):
+        model = real_build(model_cfg)
+        built["n"] += 1
+        if built["n"] == 2:  # the model of the restart: Ctrl-C in its first training step
+            fired = {"done": False}
+
+            def hook(module, inputs, output):
+                if module.training and not fired["done"]:
+                    fired["done"] = True
+                    os.kill(os.getpid(), signal.SIGINT)
+            model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(trainer, "build_model_from_config", build_with_interrupt)
+    out = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(_cfg(tiny_market_root, out, *extra))
+    saved = load_checkpoint(out / "checkpoints" / "last.pth")
+    assert (saved["epoch"], saved["iteration"]) == (1, 1) and saved["scheduler"]["last_epoch"] == 1
+    monkeypatch.setattr(trainer, "build_model_from_config", real_build)
+    trainer.train(_cfg(tiny_market_root, out, *extra, f"train.resume={out}/checkpoints/last.pth"))
+    (wa, a), (wb, b) = _cleaning_of(tmp_path / "full"), _cleaning_of(out)
+    assert (a.keep == b.keep).all()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0, msg=key)
