@@ -49,7 +49,7 @@ import numpy as np
 
 from reid_robust.atomic import atomic_write_text
 from reid_robust.config import Config
-from reid_robust.config.sections import CleaningConfig
+from reid_robust.config.sections import ROUND_ACTIONS, CleaningConfig
 from reid_robust.progress import interactive
 
 log = logging.getLogger("reid_robust")
@@ -157,8 +157,8 @@ def cell_config(base: Config, cell: Cell, out_root: str | os.PathLike, confusabl
                  "data.noise.confusable": confusable if cell.mode == "pattern" else None,
                  "train.cleaning.action": cell.cleaning, "output_dir": str(output_dir), "train.progress": False,
                  "train.resume": str(last) if last.is_file() else None}
-    if cell.cleaning in ("off", "oracle"):  # no round: the round keys take their defaults (the cells stay shared,
-        defaults = CleaningConfig().to_dict()  # and a stopped one resumes under any base)
+    if cell.cleaning not in ROUND_ACTIONS:  # off, oracle: no round, so the round keys take their defaults (the
+        defaults = CleaningConfig().to_dict()  # cells stay shared, and a stopped one resumes under any base)
         overrides.update({f"train.cleaning.{key}": value for key, value in defaults.items() if key != "action"})
     return with_overrides(base, overrides, f"sweep cell {cell.relpath}")
 
@@ -191,7 +191,7 @@ def config_differences(stored: Mapping, cfg: Config) -> list[str]:
 
     old = flatten(config_from_mapping(stored, "stored cell config", lambda _: None).to_dict())
     new = flatten(cfg.to_dict())
-    unused = "train.cleaning." if cfg.train.cleaning.action in ("off", "oracle") else None  # keys of the rounds
+    unused = "train.cleaning." if cfg.train.cleaning.action not in ROUND_ACTIONS else None  # keys of the rounds
     return [key for key in sorted(set(old) | set(new))
             if key not in RUN_KEYS and not (unused and key.startswith(unused) and key != "train.cleaning.action")
             and not _same(old.get(key, "<absent>"), new.get(key, "<absent>"))]

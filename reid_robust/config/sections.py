@@ -204,6 +204,9 @@ class LossConfig(Section):
             raise ConfigError("'loss.terms' must be a non-empty list of {name, weight, input, ...}")
 
 
+ROUND_ACTIONS = ("drop", "relabel", "weight")  # cleaning actions decided in rounds; "oracle" decides once, from the truth
+
+
 @dataclass(frozen=True)
 class CleaningConfig(Section):
     """Self-cleaning rounds (``docs/noise_benchmark.md``, "Self-cleaning"): from ``start_epoch``, every ``every``
@@ -375,7 +378,7 @@ def check_cleaning(cleaning: CleaningConfig, terms: Iterable[LossTermConfig]) ->
     from reid_robust.losses.base import ClassifierLoss
 
     restarts = list(cleaning.restart_epochs)
-    if restarts and cleaning.action not in ("drop", "relabel", "weight"):
+    if restarts and cleaning.action not in ROUND_ACTIONS:
         raise ConfigError(f"train.cleaning.restart_epochs={restarts} restart on the decision of a cleaning round, "
                           f"and train.cleaning.action={cleaning.action} runs none; use drop, relabel or weight, "
                           "or restart_epochs=[]")

@@ -22,14 +22,13 @@ import torch
 from reid_robust.atomic import atomic_write_text
 from reid_robust.cleaning.decisions import CleaningState, Decision, decide
 from reid_robust.cleaning.report import read_manifest, round_metrics
-from reid_robust.config.sections import CleaningConfig
+from reid_robust.config.sections import ROUND_ACTIONS, CleaningConfig
 from reid_robust.engine.distributed import DistInfo
 from reid_robust.engine.inference import extract_outputs
 from reid_robust.engine.loader import build_sampler
 from reid_robust.engine.train_state import RunContext, TrainData, TrainState
 
 log = logging.getLogger("reid_robust")
-ROUND_ACTIONS = ("drop", "relabel", "weight")  # "oracle" decides once, before training, from the truth
 CLEANING_COLUMNS = ("round", "epoch", "estimated_rate", "rate", "separation", "images_flagged", "images_dropped",
                     "images_relabelled", "identities_resampled", "identities_removed", "mean_weight", "precision",
                     "recall", "labels_correct")

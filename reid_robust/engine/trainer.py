@@ -174,9 +174,9 @@ def restart_training(state: TrainState, run: RunContext, data: TrainData) -> Non
     model, terms, optimizer, scheduler, scaler = build_trainables(run, data, state.steps_per_epoch)
     state.model, state.terms, state.optimizer, state.scheduler, state.scaler = model, terms, optimizer, scheduler, scaler
     state.net, state.best, state.final, state.skipped = wrap_ddp(model, run), None, None, 0
-    kept_images = int(state.cleaning.keep.sum()) if state.cleaning is not None else len(data.labels)
+    assert state.cleaning is not None  # a restart follows a round (checked when the config loads)
     log.info("train.cleaning.restart_epochs: after epoch %d training starts again from initialisation on the "
-             "cleaned set (%d of %d images kept)", state.epoch, kept_images, len(data.labels))
+             "cleaned set (%d of %d images kept)", state.epoch, int(state.cleaning.keep.sum()), len(data.labels))
 
 
 def wrap_ddp(model: torch.nn.Module, run: RunContext) -> torch.nn.Module:
