@@ -29,6 +29,7 @@ import torch
 
 from reid_robust.progress import progress as show_progress
 
+from .blocks import run_score_blocks
 from .ranking import group_members, match_ranks
 from .rerank import iter_rerank_blocks
 from .search import (
@@ -42,8 +43,8 @@ from .search import (
     checked_features,
     default_block_size,
     iter_matrix_blocks,
-    iter_score_blocks,
     prepare,
+    scalable_norms,
     search_topk,
 )
 
@@ -175,23 +176,37 @@ def _reid_members(q_pids, q_cams, g_pids, g_cams):
 
 def _evaluate_blocks(blocks: Blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query=False):
     """Run the protocol over ``(start, end, scores)`` blocks whose columns are the junk-free gallery."""
+    work, finish = _protocol(q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query)
+    for start, end, scores in blocks:
+        work(start, end, scores)
+    return finish()
+
+
+def _protocol(q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query=False):
+    """``(work, finish)``: ``work(start, end, scores)`` counts a block of queries against the junk-free
+    gallery (rows ``start:end`` of its outputs only: blocks may come on several threads, in any order);
+    ``finish()`` returns the metrics once every block is done."""
     _, members_of = _reid_members(q_pids, q_cams, g_pids, g_cams)
     num_q = len(q_pids)
     ap = np.zeros(num_q)
     inp = np.zeros(num_q)
     first = np.zeros(num_q, dtype=np.int64)
     num_matches = np.zeros(num_q, dtype=np.int64)
-    for start, end, scores in blocks:
+
+    def work(start: int, end: int, scores: np.ndarray) -> None:
         members, excluded = members_of(start, end)
         ranks, n = match_ranks(scores, members, excluded)
         num_matches[start:end] = n
         if ranks.shape[1] == 0:
-            continue
+            return
         ap[start:end] = average_precision(ranks, n, ap_mode)
         inp[start:end] = inverse_negative_penalty(ranks, n)
         first[start:end] = ranks[:, 0]
-    has_match = _check_queries(q_pids, num_matches, g_pids)
-    return _summarize(ap, inp, first, has_match, max_rank, num_q, per_query)
+
+    def finish() -> dict:
+        has_match = _check_queries(q_pids, num_matches, g_pids)
+        return _summarize(ap, inp, first, has_match, max_rank, num_q, per_query)
+    return work, finish
 
 
 def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_camids=None, gallery_camids=None,
@@ -227,6 +242,15 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     dropped = not keep.all()
     if dropped:
         gf, g_sq, g_pids, g_cams = gf[keep], g_sq[keep], g_pids[keep], g_cams[keep]
+    if not rerank and approximate is None:
+        work, finish = _protocol(q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query)
+        desc = f"evaluating {len(qf)} queries"
+        if metric == "cosine" and scalable_norms(q_sq) and scalable_norms(g_sq):  # no normalised copies
+            run_score_blocks(qf, gf, metric, work, block_size, progress, desc, np.sqrt(g_sq))
+        else:
+            run_score_blocks(prepare(qf, metric, q_sq), prepare(gf, metric, g_sq, in_place=dropped), metric, work,
+                             block_size, progress, desc)
+        return finish()
     qf, gf = prepare(qf, metric, q_sq), prepare(gf, metric, g_sq, in_place=dropped)  # gf[keep] is our copy
     if rerank:
         if approximate is not None:
@@ -235,12 +259,8 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
         blocks: Iterator[tuple[int, int, np.ndarray]] = ((start, end, np.negative(d, out=d))
                                                          for start, end, d in reranked)
         return _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query)
-    if approximate is not None:
-        return _evaluate_approximate(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, ap_mode, max_rank,
-                                     approximate, per_query, progress)
-    blocks = iter_score_blocks(qf, gf, metric, block_size, reuse=True)  # each block is done before the next
-    blocks = shown_blocks(blocks, len(qf), len(gf), block_size, progress, f"evaluating {len(qf)} queries")
-    return _evaluate_blocks(blocks, q_pids, q_cams, g_pids, g_cams, ap_mode, max_rank, per_query)
+    return _evaluate_approximate(qf, gf, q_pids, g_pids, q_cams, g_cams, metric, ap_mode, max_rank,
+                                 approximate, per_query, progress)
 
 
 def evaluate_reid_distances(distances, query_pids, gallery_pids, query_camids=None, gallery_camids=None,

@@ -17,16 +17,14 @@ import warnings
 
 import numpy as np
 
+from .blocks import run_self_score_blocks
 from .ranking import group_members, match_ranks
-from .reid import shown_blocks
 from .search import (
     as_label_vector,
     check_block_size,
     check_metric,
     check_positive_int,
-    checked_features,
-    iter_score_blocks,
-    prepare,
+    prepared_features,
 )
 
 
@@ -67,9 +65,8 @@ def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", c
     check_metric(metric)
     ks = _check_ks(ks)
     check_block_size(block_size)
-    x, squared = checked_features(feats, "feats", metric)
+    x = prepared_features(feats, "feats", metric)  # normalised for cosine
     y = as_label_vector(labels, "labels", x.shape[0])
-    x = prepare(x, metric, squared)
 
     groups = group_members(y, y)
     self_index = np.arange(x.shape[0])
@@ -78,22 +75,24 @@ def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", c
     first = np.zeros(num, dtype=np.int64)
     map_r = np.zeros(num)
     num_matches = np.zeros(num, dtype=np.int64)
-    blocks = shown_blocks(iter_score_blocks(x, x, metric, block_size, reuse=True), num, num, block_size, progress,
-                          f"evaluating {num} queries")
-    for start, end, scores in blocks:
+    ks_max = max(ks)
+
+    def work(start: int, end: int, scores: np.ndarray) -> None:  # rows start:end only (worker threads)
         members = groups.block(start, end)
         is_self = members == self_index[start:end, None]
         # only ranks up to R (MAP@R) and max(ks) (Recall@K), and the first rank, are needed
-        depth = np.maximum(groups.count[start:end] - 1, max(ks))
+        depth = np.maximum(groups.count[start:end] - 1, ks_max)
         ranks, n = match_ranks(scores, members, is_self, depth=depth)
         num_matches[start:end] = n
         if ranks.shape[1] == 0:
-            continue
+            return
         first[start:end] = ranks[:, 0]
         hits = np.arange(1, ranks.shape[1] + 1)[None, :]
         within = (ranks > 0) & (ranks <= n[:, None])
         terms = np.where(within, hits / np.maximum(ranks, 1), 0.0)
         map_r[start:end] = terms.sum(axis=1) / np.maximum(n, 1)
+
+    run_self_score_blocks(x, metric, work, block_size, progress, f"evaluating {num} queries")
 
     valid = num_matches > 0
     if not valid.any():

@@ -25,11 +25,16 @@ import torch
 
 METRICS = ("cosine", "euclidean")
 DEFAULT_BLOCK_ELEMENTS = 1 << 24  # scores per block: 64 MB of float32
+SYMMETRIC_MAX_ELEMENTS = 1 << 26  # leave-one-out score matrices up to 256 MB are computed whole, by halves
+SYMMETRIC_BLOCKS = 8  # row blocks of a symmetric matrix: (k + 1) / 2k of the general product's multiply-adds
+MIN_SYMMETRIC_BLOCK = 256  # rows
 # squared norms of a scorable row: 2 qᵀg - ||g||² and the squared distances of re-ranking stay far below
 # the float32 maximum (~3.4e38); below the minimum, a row cannot be normalised in float32 (cosine)
 MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 16
 MIN_SQUARED_NORM = float(np.finfo(np.float32).tiny) ** 2
 MIN_CHUNK_ELEMENTS = 1 << 18  # row-wise numpy work is split over threads in chunks of at least this many values
+SCALABLE_NORMS = (1e-15, 1e15)  # raw cosine scoring (scalable_norms) for norms within this range
+NORMALIZE_CHUNK_BYTES = 1 << 20  # rows normalised in one go by prepared_features: within a core's L2 cache
 T = TypeVar("T")
 
 
@@ -182,6 +187,43 @@ def prepare(x: np.ndarray, metric: str, squared: np.ndarray | None = None, in_pl
     return l2_normalize(x, squared=squared, in_place=in_place) if metric == "cosine" else x
 
 
+def prepared_features(x, name: str, metric: str) -> np.ndarray:
+    """:func:`as_feature_matrix` followed by :func:`prepare`, in one pass over float32 input for cosine: each
+    row chunk of about ``NORMALIZE_CHUNK_BYTES`` has its float64 squared norms taken and is divided by them
+    while it is still in the core's cache (one read of ``x`` from memory instead of two). The checks and
+    their messages are those of :func:`as_feature_matrix`; the result equals ``prepare(as_feature_matrix(x))``."""
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if metric != "cosine" or arr.dtype != np.float32 or arr.ndim != 2 or 0 in arr.shape:
+        checked, squared = checked_features(x, name, metric)
+        return prepare(checked, metric, squared)
+    arr = np.ascontiguousarray(arr)
+    out = np.empty(arr.shape, dtype=np.float32)
+    squared = np.empty(arr.shape[0], dtype=np.float64)
+    rows = max(1, NORMALIZE_CHUNK_BYTES // (4 * arr.shape[1]))
+    eps = float(np.finfo(np.float32).tiny)
+
+    def normalize(start: int, end: int) -> None:
+        for lo in range(start, end, rows):
+            hi = min(lo + rows, end)
+            np.einsum("ij,ij->i", arr[lo:hi], arr[lo:hi], dtype=np.float64, out=squared[lo:hi])
+            norms = np.maximum(np.sqrt(squared[lo:hi]), eps).astype(np.float32)[:, None]
+            with np.errstate(invalid="ignore", over="ignore"):  # rows refused below
+                np.divide(arr[lo:hi], norms, out=out[lo:hi])
+    map_row_chunks(normalize, arr.shape[0], arr.shape[1])
+    if not np.isfinite(squared).all():
+        _refuse_non_finite(arr, name)
+    check_norms(arr, name, metric, squared)
+    return out
+
+
+def scalable_norms(squared: np.ndarray) -> bool:
+    """Whether rows of these squared norms [N] may be scored raw and scaled afterwards (cosine without
+    normalised copies): every norm within ``SCALABLE_NORMS``, so that raw products stay far inside float32's
+    normal range (no overflow, no precision lost to subnormals)."""
+    low, high = SCALABLE_NORMS
+    return bool(squared.size) and low * low <= float(squared.min()) and float(squared.max()) <= high * high
+
+
 def check_block_size(block_size: int | None) -> None:
     """``block_size`` (queries per score block) is None (automatic) or a positive integer."""
     if block_size is not None:
@@ -217,7 +259,7 @@ def _cpu_vendor() -> str:
     return platform.processor()
 
 
-def _torch_ready(x: np.ndarray) -> bool:
+def torch_ready(x: np.ndarray) -> bool:
     """Whether torch can read ``x`` in place: writable, C-contiguous float32 in native byte order."""
     return x.dtype == np.float32 and x.dtype.isnative and x.flags.writeable and x.flags.c_contiguous
 
@@ -226,11 +268,11 @@ def block_product(gallery: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.
     """``product(query_block, out)``: ``query_block @ gallery.T`` written into ``out`` ([B, G]) with the
     :func:`product_backend`; the gallery is read transposed, never copied. Inputs torch cannot read in place
     (other dtypes, byte orders or layouts, read-only arrays) take numpy's path."""
-    if product_backend() == "torch" and _torch_ready(gallery):
+    if product_backend() == "torch" and torch_ready(gallery):
         g_t = torch.from_numpy(gallery).T
 
         def torch_product(q: np.ndarray, out: np.ndarray) -> np.ndarray:
-            if not (_torch_ready(q) and out.dtype == np.float32):
+            if not (torch_ready(q) and out.dtype == np.float32):
                 return np.matmul(q, gallery.T, out=out)
             torch.mm(torch.from_numpy(q), g_t, out=torch.from_numpy(out))
             return out
@@ -262,6 +304,29 @@ def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str, block
             scores *= 2.0
             scores -= g_sq
         yield start, end, scores
+
+
+def symmetric_products(num: int) -> bool:
+    """Whether leave-one-out scores of ``num`` items are computed by :func:`symmetric_product`: at most
+    ``SYMMETRIC_MAX_ELEMENTS`` scores, with torch's products (:func:`product_backend`; numpy's product into a
+    strided block was slower than the general product on the 2-core VM)."""
+    return num * num <= SYMMETRIC_MAX_ELEMENTS and product_backend() == "torch"
+
+
+def symmetric_product(x: np.ndarray, blocks: int = SYMMETRIC_BLOCKS) -> np.ndarray:
+    """``x @ x.T`` [N, N] for float32 ``x`` [N, D] that torch reads in place, multiplying only the block upper
+    triangle: each of ``blocks`` row blocks is multiplied from its diagonal on, and those products right of
+    its diagonal block are copied, transposed, below it ((blocks + 1) / (2 blocks) of the multiply-adds)."""
+    num = x.shape[0]
+    block = max(MIN_SYMMETRIC_BLOCK, -(-num // blocks))
+    full = np.empty((num, num), dtype=np.float32)  # numpy's allocation: transparent huge pages where enabled
+    full_t, x_t = torch.from_numpy(full), torch.from_numpy(x)
+    for start in range(0, num, block):
+        end = min(start + block, num)
+        torch.mm(x_t[start:end], x_t[start:].T, out=full_t[start:end, start:])
+        if end < num:
+            full_t[end:, start:end].copy_(full_t[start:end, end:].T)
+    return full
 
 
 def iter_matrix_blocks(scores: np.ndarray, block_size: int | None = None):
