@@ -87,7 +87,8 @@ def run_blocks(num_rows: int, block: int, scores_of: ScoresOf, work: BlockWork, 
         for start, end in show_progress(ranges, desc=desc, unit="block", enabled=progress):
             work(start, end, scores_of(start, end, scratch))
         return
-    todo, lock, done, stop = iter(ranges), threading.Lock(), queue.Queue(), threading.Event()
+    todo, lock, stop = iter(ranges), threading.Lock(), threading.Event()
+    done: queue.Queue[BaseException | None] = queue.Queue()  # one item per finished block, or the error
 
     def worker() -> None:
         scratch: dict = {}

@@ -81,15 +81,13 @@ def _count_among_candidates(values: np.ndarray, rows: np.ndarray,
                             thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """How many scores of each row are strictly above / equal to each of its thresholds [B, P], counting
     only the candidates ``values`` [C] of rows ``rows`` [C] (every score at least the row's lowest threshold
-    must be one): their (row, score) keys are sorted once and each threshold is found by two binary searches.
-    Thresholds in descending order along each row (rank order) are searched in ascending key order: numpy's
-    binary search narrows from the previous key then (about 5x faster on a CUB-scale block)."""
+    must be one): their (row, score) keys are sorted once and each threshold is found by two binary searches."""
     num_rows = len(thresholds)
     keys = np.sort(_sortable_keys(values, rows))
     row_end = np.bincount(rows, minlength=num_rows).cumsum()
-    wanted = _sortable_keys(thresholds[:, ::-1], np.arange(num_rows)[:, None])
-    at_most = np.searchsorted(keys, wanted, side="right")[:, ::-1]
-    below = np.searchsorted(keys, wanted, side="left")[:, ::-1]
+    wanted = _sortable_keys(thresholds, np.arange(num_rows)[:, None])
+    at_most = np.searchsorted(keys, wanted, side="right")
+    below = np.searchsorted(keys, wanted, side="left")
     return row_end[:, None] - at_most, at_most - below
 
 
