@@ -33,7 +33,6 @@ def _collect(run, *args, **kwargs) -> dict:
 @pytest.fixture
 def three_threads(monkeypatch):
     monkeypatch.setattr(search, "worker_threads", lambda: 3)
-    monkeypatch.setattr(blocks, "worker_threads", lambda: 3)
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
@@ -58,11 +57,12 @@ def test_threaded_blocks_equal_the_sequential_blocks(metric, backend, overlap, t
     assert len(idents) > 1 if overlap else idents == {threading.get_ident()}
 
 
-@pytest.mark.parametrize("scale", [1.0, 1e-20, 1e17])
+@pytest.mark.parametrize("scale", [1.0, 1e-25, 1e17])
 def test_raw_cosine_scores_rank_as_normalised_ones(scale, monkeypatch):
     """evaluate_reid's exact cosine path scores raw features divided by the gallery norms when every norm is
     in SCALABLE_NORMS, else normalised copies: both give the same per-query results, on features of any
-    scale (tiny and huge norms take the normalised path) and with exact duplicates in the gallery."""
+    scale (tiny and huge norms take the normalised path) and with exact duplicates in the gallery. At
+    1e-25 raw products underflow float32 (1e-50): scoring them raw would lose the ranking."""
     from reid_robust.evaluation import evaluate_reid
 
     rng = np.random.default_rng(6)
@@ -83,22 +83,47 @@ def test_raw_cosine_scores_rank_as_normalised_ones(scale, monkeypatch):
     reference = evaluate_reid(feats[q].astype(np.float64) / scale, feats[g].astype(np.float64) / scale,
                               pids[q], pids[g], cams[q], cams[g] + 1)
     assert results[0]["mAP"] == pytest.approx(reference["mAP"], abs=1e-6)
+    if scale == 1e-25:  # the guard matters: forced raw scoring of these norms ranks wrongly
+        monkeypatch.setattr(search, "SCALABLE_NORMS", (0.0, np.inf))
+        forced = evaluate_reid(feats[q], feats[g], pids[q], pids[g], cams[q], cams[g] + 1)
+        assert abs(forced["mAP"] - reference["mAP"]) > 0.01
 
 
 def test_an_error_in_a_worker_is_raised_and_the_threads_stop(three_threads):
+    """Block 2 of 12 fails: the other two threads finish the block they hold and take no more (without the
+    stop, all 11 others would run), the error reaches the caller, no worker is left, the count is restored."""
     query = prepare(_feats(3, 60), "cosine")
     done = []
 
     def work(start, end, scores):
         if start == 10:
             raise RuntimeError("boom in block 10")
+        time.sleep(0.05)
         done.append(start)
-    threads_before = torch.get_num_threads()
+    threads_before, alive_before = torch.get_num_threads(), threading.active_count()
     with pytest.raises(RuntimeError, match="boom in block 10"):
         blocks.run_score_blocks(query, query, "cosine", work, block_size=5)
     assert torch.get_num_threads() == threads_before
-    assert len(done) < 12 and not any(t.name.startswith("Thread") and t.is_alive() and t.daemon
-                                      for t in threading.enumerate() if t is not threading.current_thread())
+    assert len(done) <= 4, done
+    assert threading.active_count() == alive_before
+
+
+def test_numpy_products_inside_the_workers_use_one_blas_thread(three_threads, monkeypatch):
+    """A read-only gallery takes numpy's product even with torch's backend: its BLAS is limited to one
+    thread inside the workers too (no threads x BLAS threads oversubscription)."""
+    from threadpoolctl import threadpool_info
+
+    monkeypatch.setenv("REID_ROBUST_PRODUCT", "torch")
+    x = prepare(_feats(7, 30), "cosine")
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    blas_threads = []
+
+    def work(start, end, scores):
+        blas_threads.extend(info["num_threads"] for info in threadpool_info()  # numpy's own OpenBLAS
+                            if info["internal_api"] == "openblas" and "numpy" in info["filepath"])
+    blocks.run_score_blocks(x, frozen, "cosine", work, block_size=5)
+    assert blas_threads and set(blas_threads) == {1}
 
 
 def test_default_blocks_are_even_and_a_multiple_of_the_threads():
@@ -157,7 +182,6 @@ def test_retrieval_metrics_equal_with_and_without_symmetric_products(threads, mo
     monkeypatch.setenv("REID_ROBUST_PRODUCT", "torch")
     monkeypatch.setattr(search, "MIN_SYMMETRIC_BLOCK", 1)
     monkeypatch.setattr(search, "worker_threads", lambda: threads)
-    monkeypatch.setattr(blocks, "worker_threads", lambda: threads)
     rng = np.random.default_rng(9)
     labels = rng.integers(0, 12, size=150)
     feats = rng.integers(-2, 3, size=(150, 5)).astype(np.float32)  # many exact ties
@@ -168,3 +192,21 @@ def test_retrieval_metrics_equal_with_and_without_symmetric_products(threads, mo
                                           block_size=16))
     for key in ("first_rank", "map_at_r", "valid"):
         np.testing.assert_array_equal(results[0]["per_query"][key], results[1]["per_query"][key])
+
+
+def test_group_maxima_of_read_only_scores(monkeypatch):
+    """match_ranks with a depth on read-only scores (no torch warning: the maxima are taken by numpy)."""
+    from reid_robust.evaluation import ranking
+
+    monkeypatch.setattr(ranking, "MIN_CUT_GROUP", 1)
+    rng = np.random.default_rng(8)
+    scores = rng.normal(size=(6, 200)).astype(np.float32)
+    members = np.sort(np.stack([rng.choice(200, size=4, replace=False) for _ in range(6)]), axis=1)
+    excluded = np.zeros((6, 4), dtype=bool)
+    expected = ranking.match_ranks(scores.copy(), members, excluded, depth=2)
+    scores.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ranks = ranking.match_ranks(scores, members, excluded, depth=2)
+    np.testing.assert_array_equal(ranks[0], expected[0])
+    np.testing.assert_array_equal(ranks[1], expected[1])

@@ -25,6 +25,7 @@ import torch
 
 from reid_robust.progress import progress as show_progress
 
+from . import search
 from .search import (
     DEFAULT_BLOCK_ELEMENTS,
     block_product,
@@ -33,7 +34,6 @@ from .search import (
     symmetric_product,
     symmetric_products,
     torch_ready,
-    worker_threads,
 )
 
 BlockWork = Callable[[int, int, np.ndarray], None]
@@ -46,12 +46,14 @@ OVERLAP_MAX_DIM = 1024
 
 
 @contextmanager
-def single_threaded_products() -> Iterator[None]:
-    """torch (MKL and OpenMP) and, for numpy's products, the BLAS limited to one thread; restored after."""
+def single_threaded_products(numpy_products: bool) -> Iterator[None]:
+    """torch (MKL and OpenMP) and, when numpy multiplies (``numpy_products``), numpy's BLAS limited to one
+    thread; restored after. torch's count is process-wide: a thread whose first torch call falls inside
+    this context keeps one thread (torch fixes a thread's count at its first parallel call)."""
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if product_backend() == "numpy":
+        if numpy_products:
             from threadpoolctl import threadpool_limits
 
             with threadpool_limits(limits=1, user_api="blas"):
@@ -63,9 +65,11 @@ def single_threaded_products() -> Iterator[None]:
 
 
 def block_rows(num_rows: int, num_cols: int, threads: int, block_size: int | None = None) -> int:
-    """Rows per block: ``block_size`` if given, else the largest that keeps every thread's buffer within
-    ``PARALLEL_BLOCK_ELEMENTS / threads`` (and ``DEFAULT_BLOCK_ELEMENTS``), evened out so that the blocks are
-    of about equal size and their number is a multiple of ``threads`` (no thread idles at the end)."""
+    """Rows per block: ``block_size`` if given (each of the ``threads`` then holds a block of that many rows:
+    memory ``threads x block_size x num_cols`` scores), else the largest that keeps every thread's buffer
+    within ``PARALLEL_BLOCK_ELEMENTS / threads`` (and ``DEFAULT_BLOCK_ELEMENTS``), evened out so that the
+    blocks are of about equal size and their number is a multiple of ``threads`` (no thread idles at the
+    end)."""
     if block_size:
         return block_size
     elements = min(DEFAULT_BLOCK_ELEMENTS, PARALLEL_BLOCK_ELEMENTS // max(1, threads))
@@ -76,10 +80,11 @@ def block_rows(num_rows: int, num_cols: int, threads: int, block_size: int | Non
 
 
 def run_blocks(num_rows: int, block: int, scores_of: ScoresOf, work: BlockWork, threads: int,
-               progress: bool | None = False, desc: str = "") -> None:
+               progress: bool | None = False, desc: str = "", numpy_products: bool = True) -> None:
     """``work(start, end, scores_of(start, end, scratch))`` for consecutive blocks of ``block`` rows, on
     ``threads`` threads (each with its own ``scratch`` dict; blocks taken in turn); an error in any thread
-    stops the others after their current block and is raised here."""
+    stops the others after their current block and is raised here. ``numpy_products``: ``scores_of`` may
+    call numpy's BLAS (limited to one thread too, :func:`single_threaded_products`)."""
     ranges = [(start, min(start + block, num_rows)) for start in range(0, num_rows, block)]
     threads = max(1, min(threads, len(ranges)))
     if threads == 1:
@@ -104,7 +109,7 @@ def run_blocks(num_rows: int, block: int, scores_of: ScoresOf, work: BlockWork, 
             stop.set()
             done.put(exc)
 
-    with single_threaded_products():
+    with single_threaded_products(numpy_products):
         pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
         for thread in pool:
             thread.start()
@@ -155,10 +160,11 @@ def run_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str, work: 
     check_metric(metric)
     if gallery_norms is not None and metric != "cosine":
         raise ValueError("gallery_norms apply to the cosine metric only")
-    threads = worker_threads() if query.shape[1] <= OVERLAP_MAX_DIM else 1
+    threads = search.worker_threads() if query.shape[1] <= OVERLAP_MAX_DIM else 1
     block = block_rows(query.shape[0], gallery.shape[0], threads, block_size)
     scores_of = product_scores(query, gallery, metric, block, gallery_norms)
-    run_blocks(query.shape[0], block, scores_of, work, threads, progress, desc)
+    numpy_products = product_backend() == "numpy" or not (torch_ready(query) and torch_ready(gallery))
+    run_blocks(query.shape[0], block, scores_of, work, threads, progress, desc, numpy_products)
 
 
 def run_self_score_blocks(x: np.ndarray, metric: str, work: BlockWork, block_size: int | None = None,
@@ -185,5 +191,6 @@ def run_self_score_blocks(x: np.ndarray, metric: str, work: BlockWork, block_siz
             scores *= 2.0
             scores -= g_sq
         return scores
-    threads = worker_threads()
-    run_blocks(num, block_rows(num, num, threads, block_size), scores_of, work, threads, progress, desc)
+    threads = search.worker_threads()
+    run_blocks(num, block_rows(num, num, threads, block_size), scores_of, work, threads, progress, desc,
+               numpy_products=False)

@@ -210,6 +210,8 @@ def group_maxima(scores: np.ndarray, count: np.ndarray) -> GroupMaxima | None:
     if need < 1 or width < MIN_CUT_GROUP:
         return None
     groups = scores.shape[1] // width
+    if not scores.flags.writeable:  # torch reads only writable arrays in place
+        return GroupMaxima(scores[:, : groups * width].reshape(len(scores), width, groups).max(axis=1), width)
     view = torch.from_numpy(scores)[:, : groups * width].view(len(scores), width, groups)
     return GroupMaxima(view.amax(dim=1).numpy(), width)
 

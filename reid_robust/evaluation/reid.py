@@ -222,7 +222,8 @@ def evaluate_reid(query_feats, gallery_feats, query_pids, gallery_pids, query_ca
     Features must be finite, not too large for float32 scores, and (cosine) of non-zero norm.
     Returns ``mAP``, ``rank1``, ``rank5``, ``rank10``, ``mINP`` (fractions in [0, 1]), ``cmc`` (list of
     ``max_rank`` fractions, ``cmc[k-1]`` = rank-k rate), ``num_valid_queries`` and ``num_skipped_queries``.
-    Exact by default (scores in blocks of ``block_size`` queries, no gallery sort). With ``approximate``
+    Exact by default (scores in blocks of ``block_size`` queries, one block per worker thread at a time, no
+    gallery sort: :mod:`reid_robust.evaluation.blocks`). With ``approximate``
     a FAISS IVF/HNSW index retrieves ``approximate.topk`` items per query and matches ranked beyond them
     count as missed (negatives the index misses move matches up, so the result is no bound either way).
     ``rerank=True`` evaluates k-reciprocal re-ranked distances instead, block by block

@@ -58,6 +58,8 @@ def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", c
     Returns ``recall@K`` for each K in ``ks``, ``precision_at_1``, ``map_at_r``, ``nmi`` (NaN when
     ``compute_nmi`` is False), all fractions in [0, 1], plus ``num_valid_queries`` and ``num_lone_queries``;
     ``per_query=True`` adds ``per_query``: arrays ``first_rank``, ``map_at_r`` and ``valid`` over all items.
+    Scores come in blocks of ``block_size`` queries, one per worker thread at a time; up to 8,192 items the
+    whole symmetric score matrix is held (:func:`~reid_robust.evaluation.blocks.run_self_score_blocks`).
     ``ks`` are positive integers; features must be finite, not too large for float32 scores, and (cosine)
     of non-zero norm. ``progress=None`` shows the progress of the query blocks (a bar on a terminal, else a
     log line about every 30 s; :mod:`reid_robust.progress`); ``False`` (the default) is silent.

@@ -6,7 +6,8 @@ Scores are always "higher is more similar":
   squared distance shifted by a constant, so it ranks exactly as the Euclidean distance does.
 
 Exact scores are computed as float32 matrix products over blocks of queries, so the memory in use is
-O(block x gallery), never O(queries x gallery). FAISS indexes give top-k lists (flat = exact, IVF or
+O(block x gallery) per worker thread, not O(queries x gallery) (leave-one-out retrieval of up to 8,192 items
+holds its whole matrix, at most 256 MB: :func:`symmetric_product`). FAISS indexes give top-k lists (flat = exact, IVF or
 HNSW = approximate) for visualisation, re-ranking candidates and the approximate evaluation mode.
 """
 from __future__ import annotations
