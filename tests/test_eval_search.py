@@ -105,26 +105,3 @@ def test_both_product_backends_give_the_same_metrics(metric, monkeypatch):
         assert all(block.dtype == np.float64 for *_, block in float64)
 
 
-
-@pytest.mark.parametrize("chunk_bytes", [1, 100, 1 << 20])
-def test_prepared_features_equal_checked_then_prepared(chunk_bytes, monkeypatch):
-    """The one-pass validation and normalisation (row chunks on 3 threads) is bit-equal to as_feature_matrix
-    followed by prepare, and refuses the same rows with the same messages."""
-    from reid_robust.evaluation import search
-
-    monkeypatch.setattr(search, "NORMALIZE_CHUNK_BYTES", chunk_bytes)
-    monkeypatch.setattr(search, "MIN_CHUNK_ELEMENTS", 1)
-    monkeypatch.setattr(search, "worker_threads", lambda: 3)
-    x = (np.random.default_rng(4).normal(size=(37, 9)) * 10.0 ** np.linspace(-3, 4, 37)[:, None]).astype(np.float32)
-    for metric in ("cosine", "euclidean"):
-        np.testing.assert_array_equal(search.prepared_features(x, "feats", metric),
-                                      prepare(search.as_feature_matrix(x, "feats", metric), metric))
-    for row, value, message in ((5, np.nan, "row 5 is not finite"), (7, 0.0, "row 7 is all zeros"),
-                                (9, 3e37, "row 9 is too large")):
-        bad = x.copy()
-        bad[row] = value
-        bad[row + 3] = value  # the first bad row is named
-        with pytest.raises(ValueError, match=message):
-            search.as_feature_matrix(bad, "feats", "cosine")
-        with pytest.raises(ValueError, match=message):
-            search.prepared_features(bad, "feats", "cosine")

@@ -30,7 +30,9 @@ from .search import (
     DEFAULT_BLOCK_ELEMENTS,
     block_product,
     check_metric,
+    euclidean_offsets,
     product_backend,
+    products_to_scores,
     symmetric_product,
     symmetric_products,
     torch_ready,
@@ -130,17 +132,14 @@ def product_scores(query: np.ndarray, gallery: np.ndarray, metric: str, block: i
     iter_score_blocks` computes them), written into a buffer of ``block`` rows kept in the thread's scratch.
     ``gallery_norms`` [G] (cosine only): the gallery is raw, and each product column is divided by its norm."""
     product = block_product(gallery)
-    g_sq = np.einsum("ij,ij->i", gallery, gallery) if metric == "euclidean" else None
+    offsets = euclidean_offsets(gallery, metric)
     inverse = None if gallery_norms is None else (1.0 / gallery_norms).astype(np.float32)
     dtype = np.result_type(query.dtype, gallery.dtype, np.float32)
 
     def scores_of(start: int, end: int, scratch: dict) -> np.ndarray:
         if "buffer" not in scratch:
             scratch["buffer"] = np.empty((min(block, query.shape[0]), gallery.shape[0]), dtype=dtype)
-        scores = product(query[start:end], scratch["buffer"][: end - start])
-        if g_sq is not None:  # euclidean
-            scores *= 2.0
-            scores -= g_sq
+        scores = products_to_scores(product(query[start:end], scratch["buffer"][: end - start]), offsets)
         if inverse is not None:
             scores *= inverse
         return scores
@@ -183,14 +182,10 @@ def run_self_score_blocks(x: np.ndarray, metric: str, work: BlockWork, block_siz
     if not torch_ready(x):
         x = np.array(x, dtype=np.float32, order="C")  # a small copy that torch reads in place
     full = symmetric_product(x)
-    g_sq = np.einsum("ij,ij->i", x, x) if metric == "euclidean" else None
+    offsets = euclidean_offsets(x, metric)
 
     def scores_of(start: int, end: int, scratch: dict) -> np.ndarray:
-        scores = full[start:end]
-        if g_sq is not None:  # euclidean: each block's rows are its own
-            scores *= 2.0
-            scores -= g_sq
-        return scores
+        return products_to_scores(full[start:end], offsets)  # in place: each block's rows are its own
     threads = search.worker_threads()
     run_blocks(num, block_rows(num, num, threads, block_size), scores_of, work, threads, progress, desc,
                numpy_products=False)

@@ -24,7 +24,8 @@ from .search import (
     check_block_size,
     check_metric,
     check_positive_int,
-    prepared_features,
+    checked_features,
+    prepare,
 )
 
 
@@ -67,8 +68,9 @@ def evaluate_retrieval(feats, labels, ks=(1, 2, 4, 8), metric: str = "cosine", c
     check_metric(metric)
     ks = _check_ks(ks)
     check_block_size(block_size)
-    x = prepared_features(feats, "feats", metric)  # normalised for cosine
+    x, squared = checked_features(feats, "feats", metric)
     y = as_label_vector(labels, "labels", x.shape[0])
+    x = prepare(x, metric, squared)
 
     groups = group_members(y, y)
     self_index = np.arange(x.shape[0])

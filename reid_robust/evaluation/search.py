@@ -35,7 +35,6 @@ MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 16
 MIN_SQUARED_NORM = float(np.finfo(np.float32).tiny) ** 2
 MIN_CHUNK_ELEMENTS = 1 << 18  # row-wise numpy work is split over threads in chunks of at least this many values
 SCALABLE_NORMS = (1e-15, 1e15)  # raw cosine scoring (scalable_norms) for norms within this range
-NORMALIZE_CHUNK_BYTES = 1 << 20  # rows normalised in one go by prepared_features: within a core's L2 cache
 T = TypeVar("T")
 
 
@@ -188,35 +187,6 @@ def prepare(x: np.ndarray, metric: str, squared: np.ndarray | None = None, in_pl
     return l2_normalize(x, squared=squared, in_place=in_place) if metric == "cosine" else x
 
 
-def prepared_features(x, name: str, metric: str) -> np.ndarray:
-    """:func:`as_feature_matrix` followed by :func:`prepare`, in one pass over float32 input for cosine: each
-    row chunk of about ``NORMALIZE_CHUNK_BYTES`` has its float64 squared norms taken and is divided by them
-    while it is still in the core's cache (one read of ``x`` from memory instead of two). The checks and
-    their messages are those of :func:`as_feature_matrix`; the result equals ``prepare(as_feature_matrix(x))``."""
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if metric != "cosine" or arr.dtype != np.float32 or arr.ndim != 2 or 0 in arr.shape:
-        checked, squared = checked_features(x, name, metric)
-        return prepare(checked, metric, squared)
-    arr = np.ascontiguousarray(arr)
-    out = np.empty(arr.shape, dtype=np.float32)
-    squared = np.empty(arr.shape[0], dtype=np.float64)
-    rows = max(1, NORMALIZE_CHUNK_BYTES // (4 * arr.shape[1]))
-    eps = float(np.finfo(np.float32).tiny)
-
-    def normalize(start: int, end: int) -> None:
-        for lo in range(start, end, rows):
-            hi = min(lo + rows, end)
-            np.einsum("ij,ij->i", arr[lo:hi], arr[lo:hi], dtype=np.float64, out=squared[lo:hi])
-            norms = np.maximum(np.sqrt(squared[lo:hi]), eps).astype(np.float32)[:, None]
-            with np.errstate(invalid="ignore", over="ignore"):  # rows refused below
-                np.divide(arr[lo:hi], norms, out=out[lo:hi])
-    map_row_chunks(normalize, arr.shape[0], arr.shape[1])
-    if not np.isfinite(squared).all():
-        _refuse_non_finite(arr, name)
-    check_norms(arr, name, metric, squared)
-    return out
-
-
 def scalable_norms(squared: np.ndarray) -> bool:
     """Whether rows of these squared norms [N] may be scored raw and scaled afterwards (cosine without
     normalised copies): every norm within ``SCALABLE_NORMS``, so that raw products stay far inside float32's
@@ -282,29 +252,38 @@ def block_product(gallery: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.
     return lambda q, out: np.matmul(q, g_np, out=out)
 
 
-def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str, block_size: int | None = None,
-                      reuse: bool = False) -> Iterator[tuple[int, int, np.ndarray]]:
+def euclidean_offsets(gallery: np.ndarray, metric: str) -> np.ndarray | None:
+    """``||g||²`` [G] of the gallery rows for the euclidean score ``2 qᵀg − ||g||²``; None for cosine."""
+    return np.einsum("ij,ij->i", gallery, gallery) if metric == "euclidean" else None
+
+
+def products_to_scores(products: np.ndarray, offsets: np.ndarray | None) -> np.ndarray:
+    """The scores of a block of products ``qᵀg`` [B, G], in place: ``2 qᵀg − ||g||²`` with the
+    :func:`euclidean_offsets`, the products themselves for cosine (``offsets`` None)."""
+    if offsets is not None:
+        products *= 2.0
+        products -= offsets
+    return products
+
+
+def iter_score_blocks(query: np.ndarray, gallery: np.ndarray, metric: str,
+                      block_size: int | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, end, scores[end - start, G])`` for consecutive query blocks (float32, higher = closer).
 
     ``query`` and ``gallery`` must already be prepared with :func:`prepare` (normalised for cosine). The
     products go through :func:`block_product` (torch's MKL on Intel CPUs, numpy's OpenBLAS elsewhere:
-    :func:`product_backend`). ``reuse=True`` writes every block into one buffer (no fresh pages per block): a block is
-    then valid only until the next one is requested.
+    :func:`product_backend`). Each block is a fresh array (the evaluators' threaded blocks reuse buffers:
+    :mod:`reid_robust.evaluation.blocks`).
     """
     check_metric(metric)
-    g_sq = np.einsum("ij,ij->i", gallery, gallery) if metric == "euclidean" else None
+    offsets = euclidean_offsets(gallery, metric)
     block = block_size or default_block_size(gallery.shape[0])
-    buffer = np.empty((min(block, query.shape[0]), gallery.shape[0]), dtype=np.float32) if reuse else None
     product = block_product(gallery)
     dtype = np.result_type(query.dtype, gallery.dtype, np.float32)  # as numpy's product of the two would be
     for start in range(0, query.shape[0], block):
         end = min(start + block, query.shape[0])
-        out = buffer[: end - start] if buffer is not None else np.empty((end - start, gallery.shape[0]), dtype)
-        scores = product(query[start:end], out)
-        if g_sq is not None:  # euclidean
-            scores *= 2.0
-            scores -= g_sq
-        yield start, end, scores
+        scores = product(query[start:end], np.empty((end - start, gallery.shape[0]), dtype))
+        yield start, end, products_to_scores(scores, offsets)
 
 
 def symmetric_products(num: int) -> bool:
